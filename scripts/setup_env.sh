@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# Create (or reuse) a virtualenv with one of the tested stacks and the project installed.
+#
+# usage: scripts/setup_env.sh STACK VENV
+#   STACK: tf215-cpu (primary, CI), tf215-gpu (same pins, CUDA wheels), tf221-cpu (newest TF)
+#
+# Each stack is one lock file in constraints/, installed with --no-deps so pip never
+# re-resolves it (tf-models-official and the OD sdist declare deps, e.g. plain
+# `tensorflow` and tensorflow-text, that would pull a second TF on top of tensorflow-cpu).
+# A stamp file keyed on the lock and setup.py makes a second call a no-op.
+set -euo pipefail
+
+stack=${1:?usage: setup_env.sh STACK VENV}
+venv=${2:?usage: setup_env.sh STACK VENV}
+root=$(cd "$(dirname "$0")/.." && pwd)
+lock="$root/constraints/$stack.txt"
+python=${PYTHON:-python3.11}
+
+case "$stack" in
+  tf215-gpu) lock="$root/constraints/tf215-cpu.txt" ;;
+esac
+[ -f "$lock" ] || { echo "setup_env.sh: unknown stack '$stack' (no $lock)" >&2; exit 2; }
+
+key=$(cat "$lock" "$root/setup.py" "$root/constraints/dev.txt" "$0" | sha1sum | cut -c1-12)
+stamp="$venv/.tfod-finetune-$stack-$key"
+if [ -f "$stamp" ]; then
+  exit 0
+fi
+
+start=$(date +%s)
+echo "setup_env: creating $venv ($stack)" >&2
+rm -rf "$venv"
+"$python" -m venv "$venv"
+pip=("$venv/bin/python" -m pip --quiet --disable-pip-version-check)
+"${pip[@]}" install --upgrade "pip>=24" setuptools wheel
+if [ "$stack" = tf215-gpu ]; then
+  # Same pins, but TF with its CUDA 12.2 / cuDNN 8.9 wheels (these resolve their own deps).
+  grep -v '^tensorflow-cpu==' "$lock" > "$venv/lock.txt"
+  "${pip[@]}" install --no-deps -r "$venv/lock.txt"
+  "${pip[@]}" install -c "$venv/lock.txt" "tensorflow[and-cuda]==2.15.1"
+else
+  "${pip[@]}" install --no-deps -r "$lock"
+fi
+"${pip[@]}" install --no-deps -r "$root/constraints/dev.txt"
+"${pip[@]}" install --no-deps --no-build-isolation -e "$root"
+"$venv/bin/python" -m pip check >&2 || true
+touch "$stamp"
+echo "setup_env: $stack ready in $(( $(date +%s) - start )) s" >&2

@@ -1,0 +1,1 @@
+"""Finding and reading fine-tune checkpoints (names and shapes only; no model build)."""

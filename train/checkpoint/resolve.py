@@ -1,0 +1,115 @@
+"""Turn whatever users put in `fine_tune_checkpoint` into a checkpoint prefix, or say why not.
+
+Pure filesystem logic (no TensorFlow): users point at `ckpt-0.index`, at a `.data-*` shard, at
+the `checkpoint/` directory, at the extracted tarball root, or at a path with the OD API's
+`PATH_TO_BE_CONFIGURED` left in. The OD API accepts some of these early and fails 20-60 s later
+(F2 in the failure catalogue); here each gets a verdict and, when there is one, the prefix it
+should have been.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import glob
+import os
+import re
+
+_SHARD = re.compile(r"\.data-\d{5}-of-\d{5}$")
+_STATE_LINE = re.compile(r'^model_checkpoint_path:\s*"(.*)"\s*$', re.M)
+
+
+@dataclasses.dataclass(frozen=True)
+class Resolution:
+    """Where a fine_tune_checkpoint value leads.
+
+    Attributes:
+      given: the value as written.
+      prefix: the checkpoint prefix it resolves to (None when it resolves to nothing).
+      problem: None when `given` is already a valid prefix; else a short code detail
+        ('placeholder', 'index_file', 'data_file', 'directory', 'tarball_root', 'missing',
+        'no_index', 'empty').
+      message: one line describing the problem (empty when there is none).
+    """
+
+    given: str
+    prefix: str | None
+    problem: str | None
+    message: str = ""
+
+
+def _latest_in_dir(directory: str) -> str | None:
+    state = os.path.join(directory, "checkpoint")
+    if os.path.isfile(state):
+        with open(state, encoding="utf-8", errors="replace") as f:
+            match = _STATE_LINE.search(f.read())
+        if match:
+            name = match[1]
+            prefix = name if os.path.isabs(name) else os.path.join(directory, name)
+            if os.path.exists(prefix + ".index"):
+                return prefix
+    indexes = glob.glob(os.path.join(directory, "*.index"))
+    if not indexes:
+        return None
+
+    def step(path: str) -> int:
+        match = re.search(r"-(\d+)\.index$", path)
+        return int(match[1]) if match else -1
+
+    return max(indexes, key=step)[: -len(".index")]
+
+
+def resolve(given: str) -> Resolution:
+    """Resolves a `fine_tune_checkpoint` value (see Resolution)."""
+    if not given.strip():
+        return Resolution(given, None, "empty", "fine_tune_checkpoint is empty")
+    if "PATH_TO_BE_CONFIGURED" in given or re.search(r"\$\{?\w+\}?", given):
+        return Resolution(given, None, "placeholder", f"placeholder left in the path: {given}")
+    path = os.path.expanduser(given)
+    if path.endswith(".index"):
+        prefix = path[: -len(".index")]
+        if os.path.exists(path):
+            return Resolution(
+                given, prefix, "index_file",
+                "points at the .index file; the OD API needs the prefix without the extension")
+        return Resolution(given, None, "missing", f"{given} does not exist")
+    if _SHARD.search(path):
+        prefix = _SHARD.sub("", path)
+        if os.path.exists(prefix + ".index"):
+            return Resolution(
+                given, prefix, "data_file",
+                "points at a .data shard; the OD API needs the prefix without the extension")
+        return Resolution(given, None, "missing", f"{prefix}.index does not exist")
+    if os.path.isdir(path):
+        prefix = _latest_in_dir(path)
+        if prefix:
+            return Resolution(
+                given, prefix, "directory",
+                "points at a directory; the OD API needs a checkpoint prefix inside it")
+        inner = os.path.join(path, "checkpoint")
+        if os.path.isdir(inner):
+            prefix = _latest_in_dir(inner)
+            if prefix:
+                return Resolution(
+                    given, prefix, "tarball_root",
+                    "points at the extracted zoo model folder; the checkpoint is in its "
+                    "checkpoint/ subfolder")
+        return Resolution(given, None, "no_index", f"directory {given} holds no checkpoint")
+    if os.path.exists(path + ".index"):
+        return Resolution(given, path, None)
+    if os.path.exists(path):
+        return Resolution(
+            given, None, "no_index",
+            f"{given} is a file but not a checkpoint prefix ({path}.index is missing)")
+    # Nested extraction (model/model/checkpoint/ckpt-0) or a missing checkpoint/ level.
+    parent = os.path.dirname(path)
+    name = os.path.basename(path)
+    for candidate in (
+        os.path.join(parent, "checkpoint", name),
+        os.path.join(parent, os.path.basename(parent), "checkpoint", name),
+        os.path.join(parent, os.path.basename(parent), name),
+    ):
+        if os.path.exists(candidate + ".index"):
+            return Resolution(
+                given, candidate, "nested",
+                f"{given} does not exist, but {candidate} does (nested or partial path)")
+    return Resolution(given, None, "missing", f"{given}.index does not exist")

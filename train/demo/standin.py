@@ -1,0 +1,53 @@
+"""A stand-in for a TF2 detection-zoo download, built from a config with random weights.
+
+Pretrained weights cannot be downloaded here, so the demo and the tests build the model from a
+zoo-equivalent config (90 COCO classes), run one forward pass so every variable exists, shift
+every float variable by a small random amount (so any restore is visible: fresh initialisers
+never produce these values), and save it exactly like the zoo tarballs are laid out:
+`<out>/checkpoint/{checkpoint, ckpt-0.index, ckpt-0.data-00000-of-00001}` + `<out>/pipeline.config`.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+
+def build_standin(config_path: str, out_dir: str, num_classes: int | None = None,
+                  seed: int = 0) -> str:
+    """Builds, perturbs and saves the model; returns the checkpoint prefix."""
+    from train import compat
+
+    compat.apply()
+    import tensorflow as tf
+    from object_detection.builders import model_builder
+
+    from train.pipeline import fields, io
+
+    source = io.load(config_path)
+    config = source.proto
+    if num_classes is not None:
+        fields.set_value(config, fields.num_classes_path(config), num_classes)
+    tf.random.set_seed(seed)
+    model = model_builder.build(model_config=config.model, is_training=False)
+    resizer = fields.model_message(config).image_resizer
+    which = resizer.WhichOneof("image_resizer_oneof")
+    if which == "fixed_shape_resizer":
+        height, width = resizer.fixed_shape_resizer.height, resizer.fixed_shape_resizer.width
+    else:
+        height = width = 320
+    image = tf.random.uniform([1, height, width, 3], 0, 255, seed=seed)
+    preprocessed, shapes = model.preprocess(image)
+    model.postprocess(model.predict(preprocessed, shapes), shapes)
+    generator = tf.random.Generator.from_seed(seed)
+    for variable in model.variables:
+        if variable.dtype.is_floating:
+            variable.assign_add(generator.uniform(variable.shape, 0.0, 0.02, dtype=variable.dtype))
+    checkpoint_dir = os.path.join(out_dir, "checkpoint")
+    if os.path.isdir(checkpoint_dir):
+        shutil.rmtree(checkpoint_dir)
+    manager = tf.train.CheckpointManager(tf.train.Checkpoint(model=model), checkpoint_dir,
+                                         max_to_keep=1)
+    prefix = manager.save(checkpoint_number=0)
+    io.write_atomic(os.path.join(out_dir, "pipeline.config"), io.to_text(config))
+    return prefix

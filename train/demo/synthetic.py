@@ -1,0 +1,104 @@
+"""A small synthetic detection dataset in the OD API's tf.train.Example format.
+
+JPEGs of coloured shapes on plain backgrounds (1 square, 2 circle, 3 triangle), written as
+TFRecords with every feature `TfExampleDecoder` reads, plus a 3-class label map. Deterministic
+for a given seed, so tests can rely on its contents.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+
+import numpy as np
+
+CLASSES = {1: "square", 2: "circle", 3: "triangle"}
+_COLOURS = {1: (220, 40, 40), 2: (40, 200, 60), 3: (50, 80, 230)}
+
+
+def make_image(rng: np.random.Generator, size: int):
+    """Returns (PIL image, boxes [(xmin, ymin, xmax, ymax)] normalised, labels)."""
+    from PIL import Image, ImageDraw
+
+    background = tuple(int(c) for c in rng.integers(150, 256, size=3))
+    image = Image.new("RGB", (size, size), background)
+    draw = ImageDraw.Draw(image)
+    boxes, labels = [], []
+    for _ in range(int(rng.integers(1, 4))):
+        label = int(rng.integers(1, 4))
+        width = int(rng.integers(size // 8, size // 3))
+        height = width if label != 1 else int(rng.integers(size // 8, size // 3))
+        x0 = int(rng.integers(0, size - width))
+        y0 = int(rng.integers(0, size - height))
+        x1, y1 = x0 + width, y0 + height
+        colour = _COLOURS[label]
+        if label == 1:
+            draw.rectangle([x0, y0, x1, y1], fill=colour)
+        elif label == 2:
+            draw.ellipse([x0, y0, x1, y1], fill=colour)
+        else:
+            draw.polygon([(x0, y1), (x1, y1), ((x0 + x1) // 2, y0)], fill=colour)
+        boxes.append((x0 / size, y0 / size, x1 / size, y1 / size))
+        labels.append(label)
+    return image, boxes, labels
+
+
+def to_example(image, boxes, labels, filename: str, class_names=CLASSES):
+    """Encodes one image and its boxes as an OD API tf.train.Example."""
+    import tensorflow as tf
+
+    def _bytes(values):
+        return tf.train.Feature(bytes_list=tf.train.BytesList(value=values))
+
+    def _ints(values):
+        return tf.train.Feature(int64_list=tf.train.Int64List(value=values))
+
+    def _floats(values):
+        return tf.train.Feature(float_list=tf.train.FloatList(value=values))
+
+    buffer = io.BytesIO()
+    image.save(buffer, format="JPEG", quality=90)
+    width, height = image.size
+    feature = {
+        "image/height": _ints([height]),
+        "image/width": _ints([width]),
+        "image/filename": _bytes([filename.encode()]),
+        "image/source_id": _bytes([filename.encode()]),
+        "image/encoded": _bytes([buffer.getvalue()]),
+        "image/format": _bytes([b"jpeg"]),
+        "image/object/bbox/xmin": _floats([b[0] for b in boxes]),
+        "image/object/bbox/ymin": _floats([b[1] for b in boxes]),
+        "image/object/bbox/xmax": _floats([b[2] for b in boxes]),
+        "image/object/bbox/ymax": _floats([b[3] for b in boxes]),
+        "image/object/class/text": _bytes([class_names.get(c, f"class{c}").encode() for c in labels]),
+        "image/object/class/label": _ints(labels),
+    }
+    return tf.train.Example(features=tf.train.Features(feature=feature))
+
+
+def write_label_map(path: str, classes=CLASSES) -> str:
+    """Writes a StringIntLabelMap text file."""
+    with open(path, "w", encoding="utf-8") as f:
+        for class_id, name in classes.items():
+            f.write(f"item {{\n  id: {class_id}\n  name: '{name}'\n}}\n")
+    return path
+
+
+def make_dataset(out_dir: str, num_train: int = 32, num_eval: int = 8, size: int = 320,
+                 seed: int = 0) -> dict[str, str]:
+    """Writes train.record, eval.record and label_map.pbtxt; returns their paths."""
+    import tensorflow as tf
+
+    os.makedirs(out_dir, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    paths = {}
+    for split, count in (("train", num_train), ("eval", num_eval)):
+        path = os.path.join(out_dir, f"{split}.record")
+        with tf.io.TFRecordWriter(path) as writer:
+            for i in range(count):
+                image, boxes, labels = make_image(rng, size)
+                example = to_example(image, boxes, labels, f"{split}_{i:04d}.jpg")
+                writer.write(example.SerializeToString())
+        paths[split] = path
+    paths["label_map"] = write_label_map(os.path.join(out_dir, "label_map.pbtxt"))
+    return paths

@@ -1,0 +1,56 @@
+"""Fine-tune a TF2 Object Detection API model: preflight, rewrite, train.
+
+    python -m train.finetune --pipeline_config PATH --model_dir DIR [--checkpoint CKPT]
+        [--label_map MAP] [--num_train_steps N] [--batch_size B] [--preflight_only]
+
+Exit codes: 0 ok, 2 usage error, 3 preflight failed, 4 training failed, 5 interrupted
+(README "Exit codes").
+"""
+
+from __future__ import annotations
+
+import sys
+
+from absl import app
+from absl import flags as absl_flags
+
+from train import errors
+from train import flags as driver_flags
+
+
+def _parse_flags(argv: list[str]) -> list[str]:
+    """absl's parser, but a usage error is one line and exit code 2 (absl would use 1)."""
+    try:
+        rest = absl_flags.FLAGS(argv)
+    except absl_flags.Error as e:
+        print(f"error: {e}\n  see: {argv[0]} --helpshort", file=sys.stderr)
+        sys.exit(errors.EXIT_USAGE)
+    missing = [f"--{name}" for name in driver_flags.REQUIRED if absl_flags.FLAGS[name].value is None]
+    if missing:
+        print(f"error: missing required flag(s): {', '.join(missing)}", file=sys.stderr)
+        sys.exit(errors.EXIT_USAGE)
+    if len(rest) > 1:
+        print(f"error: unexpected arguments: {' '.join(rest[1:])}", file=sys.stderr)
+        sys.exit(errors.EXIT_USAGE)
+    return rest
+
+
+def main(argv: list[str]) -> int:
+    """Runs the driver on the parsed flags."""
+    del argv  # everything comes from flags
+    from train import driver
+
+    try:
+        return driver.run(driver_flags.options_from_flags())
+    except errors.DriverError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return e.exit_code
+
+
+def run() -> None:
+    """Console-script entry point (`tfod-finetune`)."""
+    app.run(main, flags_parser=_parse_flags)
+
+
+if __name__ == "__main__":
+    run()

@@ -1,0 +1,110 @@
+"""The training process: the real `object_detection.model_lib_v2.train_loop`, plus a final save.
+
+Run as `python -m train.launch.child model_dir/launch.json` by the runner, never by users. It
+is a separate process so that the OD API's TensorFlow state, GPU memory and global absl flags
+never mix with the driver's, and so that its exit status is clean to map.
+
+What it adds to `train_loop`: `train_loop` saves only at step 0 and whenever
+`checkpoint_every_n` steps have passed since the last save, so the last
+`num_steps % checkpoint_every_n` steps are lost (tensorflow/models#9650). The child records the
+CheckpointManager that `train_loop` creates and saves once more at the end if the final step is
+not saved yet.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import sys
+import traceback
+
+EXIT_FAILED = 4
+
+
+@contextlib.contextmanager
+def _recording_checkpoint_managers(tf):
+    """Records every tf.train.CheckpointManager created inside the block."""
+    created = []
+    original = tf.train.CheckpointManager
+
+    class RecordingCheckpointManager(original):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            created.append(self)
+
+    tf.train.CheckpointManager = RecordingCheckpointManager
+    tf.compat.v2.train.CheckpointManager = RecordingCheckpointManager
+    try:
+        yield created
+    finally:
+        tf.train.CheckpointManager = original
+        tf.compat.v2.train.CheckpointManager = original
+
+
+def _saved_step(tf, manager) -> int | None:
+    latest = manager.latest_checkpoint
+    if not latest:
+        return None
+    try:
+        return int(tf.train.load_variable(latest, "step/.ATTRIBUTES/VARIABLE_VALUE"))
+    except (tf.errors.OpError, ValueError):
+        return None
+
+
+def save_final(tf, managers) -> str | None:
+    """Saves the training state unless the latest checkpoint already holds the final step."""
+    if not managers:
+        return None
+    manager = managers[-1]
+    step = int(manager.checkpoint.step.numpy())
+    if _saved_step(tf, manager) == step:
+        return None
+    return manager.save()
+
+
+def _one_line(error: BaseException) -> str:
+    text = str(error).strip().splitlines()
+    first = text[0] if text else ""
+    if len(first) > 300:  # e.g. "Found 260 Python objects ... [<tf.Variable ... numpy=array(...)"
+        first = first[:300] + " ..."
+    return f"{type(error).__name__}: {first}"
+
+
+def main(argv: list[str]) -> int:
+    """Runs the training described by the launch spec at argv[1]."""
+    with open(argv[1], encoding="utf-8") as f:
+        spec = json.load(f)["child"]
+
+    from train import compat
+
+    compat.apply()
+    import tensorflow as tf
+    from object_detection import model_lib_v2
+
+    tf.get_logger().setLevel("INFO")
+    try:
+        with _recording_checkpoint_managers(tf) as managers:
+            model_lib_v2.train_loop(
+                pipeline_config_path=spec["pipeline_config"],
+                model_dir=spec["model_dir"],
+                train_steps=spec["num_train_steps"],
+                use_tpu=False,
+                checkpoint_every_n=spec["checkpoint_every_n"],
+                checkpoint_max_to_keep=spec["checkpoint_max_to_keep"],
+                record_summaries=True,
+                num_steps_per_iteration=spec["num_steps_per_iteration"],
+            )
+            saved = save_final(tf, managers)
+        if saved:
+            print(f"[tfod-finetune] saved final checkpoint {saved}", flush=True)
+    except Exception as e:  # noqa: BLE001 - report every failure as one line + the log
+        traceback.print_exc()
+        print(f"[tfod-finetune] training failed: {_one_line(e)}", file=sys.stderr, flush=True)
+        return EXIT_FAILED
+    return 0
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
+    sys.exit(main(sys.argv))

@@ -1,0 +1,87 @@
+"""The launch plan: everything the training child needs, computed by pure functions."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import sys
+
+
+@dataclasses.dataclass(frozen=True)
+class LaunchPlan:
+    """How the training child is started (written to model_dir/launch.json for the record)."""
+
+    argv: tuple[str, ...]
+    env: dict[str, str]
+    pipeline_config: str
+    model_dir: str
+    num_train_steps: int
+    start_step: int
+    checkpoint_every_n: int
+    checkpoint_max_to_keep: int
+    num_steps_per_iteration: int
+    log_path: str
+
+    def child_spec(self) -> dict:
+        """The JSON the child reads (train/launch/child.py)."""
+        return {
+            "pipeline_config": self.pipeline_config,
+            "model_dir": self.model_dir,
+            "num_train_steps": self.num_train_steps,
+            "checkpoint_every_n": self.checkpoint_every_n,
+            "checkpoint_max_to_keep": self.checkpoint_max_to_keep,
+            "num_steps_per_iteration": self.num_steps_per_iteration,
+        }
+
+
+def choose_steps_per_iteration(remaining: int, checkpoint_every_n: int, cap: int = 100) -> int:
+    """Steps per `tf.function` call of the OD loop.
+
+    `train_loop` runs whole iterations of this many steps, writes summaries and checkpoints
+    only between them, and overshoots `train_steps` when this does not divide the remaining
+    steps (model_main_tf2 hard-codes 100). So pick the largest value that divides both the
+    remaining steps and the checkpoint cadence, and keeps at least ~20 summary points per run.
+    """
+    if remaining <= 0:
+        return 1
+    limit = max(1, min(cap, remaining // 20))
+    for d in range(limit, 0, -1):
+        if remaining % d == 0 and checkpoint_every_n % d == 0:
+            return d
+    return 1
+
+
+def build_plan(options, resolved_config: str, num_train_steps: int, start_step: int,
+               extra_env: dict[str, str], python: str = sys.executable,
+               log_name: str = "train.log") -> LaunchPlan:
+    """Builds the launch plan (pure: no I/O)."""
+    model_dir = os.path.abspath(options.model_dir)
+    remaining = num_train_steps - start_step
+    per_iteration = options.num_steps_per_iteration or choose_steps_per_iteration(
+        remaining, options.checkpoint_every_n)
+    env = {
+        "TF_CPP_MIN_LOG_LEVEL": "1",
+        "PYTHONUNBUFFERED": "1",
+        **extra_env,
+    }
+    spec_path = os.path.join(model_dir, "launch.json")
+    return LaunchPlan(
+        argv=(python, "-m", "train.launch.child", spec_path),
+        env=env,
+        pipeline_config=os.path.abspath(resolved_config),
+        model_dir=model_dir,
+        num_train_steps=num_train_steps,
+        start_step=start_step,
+        checkpoint_every_n=options.checkpoint_every_n,
+        checkpoint_max_to_keep=options.checkpoint_max_to_keep,
+        num_steps_per_iteration=per_iteration,
+        log_path=os.path.join(model_dir, "logs", log_name),
+    )
+
+
+def plan_json(plan: LaunchPlan) -> str:
+    """The plan as written to model_dir/launch.json."""
+    record = dataclasses.asdict(plan)
+    record["child"] = plan.child_spec()
+    return json.dumps(record, indent=2, sort_keys=True)

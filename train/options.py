@@ -1,0 +1,30 @@
+"""The frozen options object: flags are read once, in train/flags.py, and turned into this."""
+
+from __future__ import annotations
+
+import dataclasses
+
+
+@dataclasses.dataclass(frozen=True)
+class RunOptions:
+    """Everything one driver invocation was asked to do.
+
+    `None` means "not given on the command line": the pipeline config's value stands.
+    """
+
+    pipeline_config: str
+    model_dir: str
+    checkpoint: str | None = None
+    label_map: str | None = None
+    train_input_path: tuple[str, ...] = ()
+    eval_input_path: tuple[str, ...] = ()
+    num_classes: int | None = None
+    num_train_steps: int | None = None
+    batch_size: int | None = None
+    checkpoint_every_n: int = 1000
+    checkpoint_max_to_keep: int = 7
+    num_steps_per_iteration: int | None = None
+    fix: str = "auto"  # "auto": apply safe fixes; "never": report them as errors
+    preflight_only: bool = False
+    report_json: str | None = None
+    log_every_s: float = 30.0

@@ -1,0 +1,1 @@
+"""Reading, inspecting and rewriting OD API pipeline configs (protobuf text format)."""

@@ -1,0 +1,109 @@
+"""Parse and write pipeline.config files with protobuf text_format; no TensorFlow import.
+
+The OD API's own `config_util.get_configs_from_pipeline_file` imports TensorFlow and raises a
+bare ParseError; the driver needs the parse error as a finding (file, line, column) and the raw
+text to point at line numbers and to diff against.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import tempfile
+
+from train import compat
+
+
+class ConfigParseError(Exception):
+    """The config file cannot be read or parsed. `line`/`column` are 1-based when known."""
+
+    def __init__(self, path: str, message: str, line: int | None = None, column: int | None = None):
+        where = f"{path}:{line}:{column}" if line else path
+        super().__init__(f"{where}: {message}")
+        self.path, self.detail, self.line, self.column = path, message, line, column
+
+
+@dataclasses.dataclass
+class PipelineFile:
+    """A parsed pipeline config and the text it came from."""
+
+    path: str
+    text: str
+    proto: object  # pipeline_pb2.TrainEvalPipelineConfig
+
+    def line_of(self, field: str) -> int | None:
+        """1-based line of the first `field:` / `field {` in the file (None if absent)."""
+        return find_line(self.text, field)
+
+
+def pipeline_pb2():
+    """The OD API's pipeline_pb2 module (imports through the compat proto hook)."""
+    compat.apply(with_tensorflow=False)
+    from object_detection.protos import pipeline_pb2 as module
+
+    return module
+
+
+def parse_text(text: str, path: str = "<string>"):
+    """Parses pipeline text into a TrainEvalPipelineConfig, raising ConfigParseError."""
+    from google.protobuf import text_format
+
+    proto = pipeline_pb2().TrainEvalPipelineConfig()
+    try:
+        text_format.Merge(text, proto)
+    except text_format.ParseError as e:
+        line, column = getattr(e, "_line", None), getattr(e, "_column", None)
+        message = str(e)
+        match = re.match(r"^(\d+):(\d+) : (.*)$", message, re.S)
+        if match:
+            line, column, message = int(match[1]), int(match[2]), match[3]
+        elif line is not None:
+            line, column = line + 1, (column or 0) + 1
+        raise ConfigParseError(path, message.strip(), line, column) from None
+    return proto
+
+
+def load(path: str) -> PipelineFile:
+    """Reads and parses a pipeline config file."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    except FileNotFoundError:
+        raise ConfigParseError(path, "file not found") from None
+    except IsADirectoryError:
+        raise ConfigParseError(path, "is a directory, not a pipeline config file") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigParseError(path, f"cannot be read: {e}") from None
+    return PipelineFile(path=path, text=text, proto=parse_text(text, path))
+
+
+def to_text(proto) -> str:
+    """Canonical text of a config: what the driver writes and diffs."""
+    from google.protobuf import text_format
+
+    return text_format.MessageToString(proto)
+
+
+def find_line(text: str, field: str) -> int | None:
+    """1-based line number of the first occurrence of `field` used as a field name."""
+    pattern = re.compile(r"^\s*" + re.escape(field) + r"\s*[:{]")
+    for number, line in enumerate(text.splitlines(), start=1):
+        if pattern.match(line):
+            return number
+    return None
+
+
+def write_atomic(path: str, text: str) -> None:
+    """Writes `text` to `path` so that readers never see a partial file."""
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=os.path.basename(path))
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise

@@ -1,0 +1,93 @@
+"""What the checks look at: the options, the effective config, and lazily read artefacts.
+
+Expensive reads (the checkpoint index, label maps) happen once, on first use, and failures are
+kept as values so that every check that needs them can report and the rest still run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import os
+
+from train.checkpoint import resolve as ckpt_resolve
+from train.options import RunOptions
+from train.pipeline import fields, labelmap
+from train.pipeline.io import PipelineFile
+
+
+@dataclasses.dataclass
+class Context:
+    """Inputs of one preflight pass.
+
+    Attributes:
+      options: the run options.
+      source: the user's pipeline file (text + parsed proto, untouched).
+      config: the effective config: `source` with the command-line overrides applied.
+    """
+
+    options: RunOptions
+    source: PipelineFile
+    config: object
+
+    def line(self, field: str) -> int | None:
+        """Line of `field` in the user's file."""
+        return self.source.line_of(field)
+
+    def where(self, field: str) -> str:
+        """'path:line' (or just the path) for messages about `field`."""
+        line = self.line(field)
+        return f"{self.source.path}:{line}" if line else self.source.path
+
+    @property
+    def train_config(self):  # noqa: D102
+        return self.config.train_config
+
+    @property
+    def num_train_steps(self) -> int:
+        """Steps the run will train for (flag, else config; 0 means unset)."""
+        return self.options.num_train_steps or self.config.train_config.num_steps
+
+    @functools.cached_property
+    def checkpoint(self) -> ckpt_resolve.Resolution | None:
+        """Resolution of fine_tune_checkpoint (None when the field is unset)."""
+        if not self.config.train_config.HasField("fine_tune_checkpoint"):
+            return None
+        return ckpt_resolve.resolve(self.config.train_config.fine_tune_checkpoint)
+
+    @functools.cached_property
+    def checkpoint_info(self):
+        """(CheckpointInfo | None, error text | None) for the resolved checkpoint."""
+        resolution = self.checkpoint
+        if resolution is None or resolution.prefix is None:
+            return None, None
+        from train.checkpoint import inspect
+
+        try:
+            return inspect.inspect(resolution.prefix), None
+        except Exception as e:  # noqa: BLE001 - any reader error is a finding, not a crash
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            return None, f"{type(e).__name__}: {first}"
+
+    @functools.cached_property
+    def label_maps(self) -> dict[str, labelmap.LabelMap | str]:
+        """{label_map_path: LabelMap or error text} for every reader that names one."""
+        result: dict[str, labelmap.LabelMap | str] = {}
+        for _, reader in fields.input_readers(self.config):
+            path = reader.label_map_path
+            if not path or path in result or fields.PLACEHOLDER in path:
+                continue
+            if not os.path.exists(path):
+                result[path] = "file not found"
+                continue
+            try:
+                result[path] = labelmap.load(path)
+            except labelmap.LabelMapError as e:
+                result[path] = str(e)
+        return result
+
+    @property
+    def train_label_map(self) -> labelmap.LabelMap | None:
+        """The parsed train label map, if it parsed."""
+        value = self.label_maps.get(self.config.train_input_reader.label_map_path)
+        return value if isinstance(value, labelmap.LabelMap) else None
