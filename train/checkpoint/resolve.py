@@ -100,16 +100,21 @@ def resolve(given: str) -> Resolution:
         return Resolution(
             given, None, "no_index",
             f"{given} is a file but not a checkpoint prefix ({path}.index is missing)")
-    # Nested extraction (model/model/checkpoint/ckpt-0) or a missing checkpoint/ level.
-    parent = os.path.dirname(path)
+    # Nested extraction (model/model/checkpoint/ckpt-0) or a missing checkpoint/ level:
+    # look for the same file name a few levels below the nearest existing ancestors.
     name = os.path.basename(path)
-    for candidate in (
-        os.path.join(parent, "checkpoint", name),
-        os.path.join(parent, os.path.basename(parent), "checkpoint", name),
-        os.path.join(parent, os.path.basename(parent), name),
-    ):
-        if os.path.exists(candidate + ".index"):
-            return Resolution(
-                given, candidate, "nested",
-                f"{given} does not exist, but {candidate} does (nested or partial path)")
+    ancestor = os.path.dirname(path)
+    for _ in range(3):
+        if ancestor in ("", os.sep) or ancestor == os.path.expanduser("~"):
+            break  # never scan a whole filesystem or home directory
+        if os.path.isdir(ancestor):
+            found = []
+            for depth in range(1, 4):
+                found += glob.glob(os.path.join(ancestor, *(["*"] * depth), name + ".index"))
+            if found:
+                candidate = min(found, key=lambda p: (p.count(os.sep), p))[: -len(".index")]
+                return Resolution(
+                    given, candidate, "nested",
+                    f"{given} does not exist, but {candidate} does (nested or partial path)")
+        ancestor = os.path.dirname(ancestor)
     return Resolution(given, None, "missing", f"{given}.index does not exist")

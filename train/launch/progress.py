@@ -14,6 +14,7 @@ import time
 
 _TAGS = ("Loss/total_loss", "Loss/classification_loss", "Loss/localization_loss",
          "Loss/regularization_loss", "learning_rate", "steps_per_sec")
+_COMPLETE = ("Loss/total_loss", "learning_rate", "steps_per_sec")  # written last, per step
 
 
 @dataclasses.dataclass
@@ -32,8 +33,12 @@ class EventTail:
         self._loaders = {}
         self._pending: dict[int, dict[str, float]] = {}
 
-    def poll(self) -> list[StepRecord]:
-        """Returns the steps whose scalars arrived since the last poll, in step order."""
+    def poll(self, final: bool = False) -> list[StepRecord]:
+        """Returns the steps whose scalars arrived since the last poll, in step order.
+
+        A step is returned once all its scalars are in, or once a later step has started
+        (its writes are then over); `final=True` returns everything left.
+        """
         from tensorboard.backend.event_processing import event_file_loader
         from tensorboard.util import tensor_util
 
@@ -49,7 +54,12 @@ class EventTail:
                     else:
                         number = float(value.simple_value)
                     self._pending.setdefault(int(event.step), {})[value.tag] = number
-        done = [s for s, v in self._pending.items() if "Loss/total_loss" in v and "steps_per_sec" in v]
+        newest = max(self._pending, default=None)
+        done = [
+            s for s, v in self._pending.items()
+            if "Loss/total_loss" in v and "steps_per_sec" in v
+            and (final or s != newest or all(tag in v for tag in _COMPLETE))
+        ]
         records = [StepRecord(s, self._pending.pop(s)) for s in sorted(done)]
         return records
 

@@ -48,7 +48,7 @@ def run(plan: LaunchPlan, log_every_s: float, emit=None) -> int:
                 child.kill()
                 child.wait()
             return errors.EXIT_INTERRUPTED
-    printer.feed(tail.poll())
+    printer.feed(tail.poll(final=True))
     if child.returncode != 0:
         for line in _tail(plan.log_path):
             emit(f"  | {line}")

@@ -1,0 +1,50 @@
+"""Shared fixtures.
+
+Third-party fixtures (../shared/fixtures: real zoo configs and checkpoint indexes) are read at
+run time from $TFOD_SHARED_FIXTURES, which .ci/run sets; tests that need them skip with the
+reason when it is unset. Everything else uses data the tests generate.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DEMO_CONFIG = os.path.join(ROOT, "configs", "ssd_mobilenet_v2_fpnlite_320x320.config")
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "slow: trains or builds models (tens of seconds)")
+    config.addinivalue_line("markers", "stack: run on every supported TF stack in CI")
+
+
+@pytest.fixture(scope="session")
+def shared_fixtures() -> str:
+    """Path of ../shared/fixtures, or skip."""
+    path = os.environ.get("TFOD_SHARED_FIXTURES")
+    if not path or not os.path.isdir(path):
+        pytest.skip("third-party fixtures absent: set TFOD_SHARED_FIXTURES to ../shared/fixtures")
+    return path
+
+
+@pytest.fixture(scope="session")
+def demo_assets(tmp_path_factory) -> dict[str, str]:
+    """Synthetic dataset + stand-in FPNLite zoo folder (built once per session)."""
+    from train.demo import __main__ as demo
+
+    out = tmp_path_factory.mktemp("demo_assets")
+    paths = demo.prepare(str(out))
+    paths["prefix"] = os.path.join(paths["zoo"], "checkpoint", "ckpt-0")
+    return paths
+
+
+def run_python(code_or_args, env_extra=None, timeout=600):
+    """Runs a fresh Python (so import-time shims start clean); returns CompletedProcess."""
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", **(env_extra or {})}
+    args = ["-c", code_or_args] if isinstance(code_or_args, str) else list(code_or_args)
+    return subprocess.run([sys.executable, *args], capture_output=True, text=True, env=env,
+                          cwd=ROOT, timeout=timeout)

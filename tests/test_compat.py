@@ -1,0 +1,157 @@
+"""Each compat shim is needed (the OD API fails without it) and works (it runs with it)."""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import os
+from importlib import metadata
+
+import pytest
+
+from tests.conftest import run_python
+
+pytestmark = pytest.mark.stack
+
+
+def _keras3() -> bool:
+    try:
+        return int(metadata.version("keras").split(".")[0]) >= 3
+    except metadata.PackageNotFoundError:
+        return False
+
+
+def _od_dir() -> str:
+    return os.path.dirname(importlib.util.find_spec("object_detection").origin)
+
+
+PROTO_IMPORT = """
+from train import compat; compat.apply(with_tensorflow=False)
+from google.protobuf.internal import api_implementation
+from object_detection.protos import pipeline_pb2, train_pb2
+c = pipeline_pb2.TrainEvalPipelineConfig()
+c.train_config.fine_tune_checkpoint_version = train_pb2.V2
+print(api_implementation.Type(), train_pb2.CheckpointVersion.Name(c.train_config.fine_tune_checkpoint_version))
+"""
+
+
+def test_protos_shim_needed_and_sufficient():
+    without = run_python(PROTO_IMPORT, {"TFOD_COMPAT_SKIP": "protos"})
+    assert without.returncode != 0
+    assert "Descriptors cannot be created directly" in without.stderr
+    with_shim = run_python(PROTO_IMPORT)
+    assert with_shim.returncode == 0, with_shim.stderr
+    assert with_shim.stdout.split() == ["upb", "V2"]  # the fast backend, no env var needed
+
+
+def test_protos_shim_survives_user_setting_pure_python_backend():
+    result = run_python(PROTO_IMPORT, {"PROTOCOL_BUFFERS_PYTHON_IMPLEMENTATION": "python"})
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["python", "V2"]
+
+
+DECODE = """
+from train import compat; compat.apply()
+import tensorflow as tf
+from train.demo import synthetic
+import numpy as np
+image, boxes, labels = synthetic.make_image(np.random.default_rng(1), 64)
+serialized = synthetic.to_example(image, boxes, labels, "a.jpg").SerializeToString()
+from object_detection.data_decoders import tf_example_decoder
+decoded = tf_example_decoder.TfExampleDecoder().decode(tf.constant(serialized))
+print(decoded["groundtruth_classes"].numpy().tolist() == labels)
+"""
+
+
+def test_tf_slim_ops_shim_needed_and_sufficient():
+    without = run_python(DECODE, {"TFOD_COMPAT_SKIP": "tf_slim_ops"})
+    assert without.returncode != 0
+    assert "has no attribute 'case'" in without.stderr
+    with_shim = run_python(DECODE)
+    assert with_shim.returncode == 0, with_shim.stderr
+    assert with_shim.stdout.strip().endswith("True")
+
+
+BUILDER = "from train import compat; compat.apply()\nfrom object_detection.builders import model_builder\nprint('ok')"
+
+
+@pytest.mark.skipif(importlib.util.find_spec("tensorflow_io") is not None,
+                    reason="tensorflow-io is installed, so no stub is needed")
+def test_tensorflow_io_stub_needed_and_sufficient():
+    without = run_python(BUILDER, {"TFOD_COMPAT_SKIP": "tensorflow_io"})
+    assert without.returncode != 0
+    assert "No module named 'tensorflow_io'" in without.stderr
+    with_shim = run_python(BUILDER)
+    assert with_shim.returncode == 0, with_shim.stderr
+
+
+AVERAGE_PRECISION = """
+from train import compat; compat.apply()
+import numpy as np
+from object_detection.utils import metrics
+p = np.array([1.0, 0.5], dtype=float); r = np.array([0.5, 1.0], dtype=float)
+print(round(float(metrics.compute_average_precision(p, r)), 4))
+"""
+
+
+def test_numpy_aliases_needed_and_sufficient():
+    without = run_python(AVERAGE_PRECISION, {"TFOD_COMPAT_SKIP": "numpy_aliases"})
+    assert without.returncode != 0
+    assert "has no attribute 'float'" in without.stderr
+    with_shim = run_python(AVERAGE_PRECISION)
+    assert with_shim.returncode == 0, with_shim.stderr
+    assert with_shim.stdout.strip() == "0.75"
+
+
+MODEL_LIB = "from train import compat; compat.apply()\nfrom object_detection import model_lib_v2\nprint('ok')"
+
+
+@pytest.mark.skipif(not _keras3(), reason="Keras 2 stack (TF <= 2.15): no Keras 3 to avoid")
+def test_legacy_keras_shim_needed_and_sufficient():
+    without = run_python(MODEL_LIB, {"TFOD_COMPAT_SKIP": "legacy_keras"})
+    assert without.returncode != 0
+    assert "experimental" in without.stderr
+    with_shim = run_python(MODEL_LIB)
+    assert with_shim.returncode == 0, with_shim.stderr
+
+
+@pytest.mark.skipif(not _keras3(), reason="TF <= 2.15 still ships tf.estimator")
+def test_estimator_stub_needed_and_sufficient():
+    without = run_python(MODEL_LIB, {"TFOD_COMPAT_SKIP": "estimator"})
+    assert without.returncode != 0
+    assert "estimator" in without.stderr
+    with_shim = run_python(MODEL_LIB)
+    assert with_shim.returncode == 0, with_shim.stderr
+
+
+@pytest.mark.skipif(not _keras3(), reason="only Keras-3 stacks depend on import order")
+def test_tensorflow_imported_first_is_a_clear_error_on_keras3():
+    result = run_python("import tensorflow\nfrom train import compat\ncompat.apply()",
+                        {"TF_USE_LEGACY_KERAS": ""})
+    assert result.returncode != 0
+    assert "CompatError" in result.stderr and "TF_USE_LEGACY_KERAS" in result.stderr
+
+
+@pytest.mark.skipif(_keras3(), reason="on Keras-3 stacks TF must come after compat")
+def test_library_use_works_after_user_imported_tensorflow():
+    result = run_python("import tensorflow as tf\ntf.keras.layers.Dense(1)\n" + MODEL_LIB)
+    assert result.returncode == 0, result.stderr
+
+
+def _tree_digest(path: str) -> str:
+    digest = hashlib.sha256()
+    for root, dirs, files in sorted(os.walk(path)):
+        dirs[:] = sorted(d for d in dirs if d != "__pycache__")
+        for name in sorted(files):
+            if name.endswith(".pyc"):
+                continue
+            with open(os.path.join(root, name), "rb") as f:
+                digest.update(name.encode() + f.read())
+    return digest.hexdigest()
+
+
+def test_compat_edits_no_installed_file():
+    before = _tree_digest(_od_dir())
+    result = run_python(MODEL_LIB)
+    assert result.returncode == 0, result.stderr
+    assert _tree_digest(_od_dir()) == before
