@@ -31,18 +31,22 @@ start=$(date +%s)
 echo "setup_env: creating $venv ($stack)" >&2
 rm -rf "$venv"
 "$python" -m venv "$venv"
-pip=("$venv/bin/python" -m pip --quiet --disable-pip-version-check)
-"${pip[@]}" install --upgrade "pip>=24" setuptools wheel
+pip_install() {
+  # --no-warn-conflicts: the OD sdist and tf-models-official declare deps we leave out on purpose.
+  "$venv/bin/python" -m pip --quiet --disable-pip-version-check install --no-warn-conflicts "$@" \
+    2> >(grep -v "is ignored: it is neither a file nor a directory" >&2)
+}
+pip_install --upgrade "pip>=24" setuptools wheel
 if [ "$stack" = tf215-gpu ]; then
   # Same pins, but TF with its CUDA 12.2 / cuDNN 8.9 wheels (these resolve their own deps).
   grep -v '^tensorflow-cpu==' "$lock" > "$venv/lock.txt"
-  "${pip[@]}" install --no-deps -r "$venv/lock.txt"
-  "${pip[@]}" install -c "$venv/lock.txt" "tensorflow[and-cuda]==2.15.1"
+  pip_install --no-deps -r "$venv/lock.txt"
+  pip_install -c "$venv/lock.txt" "tensorflow[and-cuda]==2.15.1"
 else
-  "${pip[@]}" install --no-deps -r "$lock"
+  pip_install --no-deps -r "$lock"
 fi
-"${pip[@]}" install --no-deps -r "$root/constraints/dev.txt"
-"${pip[@]}" install --no-deps --no-build-isolation -e "$root"
-"$venv/bin/python" -m pip check >&2 || true
+pip_install --no-deps -r "$root/constraints/dev.txt"
+pip_install --no-deps --no-build-isolation -e "$root"
+
 touch "$stamp"
 echo "setup_env: $stack ready in $(( $(date +%s) - start )) s" >&2

@@ -46,5 +46,6 @@ def run_python(code_or_args, env_extra=None, timeout=600):
     """Runs a fresh Python (so import-time shims start clean); returns CompletedProcess."""
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", **(env_extra or {})}
     args = ["-c", code_or_args] if isinstance(code_or_args, str) else list(code_or_args)
-    return subprocess.run([sys.executable, *args], capture_output=True, text=True, env=env,
-                          cwd=ROOT, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, *args], capture_output=True, text=True, env=env, cwd=ROOT, timeout=timeout
+    )

@@ -33,8 +33,9 @@ def test_valid_prefix_has_no_problem(zoo):
     assert resolve.resolve(prefix) == resolve.Resolution(prefix, prefix, None)
 
 
-@pytest.mark.parametrize("suffix,problem", [(".index", "index_file"),
-                                            (".data-00000-of-00001", "data_file")])
+@pytest.mark.parametrize(
+    "suffix,problem", [(".index", "index_file"), (".data-00000-of-00001", "data_file")]
+)
 def test_file_paths_resolve_to_prefix(zoo, suffix, problem):
     _, prefix = zoo
     result = resolve.resolve(prefix + suffix)
@@ -81,18 +82,28 @@ S = "/.ATTRIBUTES/VARIABLE_VALUE"
 
 
 def test_classify_kinds_from_roots():
-    detection = [("_CHECKPOINTABLE_OBJECT_GRAPH", []), ("save_counter" + S, []),
-                 ("model/_box_predictor/_prediction_heads/class_predictions_with_background/"
-                  "_class_predictor_layers/0/bias" + S, [546]),
-                 ("model/_feature_extractor/classification_backbone/layer_with_weights-0/kernel" + S,
-                  [3, 3, 3, 32])]
+    detection = [
+        ("_CHECKPOINTABLE_OBJECT_GRAPH", []),
+        ("save_counter" + S, []),
+        (
+            "model/_box_predictor/_prediction_heads/class_predictions_with_background/"
+            "_class_predictor_layers/0/bias" + S,
+            [546],
+        ),
+        (
+            "model/_feature_extractor/classification_backbone/layer_with_weights-0/kernel" + S,
+            [3, 3, 3, 32],
+        ),
+    ]
     info = inspect.classify(detection)
     assert (info.kind, info.meta_arch, info.head_slots) == ("detection", "ssd", 546)
     assert inspect.classes_from_head(info, anchors_per_location=6) == 90
     training = detection + [("optimizer/iter" + S, []), ("step" + S, [])]
     assert inspect.classify(training).kind == "training"
-    backbone = [("_CHECKPOINTABLE_OBJECT_GRAPH", []),
-                ("feature_extractor/layer_with_weights-0/kernel" + S, [3, 3, 3, 32])]
+    backbone = [
+        ("_CHECKPOINTABLE_OBJECT_GRAPH", []),
+        ("feature_extractor/layer_with_weights-0/kernel" + S, [3, 3, 3, 32]),
+    ]
     assert inspect.classify(backbone).kind == "classification"
     tf1 = [("FeatureExtractor/MobilenetV2/Conv/weights", [3, 3, 3, 32]), ("global_step", [])]
     assert inspect.classify(tf1).kind == "tf1"
@@ -123,10 +134,14 @@ def test_real_zoo_indexes(shared_fixtures, name):
     result = resolve.resolve(os.path.join(shared_fixtures, "zoo_checkpoints", name))
     assert result.problem == "tarball_root"
     info = inspect.inspect(result.prefix)
-    assert (info.kind, info.meta_arch, info.head_slots, len(info.variables)) == ("detection",) + ZOO[name]
+    assert (info.kind, info.meta_arch, info.head_slots, len(info.variables)) == (
+        "detection",
+    ) + ZOO[name]
 
 
 def test_real_tf1_index(shared_fixtures):
-    folder = os.path.join(shared_fixtures, "zoo_checkpoints_tf1", "ssd_mobilenet_v2_coco_2018_03_29")
+    folder = os.path.join(
+        shared_fixtures, "zoo_checkpoints_tf1", "ssd_mobilenet_v2_coco_2018_03_29"
+    )
     info = inspect.inspect(resolve.resolve(folder).prefix)
     assert info.kind == "tf1"

@@ -31,7 +31,8 @@ from google.protobuf.internal import api_implementation
 from object_detection.protos import pipeline_pb2, train_pb2
 c = pipeline_pb2.TrainEvalPipelineConfig()
 c.train_config.fine_tune_checkpoint_version = train_pb2.V2
-print(api_implementation.Type(), train_pb2.CheckpointVersion.Name(c.train_config.fine_tune_checkpoint_version))
+version = c.train_config.fine_tune_checkpoint_version
+print(api_implementation.Type(), train_pb2.CheckpointVersion.Name(version))
 """
 
 
@@ -72,11 +73,16 @@ def test_tf_slim_ops_shim_needed_and_sufficient():
     assert with_shim.stdout.strip().endswith("True")
 
 
-BUILDER = "from train import compat; compat.apply()\nfrom object_detection.builders import model_builder\nprint('ok')"
+BUILDER = """
+from train import compat; compat.apply()
+from object_detection.builders import model_builder
+"""
 
 
-@pytest.mark.skipif(importlib.util.find_spec("tensorflow_io") is not None,
-                    reason="tensorflow-io is installed, so no stub is needed")
+@pytest.mark.skipif(
+    importlib.util.find_spec("tensorflow_io") is not None,
+    reason="tensorflow-io is installed, so no stub is needed",
+)
 def test_tensorflow_io_stub_needed_and_sufficient():
     without = run_python(BUILDER, {"TFOD_COMPAT_SKIP": "tensorflow_io"})
     assert without.returncode != 0
@@ -103,7 +109,10 @@ def test_numpy_aliases_needed_and_sufficient():
     assert with_shim.stdout.strip() == "0.75"
 
 
-MODEL_LIB = "from train import compat; compat.apply()\nfrom object_detection import model_lib_v2\nprint('ok')"
+MODEL_LIB = """
+from train import compat; compat.apply()
+from object_detection import model_lib_v2
+"""
 
 
 @pytest.mark.skipif(not _keras3(), reason="Keras 2 stack (TF <= 2.15): no Keras 3 to avoid")
@@ -126,8 +135,9 @@ def test_estimator_stub_needed_and_sufficient():
 
 @pytest.mark.skipif(not _keras3(), reason="only Keras-3 stacks depend on import order")
 def test_tensorflow_imported_first_is_a_clear_error_on_keras3():
-    result = run_python("import tensorflow\nfrom train import compat\ncompat.apply()",
-                        {"TF_USE_LEGACY_KERAS": ""})
+    result = run_python(
+        "import tensorflow\nfrom train import compat\ncompat.apply()", {"TF_USE_LEGACY_KERAS": ""}
+    )
     assert result.returncode != 0
     assert "CompatError" in result.stderr and "TF_USE_LEGACY_KERAS" in result.stderr
 

@@ -69,14 +69,23 @@ def test_num_classes_override_works_on_centernet():
 
 
 def test_input_overrides_replace_repeated_fields_and_cover_every_reader():
-    text = FRCNN + 'eval_input_reader { label_map_path: "b" tf_record_input_reader { input_path: "e1" input_path: "e2" } }'
+    text = (
+        FRCNN
+        + 'eval_input_reader { label_map_path: "b" '
+        + 'tf_record_input_reader { input_path: "e1" input_path: "e2" } }'
+    )
     config, _ = rewrite.apply_overrides(
         io.parse_text(text),
-        _options(label_map="lm.pbtxt", train_input_path=("t*.record",), eval_input_path=("v.record",)))
+        _options(
+            label_map="lm.pbtxt", train_input_path=("t*.record",), eval_input_path=("v.record",)
+        ),
+    )
     assert list(config.train_input_reader.tf_record_input_reader.input_path) == ["t*.record"]
     assert list(config.eval_input_reader[0].tf_record_input_reader.input_path) == ["v.record"]
-    assert {config.train_input_reader.label_map_path, config.eval_input_reader[0].label_map_path} == {
-        "lm.pbtxt"}
+    assert {
+        config.train_input_reader.label_map_path,
+        config.eval_input_reader[0].label_map_path,
+    } == {"lm.pbtxt"}
 
 
 def test_overrides_do_not_touch_the_input_proto():
@@ -90,9 +99,20 @@ def test_apply_fixes_records_changes_and_clears_fields():
     config = io.parse_text(FRCNN + "")
     config.train_config.sync_replicas = True
     findings = [
-        Finding("IGNORED_FIELD", ERROR, "m", "f", edits=(Edit("train_config.sync_replicas", None, "tf1"),)),
-        Finding("CKPT_VERSION", ERROR, "m", "f",
-                edits=(Edit("train_config.fine_tune_checkpoint_version", "V2", "v2"),)),
+        Finding(
+            "IGNORED_FIELD",
+            ERROR,
+            "m",
+            "f",
+            edits=(Edit("train_config.sync_replicas", None, "tf1"),),
+        ),
+        Finding(
+            "CKPT_VERSION",
+            ERROR,
+            "m",
+            "f",
+            edits=(Edit("train_config.fine_tune_checkpoint_version", "V2", "v2"),),
+        ),
     ]
     fixed, changes = rewrite.apply_fixes(config, findings)
     assert not fixed.train_config.HasField("sync_replicas")

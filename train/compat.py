@@ -148,13 +148,15 @@ def _apply_legacy_keras() -> bool:
     if _dist_version("tf-keras") is None and _dist_version("tf_keras") is None:
         raise CompatError(
             "Keras 3 is installed and tf-keras is not: the OD API needs Keras 2. "
-            "Fix: pip install tf-keras==<your TF minor version> (see constraints/).")
+            "Fix: pip install tf-keras==<your TF minor version> (see constraints/)."
+        )
     if os.environ.get("TF_USE_LEGACY_KERAS") != "1":
         if "tensorflow" in sys.modules:
             raise CompatError(
                 "TensorFlow was imported before TF_USE_LEGACY_KERAS=1 could be set, so tf.keras "
                 "is Keras 3, which the OD API cannot use. Fix: import train.compat and call "
-                "apply() before importing tensorflow, or export TF_USE_LEGACY_KERAS=1.")
+                "apply() before importing tensorflow, or export TF_USE_LEGACY_KERAS=1."
+            )
         os.environ["TF_USE_LEGACY_KERAS"] = "1"
     return True
 
@@ -191,6 +193,7 @@ def _apply_estimator() -> bool:
 
     try:
         from tensorflow.compat.v1 import estimator  # noqa: F401
+
         return False
     except ImportError:
         pass
@@ -218,7 +221,8 @@ def _apply_tensorflow_io() -> bool:
     def rgb_to_lab(*args, **kwargs):
         raise ImportError(
             "tensorflow_io is not installed; only DeepMAC's colour loss needs it. "
-            "Fix: pip install tensorflow-io matching your TF version.")
+            "Fix: pip install tensorflow-io matching your TF version."
+        )
 
     tfio.experimental = types.SimpleNamespace(color=types.SimpleNamespace(rgb_to_lab=rgb_to_lab))
     tfio.__tfod_finetune_stub__ = True

@@ -45,8 +45,12 @@ def _config_summary(options, config, resolved: str | None) -> dict:
 
 def _write_report_json(options, preflight_report, changes, config, resolved) -> None:
     if options.report_json:
-        io.write_atomic(options.report_json, report.build_json(
-            preflight_report, changes, _config_summary(options, config, resolved)))
+        io.write_atomic(
+            options.report_json,
+            report.build_json(
+                preflight_report, changes, _config_summary(options, config, resolved)
+            ),
+        )
 
 
 def _start_step(model_dir: str) -> int:
@@ -69,10 +73,13 @@ def run(options: RunOptions) -> int:
     try:
         source = io.load(options.pipeline_config)
     except io.ConfigParseError as e:
-        finding = Finding("PARSE", ERROR, f"{e}", "fix the config text at that position",
-                          file=e.path, line=e.line)
+        finding = Finding(
+            "PARSE", ERROR, f"{e}", "fix the config text at that position", file=e.path, line=e.line
+        )
         _emit(f"error: {finding.code}: {finding.message}\n  fix: {finding.fix}")
-        return errors.EXIT_PREFLIGHT if os.path.exists(options.pipeline_config) else errors.EXIT_USAGE
+        return (
+            errors.EXIT_PREFLIGHT if os.path.exists(options.pipeline_config) else errors.EXIT_USAGE
+        )
 
     config, overrides = rewrite.apply_overrides(source.proto, options)
     ctx = Context(options=options, source=source, config=config)
@@ -102,11 +109,14 @@ def run(options: RunOptions) -> int:
     from train.launch import runner
 
     steps = resolved_config.train_config.num_steps
-    plan = launch_plan.build_plan(options, resolved_path, steps, _start_step(options.model_dir),
-                                  compat.child_environment())
+    plan = launch_plan.build_plan(
+        options, resolved_path, steps, _start_step(options.model_dir), compat.child_environment()
+    )
     code = runner.run(plan, options.log_every_s, _emit)
     if code == errors.EXIT_OK:
-        _emit(f"done: checkpoints in {plan.model_dir} (ckpt-* at step {steps}); "
-              f"resolved config {resolved_path}; TensorBoard logs in "
-              f"{os.path.join(plan.model_dir, 'train')} (tensorboard --logdir {plan.model_dir})")
+        _emit(
+            f"done: checkpoints in {plan.model_dir} (ckpt-* at step {steps}); "
+            f"resolved config {resolved_path}; TensorBoard logs in "
+            f"{os.path.join(plan.model_dir, 'train')} (tensorboard --logdir {plan.model_dir})"
+        )
     return code

@@ -19,13 +19,15 @@ from train import flags as driver_flags
 
 
 def _parse_flags(argv: list[str]) -> list[str]:
-    """absl's parser, but a usage error is one line and exit code 2 (absl would use 1)."""
+    """Absl's parser, but a usage error is one line and exit code 2 (absl would use 1)."""
     try:
         rest = absl_flags.FLAGS(argv)
     except absl_flags.Error as e:
         print(f"error: {e}\n  see: {argv[0]} --helpshort", file=sys.stderr)
         sys.exit(errors.EXIT_USAGE)
-    missing = [f"--{name}" for name in driver_flags.REQUIRED if absl_flags.FLAGS[name].value is None]
+    missing = [
+        f"--{name}" for name in driver_flags.REQUIRED if absl_flags.FLAGS[name].value is None
+    ]
     if missing:
         print(f"error: missing required flag(s): {', '.join(missing)}", file=sys.stderr)
         sys.exit(errors.EXIT_USAGE)

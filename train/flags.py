@@ -12,42 +12,68 @@ from absl import flags
 from train.options import RunOptions
 
 PIPELINE_CONFIG = flags.DEFINE_string(
-    "pipeline_config", None, "Pipeline config to fine-tune with (never modified).")
+    "pipeline_config", None, "Pipeline config to fine-tune with (never modified)."
+)
 flags.DEFINE_alias("pipeline_config_path", "pipeline_config")
 MODEL_DIR = flags.DEFINE_string(
-    "model_dir", None, "Where checkpoints, TensorBoard logs and the resolved config go.")
+    "model_dir", None, "Where checkpoints, TensorBoard logs and the resolved config go."
+)
 CHECKPOINT = flags.DEFINE_string(
-    "checkpoint", None, "Fine-tune checkpoint (overrides train_config.fine_tune_checkpoint); a "
-    "prefix, .index file, checkpoint/ folder or extracted zoo folder.")
+    "checkpoint",
+    None,
+    "Fine-tune checkpoint (overrides train_config.fine_tune_checkpoint); a "
+    "prefix, .index file, checkpoint/ folder or extracted zoo folder.",
+)
 LABEL_MAP = flags.DEFINE_string(
-    "label_map", None, "Label map for the train and eval readers (overrides label_map_path).")
+    "label_map", None, "Label map for the train and eval readers (overrides label_map_path)."
+)
 TRAIN_INPUT_PATH = flags.DEFINE_multi_string(
-    "train_input_path", [], "TFRecord path or glob for training (overrides input_path).")
+    "train_input_path", [], "TFRecord path or glob for training (overrides input_path)."
+)
 EVAL_INPUT_PATH = flags.DEFINE_multi_string(
-    "eval_input_path", [], "TFRecord path or glob for evaluation (overrides input_path).")
+    "eval_input_path", [], "TFRecord path or glob for evaluation (overrides input_path)."
+)
 NUM_CLASSES = flags.DEFINE_integer(
-    "num_classes", None, "Number of classes (default: the label map's highest id).", lower_bound=1)
+    "num_classes", None, "Number of classes (default: the label map's highest id).", lower_bound=1
+)
 NUM_TRAIN_STEPS = flags.DEFINE_integer(
-    "num_train_steps", None, "Train exactly this many steps (default: train_config.num_steps).",
-    lower_bound=1)
+    "num_train_steps",
+    None,
+    "Train exactly this many steps (default: train_config.num_steps).",
+    lower_bound=1,
+)
 BATCH_SIZE = flags.DEFINE_integer(
-    "batch_size", None, "Global batch size (overrides train_config.batch_size).", lower_bound=1)
+    "batch_size", None, "Global batch size (overrides train_config.batch_size).", lower_bound=1
+)
 CHECKPOINT_EVERY_N = flags.DEFINE_integer(
-    "checkpoint_every_n", 1000, "Save a checkpoint every N steps; the final step is always saved.",
-    lower_bound=1)
+    "checkpoint_every_n",
+    1000,
+    "Save a checkpoint every N steps; the final step is always saved.",
+    lower_bound=1,
+)
 CHECKPOINT_MAX_TO_KEEP = flags.DEFINE_integer(
-    "checkpoint_max_to_keep", 7, "How many recent checkpoints to keep.", lower_bound=1)
+    "checkpoint_max_to_keep", 7, "How many recent checkpoints to keep.", lower_bound=1
+)
 NUM_STEPS_PER_ITERATION = flags.DEFINE_integer(
-    "num_steps_per_iteration", None, "Steps per tf.function call (default: the largest that "
-    "divides the steps and the checkpoint cadence, at most 100).", lower_bound=1)
+    "num_steps_per_iteration",
+    None,
+    "Steps per tf.function call (default: the largest that "
+    "divides the steps and the checkpoint cadence, at most 100).",
+    lower_bound=1,
+)
 FIX = flags.DEFINE_enum(
-    "fix", "auto", ["auto", "never"], "auto: apply safe fixes to the resolved config; never: "
-    "report them as errors.")
+    "fix",
+    "auto",
+    ["auto", "never"],
+    "auto: apply safe fixes to the resolved config; never: report them as errors.",
+)
 PREFLIGHT_ONLY = flags.DEFINE_boolean(
-    "preflight_only", False, "Run the checks, print the report and stop.")
+    "preflight_only", False, "Run the checks, print the report and stop."
+)
 REPORT_JSON = flags.DEFINE_string("report_json", None, "Also write the report as JSON here.")
 LOG_EVERY_S = flags.DEFINE_float(
-    "log_every_s", 30.0, "Print a progress line at least this often (seconds).", lower_bound=0.0)
+    "log_every_s", 30.0, "Print a progress line at least this often (seconds).", lower_bound=0.0
+)
 
 REQUIRED = ("pipeline_config", "model_dir")
 

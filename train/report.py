@@ -8,8 +8,18 @@ from importlib import metadata
 
 from train.preflight.findings import ERROR, INFO, WARNING
 
-_PACKAGES = ("tensorflow", "tensorflow-cpu", "tf-keras", "keras", "tf-models-official",
-             "tf-models-research-object-detection", "protobuf", "numpy", "tf-slim", "tensorboard")
+_PACKAGES = (
+    "tensorflow",
+    "tensorflow-cpu",
+    "tf-keras",
+    "keras",
+    "tf-models-official",
+    "tf-models-research-object-detection",
+    "protobuf",
+    "numpy",
+    "tf-slim",
+    "tensorboard",
+)
 
 
 def versions() -> dict[str, str | None]:
@@ -27,13 +37,17 @@ def render_text(report, fix: str, changes) -> str:
     """The human report: counts, then each finding with its fix, then the changes made."""
     counts = {s: sum(1 for f in report.findings if f.severity == s) for s in (ERROR, WARNING, INFO)}
     fixable = sum(1 for f in report.findings if f.severity == ERROR and f.fixable)
-    head = (f"preflight: {counts[ERROR]} error(s) ({fixable} fixable), {counts[WARNING]} "
-            f"warning(s), {counts[INFO]} note(s) in {report.wall_s:.1f} s")
+    head = (
+        f"preflight: {counts[ERROR]} error(s) ({fixable} fixable), {counts[WARNING]} "
+        f"warning(s), {counts[INFO]} note(s) in {report.wall_s:.1f} s"
+    )
     lines = [head]
     for finding in report.findings:
         status = ""
         if finding.fixable:
-            status = "  [fixed in the resolved config]" if fix == "auto" else "  [fixable: --fix=auto]"
+            status = (
+                "  [fixed in the resolved config]" if fix == "auto" else "  [fixable: --fix=auto]"
+            )
         lines.append(f"  {finding.severity:<7} {finding.code}: {finding.message}")
         lines.append(f"          fix: {finding.fix}{status}")
     if changes:
@@ -47,9 +61,12 @@ def build_json(report, changes, config_summary: dict) -> str:
     document = {
         "findings": [f.as_dict() for f in report.findings],
         "checkpoint": report.checkpoint,
-        "config": {**config_summary,
-                   "changes": [{"field": c.path, "old": c.old, "new": c.new, "why": c.why}
-                               for c in changes]},
+        "config": {
+            **config_summary,
+            "changes": [
+                {"field": c.path, "old": c.old, "new": c.new, "why": c.why} for c in changes
+            ],
+        },
         "versions": versions(),
         "preflight_wall_s": round(report.wall_s, 3),
     }

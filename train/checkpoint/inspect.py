@@ -78,12 +78,16 @@ def _class_head(meta_arch: str | None, shapes: dict[str, list[int]]):
     if meta_arch == "ssd":
         pattern = re.compile(
             r"^model/_box_predictor/_prediction_heads/class_predictions_with_background/"
-            r"(?:0/)?_class_predictor_layers/0/bias$")
+            r"(?:0/)?_class_predictor_layers/0/bias$"
+        )
     elif meta_arch == "faster_rcnn":
         pattern = re.compile(
-            r"^model/_mask_rcnn_box_predictor/_class_prediction_head/_class_predictor_layers/\d+/bias$")
+            r"^model/_mask_rcnn_box_predictor/_class_prediction_head/_class_predictor_layers/\d+/bias$"
+        )
     elif meta_arch == "center_net":
-        pattern = re.compile(r"^model/_prediction_head_dict/object_center/0/layer_with_weights-\d+/bias$")
+        pattern = re.compile(
+            r"^model/_prediction_head_dict/object_center/0/layer_with_weights-\d+/bias$"
+        )
     else:
         return None
     matches = sorted(name for name in shapes if pattern.match(name))
@@ -103,8 +107,10 @@ def classify(names_and_shapes: list[tuple[str, list[int]]], prefix: str = "") ->
         info.variables = dict(names_and_shapes)
         if any(n.startswith("FirstStageFeatureExtractor") for n in all_names):
             info.meta_arch = "faster_rcnn"
-        elif any(n.startswith(("BoxPredictor", "WeightSharedConvolutionalBoxPredictor"))
-                 for n in all_names):
+        elif any(
+            n.startswith(("BoxPredictor", "WeightSharedConvolutionalBoxPredictor"))
+            for n in all_names
+        ):
             info.meta_arch = "ssd"
         return info
     shapes = {
@@ -161,8 +167,9 @@ def inspect(prefix: str) -> CheckpointInfo:
     return info
 
 
-def classes_from_head(info: CheckpointInfo, anchors_per_location: int | None,
-                      add_background_class: bool = True) -> int | None:
+def classes_from_head(
+    info: CheckpointInfo, anchors_per_location: int | None, add_background_class: bool = True
+) -> int | None:
     """The class count a checkpoint's head was trained for, given the config's anchors."""
     if info.head_slots is None:
         return None

@@ -69,37 +69,52 @@ def resolve(given: str) -> Resolution:
         prefix = path[: -len(".index")]
         if os.path.exists(path):
             return Resolution(
-                given, prefix, "index_file",
-                "points at the .index file; the OD API needs the prefix without the extension")
+                given,
+                prefix,
+                "index_file",
+                "points at the .index file; the OD API needs the prefix without the extension",
+            )
         return Resolution(given, None, "missing", f"{given} does not exist")
     if _SHARD.search(path):
         prefix = _SHARD.sub("", path)
         if os.path.exists(prefix + ".index"):
             return Resolution(
-                given, prefix, "data_file",
-                "points at a .data shard; the OD API needs the prefix without the extension")
+                given,
+                prefix,
+                "data_file",
+                "points at a .data shard; the OD API needs the prefix without the extension",
+            )
         return Resolution(given, None, "missing", f"{prefix}.index does not exist")
     if os.path.isdir(path):
         prefix = _latest_in_dir(path)
         if prefix:
             return Resolution(
-                given, prefix, "directory",
-                "points at a directory; the OD API needs a checkpoint prefix inside it")
+                given,
+                prefix,
+                "directory",
+                "points at a directory; the OD API needs a checkpoint prefix inside it",
+            )
         inner = os.path.join(path, "checkpoint")
         if os.path.isdir(inner):
             prefix = _latest_in_dir(inner)
             if prefix:
                 return Resolution(
-                    given, prefix, "tarball_root",
+                    given,
+                    prefix,
+                    "tarball_root",
                     "points at the extracted zoo model folder; the checkpoint is in its "
-                    "checkpoint/ subfolder")
+                    "checkpoint/ subfolder",
+                )
         return Resolution(given, None, "no_index", f"directory {given} holds no checkpoint")
     if os.path.exists(path + ".index"):
         return Resolution(given, path, None)
     if os.path.exists(path):
         return Resolution(
-            given, None, "no_index",
-            f"{given} is a file but not a checkpoint prefix ({path}.index is missing)")
+            given,
+            None,
+            "no_index",
+            f"{given} is a file but not a checkpoint prefix ({path}.index is missing)",
+        )
     # Nested extraction (model/model/checkpoint/ckpt-0) or a missing checkpoint/ level:
     # look for the same file name a few levels below the nearest existing ancestors.
     name = os.path.basename(path)
@@ -114,7 +129,10 @@ def resolve(given: str) -> Resolution:
             if found:
                 candidate = min(found, key=lambda p: (p.count(os.sep), p))[: -len(".index")]
                 return Resolution(
-                    given, candidate, "nested",
-                    f"{given} does not exist, but {candidate} does (nested or partial path)")
+                    given,
+                    candidate,
+                    "nested",
+                    f"{given} does not exist, but {candidate} does (nested or partial path)",
+                )
         ancestor = os.path.dirname(ancestor)
     return Resolution(given, None, "missing", f"{given}.index does not exist")

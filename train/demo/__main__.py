@@ -43,7 +43,9 @@ def prepare(out: str) -> dict[str, str]:
 def driver_argv(paths: dict[str, str], model_dir: str, steps: int) -> list[str]:
     """The driver command line the demo runs (printed, so users can copy it)."""
     return [
-        sys.executable, "-m", "train.finetune",
+        sys.executable,
+        "-m",
+        "train.finetune",
         f"--pipeline_config={DEMO_CONFIG}",
         f"--model_dir={model_dir}",
         f"--checkpoint={paths['zoo']}",
@@ -74,10 +76,13 @@ def main() -> int:  # noqa: D103
     code = subprocess.call(argv)
     print(f"demo: driver exited {code} after {time.monotonic() - start:.0f} s in total", flush=True)
     if code == 0:
-        print(f"  checkpoints:     {model_dir}/ckpt-*\n"
-              f"  resolved config: {model_dir}/pipeline.config (diff: pipeline.diff)\n"
-              f"  report:          {model_dir}/report.json\n"
-              f"  TensorBoard:     tensorboard --logdir {model_dir}", flush=True)
+        print(
+            f"  checkpoints:     {model_dir}/ckpt-*\n"
+            f"  resolved config: {model_dir}/pipeline.config (diff: pipeline.diff)\n"
+            f"  report:          {model_dir}/report.json\n"
+            f"  TensorBoard:     tensorboard --logdir {model_dir}",
+            flush=True,
+        )
     return code
 
 

@@ -13,8 +13,9 @@ import os
 import shutil
 
 
-def build_standin(config_path: str, out_dir: str, num_classes: int | None = None,
-                  seed: int = 0) -> str:
+def build_standin(
+    config_path: str, out_dir: str, num_classes: int | None = None, seed: int = 0
+) -> str:
     """Builds, perturbs and saves the model; returns the checkpoint prefix."""
     from train import compat
 
@@ -46,8 +47,9 @@ def build_standin(config_path: str, out_dir: str, num_classes: int | None = None
     checkpoint_dir = os.path.join(out_dir, "checkpoint")
     if os.path.isdir(checkpoint_dir):
         shutil.rmtree(checkpoint_dir)
-    manager = tf.train.CheckpointManager(tf.train.Checkpoint(model=model), checkpoint_dir,
-                                         max_to_keep=1)
+    manager = tf.train.CheckpointManager(
+        tf.train.Checkpoint(model=model), checkpoint_dir, max_to_keep=1
+    )
     prefix = manager.save(checkpoint_number=0)
     io.write_atomic(os.path.join(out_dir, "pipeline.config"), io.to_text(config))
     return prefix

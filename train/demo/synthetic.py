@@ -70,7 +70,9 @@ def to_example(image, boxes, labels, filename: str, class_names=CLASSES):
         "image/object/bbox/ymin": _floats([b[1] for b in boxes]),
         "image/object/bbox/xmax": _floats([b[2] for b in boxes]),
         "image/object/bbox/ymax": _floats([b[3] for b in boxes]),
-        "image/object/class/text": _bytes([class_names.get(c, f"class{c}").encode() for c in labels]),
+        "image/object/class/text": _bytes(
+            [class_names.get(c, f"class{c}").encode() for c in labels]
+        ),
         "image/object/class/label": _ints(labels),
     }
     return tf.train.Example(features=tf.train.Features(feature=feature))
@@ -84,8 +86,9 @@ def write_label_map(path: str, classes=CLASSES) -> str:
     return path
 
 
-def make_dataset(out_dir: str, num_train: int = 32, num_eval: int = 8, size: int = 320,
-                 seed: int = 0) -> dict[str, str]:
+def make_dataset(
+    out_dir: str, num_train: int = 32, num_eval: int = 8, size: int = 320, seed: int = 0
+) -> dict[str, str]:
     """Writes train.record, eval.record and label_map.pbtxt; returns their paths."""
     import tensorflow as tf
 

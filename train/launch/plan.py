@@ -52,14 +52,21 @@ def choose_steps_per_iteration(remaining: int, checkpoint_every_n: int, cap: int
     return 1
 
 
-def build_plan(options, resolved_config: str, num_train_steps: int, start_step: int,
-               extra_env: dict[str, str], python: str = sys.executable,
-               log_name: str = "train.log") -> LaunchPlan:
+def build_plan(
+    options,
+    resolved_config: str,
+    num_train_steps: int,
+    start_step: int,
+    extra_env: dict[str, str],
+    python: str = sys.executable,
+    log_name: str = "train.log",
+) -> LaunchPlan:
     """Builds the launch plan (pure: no I/O)."""
     model_dir = os.path.abspath(options.model_dir)
     remaining = num_train_steps - start_step
     per_iteration = options.num_steps_per_iteration or choose_steps_per_iteration(
-        remaining, options.checkpoint_every_n)
+        remaining, options.checkpoint_every_n
+    )
     env = {
         "TF_CPP_MIN_LOG_LEVEL": "1",
         "PYTHONUNBUFFERED": "1",

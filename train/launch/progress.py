@@ -12,8 +12,14 @@ import glob
 import os
 import time
 
-_TAGS = ("Loss/total_loss", "Loss/classification_loss", "Loss/localization_loss",
-         "Loss/regularization_loss", "learning_rate", "steps_per_sec")
+_TAGS = (
+    "Loss/total_loss",
+    "Loss/classification_loss",
+    "Loss/localization_loss",
+    "Loss/regularization_loss",
+    "learning_rate",
+    "steps_per_sec",
+)
 _COMPLETE = ("Loss/total_loss", "learning_rate", "steps_per_sec")  # written last, per step
 
 
@@ -56,8 +62,10 @@ class EventTail:
                     self._pending.setdefault(int(event.step), {})[value.tag] = number
         newest = max(self._pending, default=None)
         done = [
-            s for s, v in self._pending.items()
-            if "Loss/total_loss" in v and "steps_per_sec" in v
+            s
+            for s, v in self._pending.items()
+            if "Loss/total_loss" in v
+            and "steps_per_sec" in v
             and (final or s != newest or all(tag in v for tag in _COMPLETE))
         ]
         records = [StepRecord(s, self._pending.pop(s)) for s in sorted(done)]
@@ -70,8 +78,11 @@ def format_step(record: StepRecord, total: int, eta_s: float | None) -> str:
     parts = [f"step {record.step}/{total}", f"loss {v['Loss/total_loss']:.4f}"]
     detail = [
         f"{name} {v[tag]:.4f}"
-        for name, tag in (("cls", "Loss/classification_loss"), ("loc", "Loss/localization_loss"),
-                          ("reg", "Loss/regularization_loss"))
+        for name, tag in (
+            ("cls", "Loss/classification_loss"),
+            ("loc", "Loss/localization_loss"),
+            ("reg", "Loss/regularization_loss"),
+        )
         if tag in v
     ]
     if detail:

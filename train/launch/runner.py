@@ -30,11 +30,14 @@ def run(plan: LaunchPlan, log_every_s: float, emit=None) -> int:
     env = {**os.environ, **plan.env}
     tail = EventTail(os.path.join(plan.model_dir, "train"))
     printer = ProgressPrinter(plan.num_train_steps, plan.start_step, log_every_s, emit)
-    emit(f"training: {plan.num_train_steps - plan.start_step} steps from step {plan.start_step} "
-         f"({plan.num_steps_per_iteration} per iteration); log: {plan.log_path}")
+    emit(
+        f"training: {plan.num_train_steps - plan.start_step} steps from step {plan.start_step} "
+        f"({plan.num_steps_per_iteration} per iteration); log: {plan.log_path}"
+    )
     with open(plan.log_path, "ab") as log:
-        child = subprocess.Popen(list(plan.argv), env=env, stdout=log, stderr=subprocess.STDOUT,
-                                 stdin=subprocess.DEVNULL)
+        child = subprocess.Popen(
+            list(plan.argv), env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+        )
         try:
             while child.poll() is None:
                 time.sleep(1.0)
@@ -53,8 +56,11 @@ def run(plan: LaunchPlan, log_every_s: float, emit=None) -> int:
         for line in _tail(plan.log_path):
             emit(f"  | {line}")
         failure = [line for line in _tail(plan.log_path, 50) if "training failed:" in line]
-        summary = failure[-1].split("training failed:", 1)[1].strip() if failure else (
-            f"exit status {child.returncode}")
+        summary = (
+            failure[-1].split("training failed:", 1)[1].strip()
+            if failure
+            else (f"exit status {child.returncode}")
+        )
         emit(f"error: training failed: {summary} (full log: {plan.log_path})")
         return errors.EXIT_TRAINING
     return errors.EXIT_OK

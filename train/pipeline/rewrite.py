@@ -41,19 +41,31 @@ def apply_overrides(config, options) -> tuple[object, list[Change]]:
     config = copy.deepcopy(config)
     changes: list[Change] = []
     if options.checkpoint is not None:
-        _set(config, "train_config.fine_tune_checkpoint", options.checkpoint, "--checkpoint", changes)
+        _set(
+            config, "train_config.fine_tune_checkpoint", options.checkpoint, "--checkpoint", changes
+        )
     if options.label_map is not None:
         for path, _ in fields.input_readers(config):
             _set(config, f"{path}.label_map_path", options.label_map, "--label_map", changes)
     if options.train_input_path:
-        _set(config, "train_input_reader.tf_record_input_reader.input_path",
-             list(options.train_input_path), "--train_input_path", changes)
+        _set(
+            config,
+            "train_input_reader.tf_record_input_reader.input_path",
+            list(options.train_input_path),
+            "--train_input_path",
+            changes,
+        )
     if options.eval_input_path:
         if not config.eval_input_reader:
             config.eval_input_reader.add()
         for path, _ in fields.input_readers(config)[1:]:
-            _set(config, f"{path}.tf_record_input_reader.input_path",
-                 list(options.eval_input_path), "--eval_input_path", changes)
+            _set(
+                config,
+                f"{path}.tf_record_input_reader.input_path",
+                list(options.eval_input_path),
+                "--eval_input_path",
+                changes,
+            )
     if options.num_classes is not None:
         path = fields.num_classes_path(config)
         if path:
@@ -61,7 +73,9 @@ def apply_overrides(config, options) -> tuple[object, list[Change]]:
     if options.batch_size is not None:
         _set(config, "train_config.batch_size", options.batch_size, "--batch_size", changes)
     if options.num_train_steps is not None:
-        _set(config, "train_config.num_steps", options.num_train_steps, "--num_train_steps", changes)
+        _set(
+            config, "train_config.num_steps", options.num_train_steps, "--num_train_steps", changes
+        )
     return config, changes
 
 
@@ -78,9 +92,14 @@ def apply_fixes(config, findings) -> tuple[object, list[Change]]:
 def unified_diff(source_text: str, source_path: str, resolved_text: str) -> str:
     """Diff between the canonical text of the input and the resolved config."""
     canonical = io.to_text(io.parse_text(source_text, source_path))
-    return "".join(difflib.unified_diff(
-        canonical.splitlines(keepends=True), resolved_text.splitlines(keepends=True),
-        fromfile=f"{source_path} (canonical)", tofile="pipeline.config (resolved)"))
+    return "".join(
+        difflib.unified_diff(
+            canonical.splitlines(keepends=True),
+            resolved_text.splitlines(keepends=True),
+            fromfile=f"{source_path} (canonical)",
+            tofile="pipeline.config (resolved)",
+        )
+    )
 
 
 def write_resolved(config_path: str, source, config) -> str:

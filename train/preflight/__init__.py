@@ -36,11 +36,15 @@ def run_preflight(ctx: Context) -> Report:
             findings.extend(check(ctx) or ())
         except Exception as e:  # noqa: BLE001 - one broken check must not hide the others
             last = traceback.extract_tb(e.__traceback__)[-1]
-            findings.append(Finding(
-                "INTERNAL", ERROR,
-                f"preflight check {name!r} crashed: {type(e).__name__}: {e} "
-                f"({last.filename}:{last.lineno})",
-                "please report this bug; rerun with --fix=never to see the other findings"))
+            findings.append(
+                Finding(
+                    "INTERNAL",
+                    ERROR,
+                    f"preflight check {name!r} crashed: {type(e).__name__}: {e} "
+                    f"({last.filename}:{last.lineno})",
+                    "please report this bug; rerun with --fix=never to see the other findings",
+                )
+            )
     info, _ = ctx.checkpoint_info
     findings.sort(key=sort_key)
     return Report(findings, info.summary() if info else None, time.monotonic() - start)

@@ -30,7 +30,11 @@ def _string_fields(message, prefix=""):
         elif field.type == field.TYPE_STRING:
             items = value if field.label == field.LABEL_REPEATED else [value]
             for i, item in enumerate(items):
-                yield (f"{path}[{i}]" if field.label == field.LABEL_REPEATED else path), field.name, item
+                yield (
+                    (f"{path}[{i}]" if field.label == field.LABEL_REPEATED else path),
+                    field.name,
+                    item,
+                )
 
 
 @register("placeholders")
@@ -41,23 +45,32 @@ def check_placeholders(ctx):
             flag = _FLAG_FOR.get(name)
             how = f"pass {flag}, or set it in the config" if flag else "set it in the config"
             yield Finding(
-                "PLACEHOLDER", ERROR,
+                "PLACEHOLDER",
+                ERROR,
                 f"{ctx.where(name)}: {path} is still a placeholder: {value!r}",
                 f"{how} to the real path",
-                file=ctx.source.path, line=ctx.line(name))
+                file=ctx.source.path,
+                line=ctx.line(name),
+            )
     tc = ctx.train_config
     if tc.HasField("fine_tune_checkpoint") and not tc.fine_tune_checkpoint.strip():
         yield Finding(
-            "PLACEHOLDER.empty", ERROR,
+            "PLACEHOLDER.empty",
+            ERROR,
             f"{ctx.where('fine_tune_checkpoint')}: train_config.fine_tune_checkpoint is empty",
             "pass --checkpoint PATH/ckpt-0, or delete the field to train from scratch",
-            file=ctx.source.path, line=ctx.line("fine_tune_checkpoint"))
+            file=ctx.source.path,
+            line=ctx.line("fine_tune_checkpoint"),
+        )
     if not fields.input_paths(ctx.config.train_input_reader):
         yield Finding(
-            "PLACEHOLDER.empty", ERROR,
+            "PLACEHOLDER.empty",
+            ERROR,
             f"{ctx.source.path}: train_input_reader has no tf_record_input_reader.input_path",
             "pass --train_input_path 'DIR/train*.record', or set it in the config",
-            file=ctx.source.path, line=ctx.line("train_input_reader"))
+            file=ctx.source.path,
+            line=ctx.line("train_input_reader"),
+        )
 
 
 @register("checkpoint_version")
@@ -69,14 +82,23 @@ def check_checkpoint_version(ctx):
     current = fields.display(ctx.config, "train_config.fine_tune_checkpoint_version")
     if current != "V2":
         yield Finding(
-            "CKPT_VERSION", ERROR,
-            f"{ctx.where('fine_tune_checkpoint_version')}: train_config.fine_tune_checkpoint_version "
+            "CKPT_VERSION",
+            ERROR,
+            f"{ctx.where('fine_tune_checkpoint_version')}: "
+            "train_config.fine_tune_checkpoint_version "
             f"is {current} (the proto default is V1); the TF2 loop fails with "
             "'Checkpoint version should be V2'",
             "set fine_tune_checkpoint_version: V2",
-            edits=(Edit("train_config.fine_tune_checkpoint_version", "V2",
-                        "TF2 checkpoints are V2; the default V1 is rejected"),),
-            file=ctx.source.path, line=ctx.line("fine_tune_checkpoint_version"))
+            edits=(
+                Edit(
+                    "train_config.fine_tune_checkpoint_version",
+                    "V2",
+                    "TF2 checkpoints are V2; the default V1 is rejected",
+                ),
+            ),
+            file=ctx.source.path,
+            line=ctx.line("fine_tune_checkpoint_version"),
+        )
 
 
 # Fields model_lib_v2 never reads (TF1 trainer only), or reads only to reject / override.
@@ -101,22 +123,33 @@ def check_ignored_fields(ctx):
     tc = ctx.train_config
     if tc.load_all_detection_checkpoint_vars:
         yield Finding(
-            "IGNORED_FIELD", ERROR,
+            "IGNORED_FIELD",
+            ERROR,
             f"{ctx.where('load_all_detection_checkpoint_vars')}: "
             "train_config.load_all_detection_checkpoint_vars: true is rejected by the TF2 loop "
             "('unsupported in TF2')",
-            "delete it; fine_tune_checkpoint_type: \"full\" restores every variable in TF2",
-            edits=(Edit("train_config.load_all_detection_checkpoint_vars", None,
-                        "rejected by the TF2 loop"),),
-            file=ctx.source.path, line=ctx.line("load_all_detection_checkpoint_vars"))
+            'delete it; fine_tune_checkpoint_type: "full" restores every variable in TF2',
+            edits=(
+                Edit(
+                    "train_config.load_all_detection_checkpoint_vars",
+                    None,
+                    "rejected by the TF2 loop",
+                ),
+            ),
+            file=ctx.source.path,
+            line=ctx.line("load_all_detection_checkpoint_vars"),
+        )
     elif tc.HasField("load_all_detection_checkpoint_vars"):
         yield Finding(
-            "IGNORED_FIELD", INFO,
+            "IGNORED_FIELD",
+            INFO,
             f"{ctx.where('load_all_detection_checkpoint_vars')}: "
             "train_config.load_all_detection_checkpoint_vars: false has no effect in TF2",
             "delete it",
             edits=(Edit("train_config.load_all_detection_checkpoint_vars", None, "no effect"),),
-            file=ctx.source.path, line=ctx.line("load_all_detection_checkpoint_vars"))
+            file=ctx.source.path,
+            line=ctx.line("load_all_detection_checkpoint_vars"),
+        )
     for name, why in _IGNORED.items():
         if not fields.has(ctx.config, f"train_config.{name}"):
             continue
@@ -124,16 +157,21 @@ def check_ignored_fields(ctx):
         severity = WARNING if wanted_freeze or getattr(tc, name) is True else INFO
         fix = "delete it"
         if wanted_freeze:
-            fix = ("delete it; to really freeze layers the TF2 OD API offers no config switch "
-                   "(tensorflow/models PR #10321)")
+            fix = (
+                "delete it; to really freeze layers the TF2 OD API offers no config switch "
+                "(tensorflow/models PR #10321)"
+            )
         elif name == "use_bfloat16" and tc.use_bfloat16:
             fix = "delete it; bfloat16 is applied only on TPU, so this run trains in float32"
         yield Finding(
-            f"IGNORED_FIELD.{name}", severity,
+            f"IGNORED_FIELD.{name}",
+            severity,
             f"{ctx.where(name)}: train_config.{name} is ignored by the TF2 training loop ({why})",
             fix,
             edits=(Edit(f"train_config.{name}", None, f"ignored by TF2: {why}"),),
-            file=ctx.source.path, line=ctx.line(name))
+            file=ctx.source.path,
+            line=ctx.line(name),
+        )
 
 
 # TF2 feature extractors: SSD/Faster R-CNN ones end in `_keras`; CenterNet's have their own names.
@@ -163,9 +201,12 @@ def check_tf1_config(ctx):
     extractor = fields.feature_extractor_type(ctx.config)
     if arch is None:
         yield Finding(
-            "PARSE.no_model", ERROR, f"{ctx.source.path}: the config has no model {{ ... }} block",
+            "PARSE.no_model",
+            ERROR,
+            f"{ctx.source.path}: the config has no model {{ ... }} block",
             "start from a TF2 zoo config (configs/tf2/ in tensorflow/models)",
-            file=ctx.source.path)
+            file=ctx.source.path,
+        )
         return
     if not extractor or arch not in ("ssd", "faster_rcnn", "center_net"):
         return
@@ -174,11 +215,14 @@ def check_tf1_config(ctx):
         return
     suggestion = _TF1_TO_TF2.get(extractor, extractor + "_keras")
     yield Finding(
-        "TF1_CONFIG", ERROR,
-        f"{ctx.where('type')}: model.{arch}.feature_extractor.type {extractor!r} exists only in the "
-        f"TF1 OD API; the TF2 loop fails with '{extractor} is not supported for tf version 2'",
+        "TF1_CONFIG",
+        ERROR,
+        f"{ctx.where('type')}: model.{arch}.feature_extractor.type {extractor!r} exists only in "
+        f"the TF1 OD API; the TF2 loop fails with '{extractor} is not supported for tf version 2'",
         f"use a TF2 zoo config; the TF2 equivalent is {suggestion!r}",
-        file=ctx.source.path, line=ctx.line("type"))
+        file=ctx.source.path,
+        line=ctx.line("type"),
+    )
 
 
 @register("label_maps")
@@ -187,32 +231,55 @@ def check_label_maps(ctx):
     for path, value in ctx.label_maps.items():
         if isinstance(value, str):
             yield Finding(
-                "LABEL_MAP", ERROR, f"{path}: label map {value}",
-                "fix the path (--label_map) or the file", file=path)
+                "LABEL_MAP",
+                ERROR,
+                f"{path}: label map {value}",
+                "fix the path (--label_map) or the file",
+                file=path,
+            )
             continue
         if not value.items:
-            yield Finding("LABEL_MAP.empty", ERROR, f"{path}: label map has no items",
-                          "add one `item { id: N name: '...' }` per class, ids from 1",
-                          file=path)
+            yield Finding(
+                "LABEL_MAP.empty",
+                ERROR,
+                f"{path}: label map has no items",
+                "add one `item { id: N name: '...' }` per class, ids from 1",
+                file=path,
+            )
         if 0 in value.ids:
             yield Finding(
-                "LABEL_MAP.id0", ERROR,
+                "LABEL_MAP.id0",
+                ERROR,
                 f"{path}: label map uses id 0, which is reserved for the background class",
-                "number the classes from 1", file=path)
+                "number the classes from 1",
+                file=path,
+            )
         dup_ids = sorted({i for i in value.ids if value.ids.count(i) > 1})
         dup_names = sorted({n for n in value.names if value.names.count(n) > 1})
         if dup_ids:
-            yield Finding("LABEL_MAP.duplicate_id", ERROR, f"{path}: duplicate ids {dup_ids}",
-                          "give every class its own id", file=path)
+            yield Finding(
+                "LABEL_MAP.duplicate_id",
+                ERROR,
+                f"{path}: duplicate ids {dup_ids}",
+                "give every class its own id",
+                file=path,
+            )
         if dup_names:
-            yield Finding("LABEL_MAP.duplicate_name", ERROR, f"{path}: duplicate names {dup_names}",
-                          "give every class its own name", file=path)
+            yield Finding(
+                "LABEL_MAP.duplicate_name",
+                ERROR,
+                f"{path}: duplicate names {dup_names}",
+                "give every class its own name",
+                file=path,
+            )
     maps = [v for v in ctx.label_maps.values() if not isinstance(v, str)]
     if len(maps) > 1 and any(set(m.items) != set(maps[0].items) for m in maps[1:]):
         yield Finding(
-            "LABEL_MAP.train_eval_differ", WARNING,
+            "LABEL_MAP.train_eval_differ",
+            WARNING,
             f"train and eval label maps differ: {', '.join(m.path for m in maps)}",
-            "use the same label map for training and evaluation (--label_map sets both)")
+            "use the same label map for training and evaluation (--label_map sets both)",
+        )
 
 
 @register("num_classes")
@@ -228,11 +295,15 @@ def check_num_classes(ctx):
         return
     fixable = ctx.options.num_classes is None  # never silently override the user's flag
     yield Finding(
-        "NUM_CLASSES", ERROR,
+        "NUM_CLASSES",
+        ERROR,
         f"{ctx.where('num_classes')}: {path} is {current} but the label map {label_map.path} has "
         f"{len(label_map.items)} classes (highest id {wanted})"
         + ("" if fixable else f" and --num_classes={ctx.options.num_classes} was given"),
         f"set num_classes: {wanted}" + ("" if fixable else " (or drop --num_classes)"),
         edits=(Edit(path, wanted, f"label map {label_map.path} has ids 1..{wanted}"),)
-        if fixable else (),
-        file=ctx.source.path, line=ctx.line("num_classes"))
+        if fixable
+        else (),
+        file=ctx.source.path,
+        line=ctx.line("num_classes"),
+    )

@@ -27,16 +27,21 @@ def check_input_data(ctx):
             files = _expand(pattern)
             if not files:
                 yield Finding(
-                    "INPUT_DATA.no_match", ERROR,
+                    "INPUT_DATA.no_match",
+                    ERROR,
                     f"{ctx.where('input_path')}: {reader_path}.tf_record_input_reader.input_path "
                     f"{pattern!r} matches no file",
                     "fix the path or glob (relative paths are relative to the current directory)",
-                    file=ctx.source.path, line=ctx.line("input_path"))
+                    file=ctx.source.path,
+                    line=ctx.line("input_path"),
+                )
                 continue
             empty = [f for f in files if os.path.isfile(f) and os.path.getsize(f) == 0]
             if empty and len(empty) == len(files):
                 yield Finding(
-                    "INPUT_DATA.empty", ERROR,
+                    "INPUT_DATA.empty",
+                    ERROR,
                     f"{reader_path}: every file matched by {pattern!r} is empty "
                     f"({len(empty)} files); the OD API would hang at the first batch",
-                    "regenerate the TFRecords (the converter found no images or annotations)")
+                    "regenerate the TFRecords (the converter found no images or annotations)",
+                )

@@ -1,0 +1,38 @@
+# Entry points: `make demo` and `make test` work on a fresh machine with Python 3.11.
+PYTHON ?= python3.11
+VENV ?= .venv
+STACK ?= tf215-cpu
+NEWEST_VENV ?= .venv-tf221
+PY := $(VENV)/bin/python
+export PYTHON
+
+.PHONY: setup setup-newest demo test test-newest lint fmt bench clean
+
+setup:  ## create $(VENV) with the pinned primary stack (a no-op when up to date)
+	bash scripts/setup_env.sh $(STACK) $(VENV)
+
+setup-newest:
+	bash scripts/setup_env.sh tf221-cpu $(NEWEST_VENV)
+
+demo: setup  ## generate data + stand-in zoo checkpoint, fine-tune 20 steps through the driver
+	$(PY) -m train.demo --out demo_out
+
+test: setup lint  ## the full suite on the primary stack (slow end-to-end tests included)
+	$(PY) -m pytest
+
+test-newest: setup-newest  ## the stack-sensitive tests (compat shims, end to end) on TF 2.21
+	$(NEWEST_VENV)/bin/python -m pytest -m stack
+
+lint: setup
+	$(PY) -m ruff check train tests scripts
+	$(PY) -m ruff format --check train tests scripts
+
+fmt: setup
+	$(PY) -m ruff format train tests scripts
+	$(PY) -m ruff check --fix train tests scripts
+
+bench: setup  ## driver vs raw train_loop overhead (prints the steady-state steps/s ratio)
+	$(PY) scripts/bench_overhead.py
+
+clean:
+	rm -rf demo_out bench_out .pytest_cache .ruff_cache

@@ -1,0 +1,106 @@
+"""Benchmark: the driver vs calling the OD API's train_loop directly, same config and steps.
+
+    python scripts/bench_overhead.py [--steps 40] [--pairs 2] [--out bench_out]
+
+Runs are interleaved (raw, driver, raw, driver, ...) so machine drift hits both. Each run
+trains the demo fine-tune (SSD MobileNetV2 FPNLite 320, batch 2, 3 classes) from the stand-in
+checkpoint in a fresh model_dir. Steady-state speed is the median `steps_per_sec` TensorBoard
+scalar over the second half of the steps (the first steps include tf.function tracing). The
+raw run uses the same resolved config and the same train_loop arguments the driver chose, so
+the ratio measures only what the driver adds (child process, event tailing, final save).
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+RAW = """
+import sys, json
+spec = json.load(open(sys.argv[1]))["child"]
+from train import compat; compat.apply()
+from object_detection import model_lib_v2
+model_lib_v2.train_loop(pipeline_config_path=spec["pipeline_config"], model_dir=sys.argv[2],
+    train_steps=spec["num_train_steps"], use_tpu=False,
+    checkpoint_every_n=spec["checkpoint_every_n"], record_summaries=True,
+    num_steps_per_iteration=spec["num_steps_per_iteration"])
+"""
+
+
+def steady_steps_per_sec(model_dir: str) -> float:
+    """Median steps_per_sec over the second half of the logged steps."""
+    from tensorboard.backend.event_processing import event_file_loader
+    from tensorboard.util import tensor_util
+
+    values = {}
+    for path in glob.glob(os.path.join(model_dir, "train", "events.out.tfevents.*")):
+        for event in event_file_loader.EventFileLoader(path).Load():
+            for value in event.summary.value:
+                if value.tag == "steps_per_sec":
+                    values[event.step] = float(tensor_util.make_ndarray(value.tensor))
+    steps = sorted(values)
+    return statistics.median(values[s] for s in steps[len(steps) // 2 :])
+
+
+def main() -> int:  # noqa: D103
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=40)
+    parser.add_argument("--pairs", type=int, default=2)
+    parser.add_argument("--out", default=os.path.join(ROOT, "bench_out"))
+    args = parser.parse_args()
+    from train.demo import __main__ as demo
+
+    out = os.path.abspath(args.out)
+    assets = demo.prepare(os.path.join(out, "assets"))
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    results = {"driver": [], "raw": []}
+    walls = {"driver": [], "raw": []}
+    for pair in range(args.pairs):
+        # driver first in pair 0: the raw runs reuse its resolved config and loop arguments.
+        order = ("driver", "raw") if pair % 2 == 0 else ("raw", "driver")
+        for kind in order:
+            model_dir = os.path.join(out, f"{kind}-{pair}")
+            subprocess.run(["rm", "-rf", model_dir], check=True)
+            start = time.monotonic()
+            if kind == "driver":
+                argv = demo.driver_argv(assets, model_dir, args.steps)
+                subprocess.run(argv, check=True, env=env, stderr=subprocess.DEVNULL)
+            else:
+                spec = os.path.join(out, "driver-0", "launch.json")
+                subprocess.run(
+                    [sys.executable, "-c", RAW, spec, model_dir],
+                    check=True,
+                    env=env,
+                    stderr=subprocess.DEVNULL,
+                    cwd=ROOT,
+                )
+            walls[kind].append(time.monotonic() - start)
+            results[kind].append(steady_steps_per_sec(model_dir))
+            print(
+                f"{kind:6s} run {pair}: {results[kind][-1]:.3f} steps/s steady, "
+                f"{walls[kind][-1]:.0f} s wall",
+                flush=True,
+            )
+    driver, raw = statistics.median(results["driver"]), statistics.median(results["raw"])
+    print(
+        f"steady-state steps/s: driver {driver:.3f}, raw train_loop {raw:.3f}, "
+        f"ratio {driver / raw:.3f} (target >= 0.98)"
+    )
+    wall_driver, wall_raw = statistics.median(walls["driver"]), statistics.median(walls["raw"])
+    print(
+        f"process wall (incl. preflight, startup, tracing): driver {wall_driver:.0f} s, "
+        f"raw {wall_raw:.0f} s"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,88 @@
+"""Launch plan (pure) and progress reporting from real TensorBoard event files."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from train.launch import plan, progress
+from train.options import RunOptions
+
+
+@pytest.mark.parametrize(
+    "remaining,every,expected",
+    [
+        (20, 10, 1),  # short run: one summary point per step
+        (50000, 1000, 100),  # long run: as many steps per call as model_main_tf2, no overshoot
+        (2500, 1000, 100),
+        (997, 1000, 1),  # prime: only 1 divides it
+        (600, 250, 25),  # divides both the remaining steps and the cadence
+        (0, 10, 1),
+    ],
+)
+def test_steps_per_iteration(remaining, every, expected):
+    chosen = plan.choose_steps_per_iteration(remaining, every)
+    assert chosen == expected
+    if remaining:
+        assert remaining % chosen == 0 and every % chosen == 0
+
+
+def test_build_plan_is_pure_and_complete(tmp_path):
+    options = RunOptions(
+        pipeline_config="in.config", model_dir=str(tmp_path / "m"), checkpoint_every_n=5
+    )
+    built = plan.build_plan(
+        options,
+        str(tmp_path / "m" / "pipeline.config"),
+        30,
+        10,
+        {"TF_USE_LEGACY_KERAS": "1"},
+        python="/py",
+    )
+    assert built.argv == ("/py", "-m", "train.launch.child", str(tmp_path / "m" / "launch.json"))
+    assert built.env["TF_USE_LEGACY_KERAS"] == "1"
+    assert built.num_steps_per_iteration == 1  # 20 remaining steps -> at least 20 points
+    record = json.loads(plan.plan_json(built))
+    assert record["child"]["num_train_steps"] == 30 and record["start_step"] == 10
+    assert not (tmp_path / "m").exists()  # building a plan writes nothing
+
+
+def _write_events(directory, steps):
+    import tensorflow as tf
+
+    writer = tf.summary.create_file_writer(str(directory))
+    with writer.as_default():
+        for step in steps:
+            tf.summary.scalar("steps_per_sec", 2.0, step=step)
+            tf.summary.scalar("Loss/total_loss", 1.0 / step, step=step)
+            tf.summary.scalar("Loss/classification_loss", 0.5, step=step)
+            tf.summary.scalar("learning_rate", 0.01, step=step)
+        writer.flush()
+
+
+def test_event_tail_reads_incrementally(tmp_path):
+    tail = progress.EventTail(str(tmp_path))
+    assert tail.poll() == []
+    _write_events(tmp_path, [1, 2])
+    first = tail.poll(final=True)
+    assert [r.step for r in first] == [1, 2]
+    assert first[1].values["Loss/total_loss"] == pytest.approx(0.5)
+    _write_events(tmp_path, [3])
+    assert [r.step for r in tail.poll(final=True)] == [3]
+
+
+def test_printer_cadence_short_and_long_runs():
+    lines = []
+    short = progress.ProgressPrinter(total=20, start=0, every_s=30, emit=lines.append)
+    records = [
+        progress.StepRecord(s, {"Loss/total_loss": 1.0, "steps_per_sec": 2.0}) for s in range(1, 21)
+    ]
+    short.feed(records, now=0.0)
+    assert [line.split()[1] for line in lines] == [f"{s}/20" for s in (1, *range(2, 21, 2))]
+    lines.clear()
+    long = progress.ProgressPrinter(total=50000, start=0, every_s=30, emit=lines.append)
+    long.feed(records[:5], now=0.0)  # only the first step of a long run, until time passes
+    long.feed([progress.StepRecord(6, records[0].values)], now=31.0)
+    assert [line.split()[1] for line in lines] == ["1/50000", "6/50000"]
+    assert "eta 06:56:37" in lines[-1]  # 49994 steps at 2 steps/s

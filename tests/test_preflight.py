@@ -1,0 +1,225 @@
+"""Each preflight code fires on its failure and stays quiet on a correct setup."""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+import pytest
+
+from tests.conftest import DEMO_CONFIG
+from train.options import RunOptions
+from train.pipeline import io, rewrite
+from train.preflight import Context, run_preflight
+
+
+def _preflight(config_path, model_dir, **kwargs):
+    options = RunOptions(pipeline_config=str(config_path), model_dir=str(model_dir), **kwargs)
+    source = io.load(str(config_path))
+    config, _ = rewrite.apply_overrides(source.proto, options)
+    return run_preflight(Context(options=options, source=source, config=config))
+
+
+def _codes(report, severity=None):
+    return sorted({f.code for f in report.findings if severity in (None, f.severity)})
+
+
+@pytest.fixture
+def good_options(demo_assets):
+    return dict(
+        checkpoint=demo_assets["prefix"],
+        label_map=demo_assets["label_map"],
+        train_input_path=(demo_assets["train"],),
+        eval_input_path=(demo_assets["eval"],),
+        num_train_steps=10,
+        batch_size=2,
+    )
+
+
+@pytest.fixture
+def good_config(tmp_path, demo_assets, good_options):
+    """The demo config with every fix applied: the correct setup."""
+    source = io.load(DEMO_CONFIG)
+    options = RunOptions(pipeline_config=DEMO_CONFIG, model_dir=str(tmp_path / "m"), **good_options)
+    config, _ = rewrite.apply_overrides(source.proto, options)
+    report = run_preflight(Context(options=options, source=source, config=config))
+    fixed, _ = rewrite.apply_fixes(config, [f for f in report.findings if f.fixable])
+    path = tmp_path / "good.config"
+    path.write_text(io.to_text(fixed))
+    return path
+
+
+def test_correct_setup_has_no_error_or_warning(good_config, tmp_path):
+    report = _preflight(good_config, tmp_path / "model")
+    assert _codes(report, "error") == [] and _codes(report, "warning") == []
+
+
+def test_zoo_state_demo_config_findings(demo_assets, good_options, tmp_path):
+    report = _preflight(DEMO_CONFIG, tmp_path / "model", **good_options)
+    assert _codes(report, "error") == ["CKPT_TYPE", "NUM_CLASSES"]
+    assert all(f.fixable for f in report.errors())
+    assert report.checkpoint["kind"] == "detection"
+    assert report.checkpoint["meta_arch"] == "ssd" and report.checkpoint["head_slots"] == 546
+
+
+def test_everything_missing_is_reported_in_one_pass(tmp_path):
+    report = _preflight(DEMO_CONFIG, tmp_path / "model")
+    messages = [f.message for f in report.findings if f.code == "PLACEHOLDER"]
+    assert len(messages) == 5  # checkpoint, 2 label maps, 2 input paths
+    assert any(":92: train_config.fine_tune_checkpoint" in m for m in messages)
+    assert "IGNORED_FIELD.sync_replicas" in _codes(report)
+
+
+def _edit(path, old, new):
+    text = open(path).read()
+    assert old in text, old
+    path.write_text(text.replace(old, new, 1))
+
+
+def test_ckpt_version(good_config, tmp_path):
+    _edit(good_config, "fine_tune_checkpoint_version: V2\n", "")
+    report = _preflight(good_config, tmp_path / "model")
+    assert _codes(report, "error") == ["CKPT_VERSION"]
+    assert report.errors()[0].edits[0].value == "V2"
+
+
+@pytest.mark.parametrize("suffix", [".index", ".data-00000-of-00001"])
+def test_ckpt_path_file_suffix(good_config, tmp_path, demo_assets, suffix):
+    report = _preflight(good_config, tmp_path / "model", checkpoint=demo_assets["prefix"] + suffix)
+    codes = _codes(report, "error")
+    assert len(codes) == 1 and codes[0].startswith("CKPT_PATH.")
+    assert report.errors()[0].edits[0].value == demo_assets["prefix"]
+
+
+def test_ckpt_path_missing_is_unfixable(good_config, tmp_path):
+    report = _preflight(good_config, tmp_path / "model", checkpoint=str(tmp_path / "no" / "ckpt-0"))
+    assert _codes(report, "error") == ["CKPT_PATH.missing"]
+    assert not report.errors()[0].fixable
+
+
+def test_ckpt_unreadable_lfs_pointer(good_config, tmp_path, demo_assets):
+    broken = tmp_path / "lfs"
+    broken.mkdir()
+    shutil.copy(demo_assets["prefix"] + ".index", broken / "ckpt-0.index")
+    (broken / "ckpt-0.data-00000-of-00001").write_text(
+        "version https://git-lfs.github.com/spec/v1\noid sha256:abc\nsize 123\n"
+    )
+    report = _preflight(good_config, tmp_path / "model", checkpoint=str(broken / "ckpt-0"))
+    # The index is intact (names are readable) but the data is a pointer: restore would fail.
+    assert _codes(report, "error") == ["CKPT_UNREADABLE.lfs_pointer"]
+    assert report.checkpoint["kind"] == "detection"
+    (broken / "ckpt-0.data-00000-of-00001").unlink()
+    report = _preflight(good_config, tmp_path / "model", checkpoint=str(broken / "ckpt-0"))
+    assert _codes(report, "error") == ["CKPT_UNREADABLE.missing_shard"]
+
+
+@pytest.mark.parametrize(
+    "old,new",
+    [
+        ('fine_tune_checkpoint_type: "detection"', 'fine_tune_checkpoint_type: "classification"'),
+        ('fine_tune_checkpoint_type: "detection"\n', ""),
+        ('fine_tune_checkpoint_type: "detection"', 'fine_tune_checkpoint_type: "full"'),
+    ],
+)
+def test_ckpt_type(good_config, tmp_path, old, new):
+    _edit(good_config, old, new)
+    report = _preflight(good_config, tmp_path / "model")
+    codes = _codes(report, "error")
+    assert len(codes) == 1 and codes[0].startswith("CKPT_TYPE")
+    assert report.errors()[0].edits[0].value == "detection"
+
+
+def test_full_is_kept_when_the_head_matches(good_config, tmp_path):
+    _edit(
+        good_config, 'fine_tune_checkpoint_type: "detection"', 'fine_tune_checkpoint_type: "full"'
+    )
+    _edit(good_config, "num_classes: 3", "num_classes: 90")
+    labels = tmp_path / "coco90.pbtxt"
+    labels.write_text("".join(f"item {{ id: {i} name: 'c{i}' }}\n" for i in range(1, 91)))
+    report = _preflight(good_config, tmp_path / "model", label_map=str(labels))
+    assert _codes(report, "error") == []
+
+
+def test_num_classes_vs_label_map(good_config, tmp_path):
+    _edit(good_config, "num_classes: 3", "num_classes: 5")
+    report = _preflight(good_config, tmp_path / "model")
+    assert _codes(report, "error") == ["NUM_CLASSES"]
+    assert report.errors()[0].edits[0].value == 3
+    flagged = _preflight(good_config, tmp_path / "model", num_classes=5)
+    assert not flagged.errors()[0].fixable  # never overrule an explicit --num_classes
+
+
+@pytest.mark.parametrize(
+    "content,code",
+    [
+        ("item { id: 0 name: 'bg' }\nitem { id: 1 name: 'a' }\n", "LABEL_MAP.id0"),
+        ("item { id: 1 name: 'a' }\nitem { id: 1 name: 'b' }\n", "LABEL_MAP.duplicate_id"),
+        ("item { id: 1 name: 'a' }\nitem { id: 2 name: 'a' }\n", "LABEL_MAP.duplicate_name"),
+        ("item { id: 1 nam: 'a' }\n", "LABEL_MAP"),
+    ],
+)
+def test_label_map_problems(good_config, tmp_path, content, code):
+    labels = tmp_path / "labels.pbtxt"
+    labels.write_text(content)
+    report = _preflight(good_config, tmp_path / "model", label_map=str(labels))
+    assert code in _codes(report, "error")
+
+
+def test_train_and_eval_label_maps_differ(good_config, tmp_path, demo_assets):
+    other = tmp_path / "other.pbtxt"
+    other.write_text("item { id: 1 name: 'square' }\n")
+    _edit(
+        good_config,
+        f'label_map_path: "{demo_assets["label_map"]}"',
+        f'label_map_path: "{demo_assets["label_map"]}"',
+    )
+    text = open(good_config).read()
+    last = text.rindex(demo_assets["label_map"])
+    good_config.write_text(text[:last] + str(other) + text[last + len(demo_assets["label_map"]) :])
+    report = _preflight(good_config, tmp_path / "model")
+    assert "LABEL_MAP.train_eval_differ" in _codes(report, "warning")
+
+
+def test_tf1_feature_extractor(good_config, tmp_path):
+    _edit(good_config, 'type: "ssd_mobilenet_v2_fpn_keras"', 'type: "ssd_mobilenet_v2"')
+    report = _preflight(good_config, tmp_path / "model")
+    assert "TF1_CONFIG" in _codes(report, "error")
+    assert "ssd_mobilenet_v2_keras" in [f for f in report.findings if f.code == "TF1_CONFIG"][0].fix
+
+
+def test_ignored_fields(good_config, tmp_path):
+    _edit(
+        good_config,
+        "train_config {",
+        "train_config {\n  freeze_variables: 'FeatureExtractor'\n"
+        "  use_bfloat16: true\n  load_all_detection_checkpoint_vars: true",
+    )
+    report = _preflight(good_config, tmp_path / "model")
+    assert "IGNORED_FIELD" in _codes(report, "error")  # load_all_... is rejected by TF2
+    warnings = _codes(report, "warning")
+    assert "IGNORED_FIELD.freeze_variables" in warnings and "IGNORED_FIELD.use_bfloat16" in warnings
+    assert all(f.fixable for f in report.findings if f.code.startswith("IGNORED_FIELD"))
+
+
+def test_input_data_no_match_and_empty(good_config, tmp_path):
+    empty = tmp_path / "empty.record"
+    empty.write_bytes(b"")
+    report = _preflight(
+        good_config,
+        tmp_path / "model",
+        train_input_path=(str(tmp_path / "x*.rec"),),
+        eval_input_path=(str(empty),),
+    )
+    assert {"INPUT_DATA.no_match", "INPUT_DATA.empty"} <= set(_codes(report, "error"))
+
+
+def test_model_dir_is_checkpoint_dir(good_config, demo_assets):
+    report = _preflight(good_config, os.path.dirname(demo_assets["prefix"]))
+    assert "MODEL_DIR.is_checkpoint_dir" in _codes(report, "error")
+
+
+def test_parse_error_line_numbers_reach_messages(good_config, tmp_path):
+    report = _preflight(good_config, tmp_path / "model", num_classes=7)
+    finding = [f for f in report.findings if f.code == "NUM_CLASSES"][0]
+    assert finding.line == io.find_line(open(good_config).read(), "num_classes")
+    assert f"{good_config}:{finding.line}:" in finding.message
