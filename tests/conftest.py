@@ -18,6 +18,10 @@ DEMO_CONFIG = os.path.join(ROOT, "configs", "ssd_mobilenet_v2_fpnlite_320x320.co
 
 
 def pytest_configure(config):
+    # Tests import TensorFlow directly; on Keras-3 stacks the legacy-Keras switch must come first.
+    from train import compat
+
+    compat.apply(with_tensorflow=False)
     config.addinivalue_line("markers", "slow: trains or builds models (tens of seconds)")
     config.addinivalue_line("markers", "stack: run on every supported TF stack in CI")
 
@@ -43,8 +47,12 @@ def demo_assets(tmp_path_factory) -> dict[str, str]:
 
 
 def run_python(code_or_args, env_extra=None, timeout=600):
-    """Runs a fresh Python (so import-time shims start clean); returns CompletedProcess."""
+    """Runs a fresh Python (so import-time shims start clean); returns CompletedProcess.
+
+    `env_extra` values of None remove the variable.
+    """
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", **(env_extra or {})}
+    env = {k: v for k, v in env.items() if v is not None}
     args = ["-c", code_or_args] if isinstance(code_or_args, str) else list(code_or_args)
     return subprocess.run(
         [sys.executable, *args], capture_output=True, text=True, env=env, cwd=ROOT, timeout=timeout

@@ -117,7 +117,9 @@ from object_detection import model_lib_v2
 
 @pytest.mark.skipif(not _keras3(), reason="Keras 2 stack (TF <= 2.15): no Keras 3 to avoid")
 def test_legacy_keras_shim_needed_and_sufficient():
-    without = run_python(MODEL_LIB, {"TFOD_COMPAT_SKIP": "legacy_keras"})
+    without = run_python(
+        MODEL_LIB, {"TFOD_COMPAT_SKIP": "legacy_keras", "TF_USE_LEGACY_KERAS": None}
+    )
     assert without.returncode != 0
     assert "experimental" in without.stderr
     with_shim = run_python(MODEL_LIB)
@@ -136,7 +138,7 @@ def test_estimator_stub_needed_and_sufficient():
 @pytest.mark.skipif(not _keras3(), reason="only Keras-3 stacks depend on import order")
 def test_tensorflow_imported_first_is_a_clear_error_on_keras3():
     result = run_python(
-        "import tensorflow\nfrom train import compat\ncompat.apply()", {"TF_USE_LEGACY_KERAS": ""}
+        "import tensorflow\nfrom train import compat\ncompat.apply()", {"TF_USE_LEGACY_KERAS": None}
     )
     assert result.returncode != 0
     assert "CompatError" in result.stderr and "TF_USE_LEGACY_KERAS" in result.stderr

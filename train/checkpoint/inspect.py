@@ -155,6 +155,9 @@ def inspect(prefix: str) -> CheckpointInfo:
     Raises:
       tf.errors.OpError / ValueError: unreadable (callers turn these into findings).
     """
+    from train import compat
+
+    compat.apply(with_tensorflow=False)  # TF >= 2.16: Keras choice must precede the TF import
     import tensorflow as tf
 
     names_and_shapes = tf.train.list_variables(prefix)

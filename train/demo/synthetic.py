@@ -12,6 +12,8 @@ import os
 
 import numpy as np
 
+from train import compat
+
 CLASSES = {1: "square", 2: "circle", 3: "triangle"}
 _COLOURS = {1: (220, 40, 40), 2: (40, 200, 60), 3: (50, 80, 230)}
 
@@ -45,6 +47,7 @@ def make_image(rng: np.random.Generator, size: int):
 
 def to_example(image, boxes, labels, filename: str, class_names=CLASSES):
     """Encodes one image and its boxes as an OD API tf.train.Example."""
+    compat.apply(with_tensorflow=False)  # TF >= 2.16: Keras choice must precede the TF import
     import tensorflow as tf
 
     def _bytes(values):
@@ -90,6 +93,7 @@ def make_dataset(
     out_dir: str, num_train: int = 32, num_eval: int = 8, size: int = 320, seed: int = 0
 ) -> dict[str, str]:
     """Writes train.record, eval.record and label_map.pbtxt; returns their paths."""
+    compat.apply(with_tensorflow=False)
     import tensorflow as tf
 
     os.makedirs(out_dir, exist_ok=True)

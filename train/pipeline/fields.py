@@ -52,6 +52,13 @@ def input_paths(reader) -> list[str]:
     return []
 
 
+def is_repeated(field) -> bool:
+    """Whether a FieldDescriptor is repeated (protobuf >= 6 dropped `label`)."""
+    if hasattr(field, "is_repeated"):
+        return bool(field.is_repeated)
+    return field.label == field.LABEL_REPEATED
+
+
 def _walk(message, path: str):
     parts = path.split(".")
     for part in parts[:-1]:
@@ -99,11 +106,11 @@ def display(config, path: str) -> str:
     """Human text of a field's value for change lists: enums by name, unset as '(unset)'."""
     parent, leaf = _walk(config, path)
     field = parent.DESCRIPTOR.fields_by_name[leaf]
-    if field.label != field.LABEL_REPEATED and field.has_presence and not parent.HasField(leaf):
+    if not is_repeated(field) and field.has_presence and not parent.HasField(leaf):
         return "(unset)"
     value = getattr(parent, leaf)
     if field.enum_type is not None:
         return field.enum_type.values_by_number[value].name
-    if field.label == field.LABEL_REPEATED:
+    if is_repeated(field):
         return "[" + ", ".join(repr(v) for v in value) + "]"
     return repr(value) if isinstance(value, str) else str(value)

@@ -23,15 +23,15 @@ def _string_fields(message, prefix=""):
     for field, value in message.ListFields():
         path = f"{prefix}{field.name}"
         if field.type == field.TYPE_MESSAGE:
-            items = value if field.label == field.LABEL_REPEATED else [value]
+            items = value if fields.is_repeated(field) else [value]
             for i, item in enumerate(items):
-                sub = f"{path}[{i}]." if field.label == field.LABEL_REPEATED else f"{path}."
+                sub = f"{path}[{i}]." if fields.is_repeated(field) else f"{path}."
                 yield from _string_fields(item, sub)
         elif field.type == field.TYPE_STRING:
-            items = value if field.label == field.LABEL_REPEATED else [value]
+            items = value if fields.is_repeated(field) else [value]
             for i, item in enumerate(items):
                 yield (
-                    (f"{path}[{i}]" if field.label == field.LABEL_REPEATED else path),
+                    (f"{path}[{i}]" if fields.is_repeated(field) else path),
                     field.name,
                     item,
                 )
