@@ -58,6 +58,22 @@ def _latest_in_dir(directory: str) -> str | None:
     return max(indexes, key=step)[: -len(".index")]
 
 
+def _near_misses(path: str) -> list[str]:
+    """Where a missing prefix usually is.
+
+    A tarball extracted into a folder of the same name (`m/m/checkpoint/ckpt-0` for
+    `m/checkpoint/ckpt-0`), or a path that skips the `checkpoint/` level.
+    """
+    directory, name = os.path.split(path)
+    parts = directory.split(os.sep)
+    candidates = [os.path.join(directory, "checkpoint", name)]
+    for i in range(len(parts) - 1, 0, -1):
+        if parts[i] and parts[i] != "checkpoint":
+            doubled = os.sep.join(parts[: i + 1] + parts[i:])
+            candidates += [os.path.join(doubled, name), os.path.join(doubled, "checkpoint", name)]
+    return candidates
+
+
 def resolve(given: str) -> Resolution:
     """Resolves a `fine_tune_checkpoint` value (see Resolution)."""
     if not given.strip():
@@ -115,24 +131,12 @@ def resolve(given: str) -> Resolution:
             "no_index",
             f"{given} is a file but not a checkpoint prefix ({path}.index is missing)",
         )
-    # Nested extraction (model/model/checkpoint/ckpt-0) or a missing checkpoint/ level:
-    # look for the same file name a few levels below the nearest existing ancestors.
-    name = os.path.basename(path)
-    ancestor = os.path.dirname(path)
-    for _ in range(3):
-        if ancestor in ("", os.sep) or ancestor == os.path.expanduser("~"):
-            break  # never scan a whole filesystem or home directory
-        if os.path.isdir(ancestor):
-            found = []
-            for depth in range(1, 4):
-                found += glob.glob(os.path.join(ancestor, *(["*"] * depth), name + ".index"))
-            if found:
-                candidate = min(found, key=lambda p: (p.count(os.sep), p))[: -len(".index")]
-                return Resolution(
-                    given,
-                    candidate,
-                    "nested",
-                    f"{given} does not exist, but {candidate} does (nested or partial path)",
-                )
-        ancestor = os.path.dirname(ancestor)
+    for candidate in _near_misses(path):
+        if os.path.exists(candidate + ".index"):
+            return Resolution(
+                given,
+                candidate,
+                "nested",
+                f"{given} does not exist, but {candidate} does (nested or partial path)",
+            )
     return Resolution(given, None, "missing", f"{given}.index does not exist")
