@@ -223,3 +223,32 @@ def test_parse_error_line_numbers_reach_messages(good_config, tmp_path):
     finding = [f for f in report.findings if f.code == "NUM_CLASSES"][0]
     assert finding.line == io.find_line(open(good_config).read(), "num_classes")
     assert f"{good_config}:{finding.line}:" in finding.message
+
+
+def test_model_dir_with_other_class_count_is_incompatible(good_config, tmp_path, demo_assets):
+    from tests.helpers import model_variables, write_checkpoint
+
+    previous = model_variables(demo_assets["prefix"])  # a 90-class run of the same model
+    write_checkpoint(str(tmp_path / "model"), previous, step=4, optimizer="momentum")
+    report = _preflight(good_config, tmp_path / "model")
+    assert _codes(report, "error") == ["MODEL_DIR.incompatible"]
+    assert "546 outputs" in report.errors()[0].message and "builds 24" in report.errors()[0].message
+
+
+def test_model_dir_partial_run_resumes_and_notes_optimizer(good_config, tmp_path, demo_assets):
+    from tests.helpers import model_variables, write_checkpoint
+
+    previous = model_variables(demo_assets["prefix"])
+    head = (
+        "model/_box_predictor/_prediction_heads/class_predictions_with_background/"
+        "_class_predictor_layers/0/bias"
+    )
+    previous[head] = [24]  # the same 3-class model
+    write_checkpoint(str(tmp_path / "model"), previous, step=4, optimizer="momentum")
+    report = _preflight(good_config, tmp_path / "model")
+    assert _codes(report, "error") == [] and "MODEL_DIR.resume" in _codes(report, "info")
+    write_checkpoint(str(tmp_path / "adam"), previous, step=4, optimizer="adam")
+    report = _preflight(good_config, tmp_path / "adam")
+    assert "MODEL_DIR.optimizer" in _codes(report, "warning")
+    write_checkpoint(str(tmp_path / "done"), previous, step=10, optimizer="momentum")
+    assert "MODEL_DIR.finished" in _codes(_preflight(good_config, tmp_path / "done"), "error")

@@ -24,12 +24,13 @@ class CheckpointInfo:
         optimizer state), 'classification' (backbone-only: feature_extractor/...), 'tf1'
         (name-based Saver checkpoint), or 'empty'.
       meta_arch: 'ssd' | 'faster_rcnn' | 'center_net' | None.
-      family: a short backbone/neck fingerprint ('mobilenet_v2_fpn', 'resnet', 'efficientdet',
-        ...) or None.
+      family: the backbone family ('mobilenet_v2', 'resnet50', 'efficientnet', ...) or None.
+      signature: the structural fingerprint the family was read from.
       class_head: (variable name, shape) of the class-logit bias/kernel the class count is read
         from, or None.
       head_slots: the class head's output size (last dimension), or None.
       global_step: the `step` variable of training checkpoints, else None.
+      optimizer_slots: slot names saved with the model variables ('momentum', 'm', 'v', ...).
       variables: {name: shape} of the model variables (no optimizer slots).
     """
 
@@ -37,9 +38,11 @@ class CheckpointInfo:
     kind: str
     meta_arch: str | None = None
     family: str | None = None
+    signature: BackboneSignature | None = None
     class_head: tuple[str, list[int]] | None = None
     head_slots: int | None = None
     global_step: int | None = None
+    optimizer_slots: frozenset[str] = frozenset()
     variables: dict[str, list[int]] = dataclasses.field(default_factory=dict)
 
     def summary(self) -> dict:
@@ -49,6 +52,7 @@ class CheckpointInfo:
             "kind": self.kind,
             "meta_arch": self.meta_arch,
             "family": self.family,
+            "fpn": self.signature.fpn if self.signature else None,
             "class_head": list(self.class_head) if self.class_head else None,
             "head_slots": self.head_slots,
             "global_step": self.global_step,
@@ -56,22 +60,83 @@ class CheckpointInfo:
         }
 
 
-def _family(names: list[str]) -> str | None:
-    joined = "\n".join(names)
-    if "_bifpn_stage" in joined:
-        return "efficientdet"
-    fpn = "_fpn_features_generator" in joined or "fpn" in joined.lower()
-    if re.search(r"block_\d+_expand|expanded_conv|Conv_1/", joined) or "mobilenet_v2" in joined:
-        return "mobilenet_v2_fpn" if fpn else "mobilenet_v2"
-    if "conv_pw_" in joined or "mobilenet_v1" in joined:
-        return "mobilenet_v1_fpn" if fpn else "mobilenet_v1"
-    if re.search(r"conv\d_block\d|resnet", joined, re.I):
-        return "resnet_fpn" if fpn else "resnet"
-    if "hourglass" in joined.lower():
-        return "hourglass"
-    if re.search(r"block\d+[a-z]_|inception", joined, re.I):
-        return "inception_resnet" if "inception" in joined.lower() else None
-    return None
+# Parts of the feature extractor that are necks (FPN, BiFPN, extra SSD layers), not backbone.
+_NECK = (
+    "_fpn_features_generator",
+    "_coarse_feature_layers",
+    "feature_map_generator",
+    "_bifpn_stage",
+    "_feature_extractor_model",
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class BackboneSignature:
+    """Structure of a checkpoint's feature extractor, read from variable names and shapes.
+
+    The OD API's Keras backbones save as `layer_with_weights-N`, so the backbone is recognised
+    by structure: MobileNetV2 has 17 depthwise convolutions and MobileNetV1 13, ResNets start
+    with a 7x7 convolution and differ in their number of convolutions, EfficientNet lives under
+    `_efficientnet`.
+    """
+
+    depthwise: int
+    kernels: int
+    first_kernel: tuple[int, ...] | None
+    efficientnet: bool
+    fpn: bool
+    bifpn_filters: int | None
+    bifpn_nodes: int
+
+    @property
+    def family(self) -> str | None:
+        """'mobilenet_v1' | 'mobilenet_v2' | 'resnet50/101/152' | 'efficientnet' | ... | None."""
+        if self.efficientnet:
+            return "efficientnet"
+        if self.depthwise == 17:
+            return "mobilenet_v2"
+        if self.depthwise == 13:
+            return "mobilenet_v1"
+        if self.depthwise == 0 and self.first_kernel and self.first_kernel[:2] == (7, 7):
+            if self.kernels < 80:
+                return "resnet50"
+            return "resnet101" if self.kernels < 130 else "resnet152"
+        if self.depthwise == 0 and self.first_kernel == (3, 3, 3, 32) and self.kernels > 150:
+            return "inception_resnet_v2"
+        return None
+
+
+def _order(name: str):
+    return [int(t) if t.isdigit() else t for t in re.split(r"[-/]", name)]
+
+
+def backbone_signature(shapes: dict[str, list[int]]) -> BackboneSignature | None:
+    """The BackboneSignature of a model's variables ({name without suffix: shape})."""
+    extractor = {n: s for n, s in shapes.items() if n.startswith("model/_feature_extractor")}
+    if not extractor:
+        return None
+    backbone = {n: s for n, s in extractor.items() if not any(f"/{p}/" in n for p in _NECK)}
+    kernels = sorted((n for n in backbone if n.endswith("/kernel")), key=_order)
+    first = next(
+        (tuple(backbone[n]) for n in kernels if len(backbone[n]) == 4 and backbone[n][2] == 3), None
+    )
+    bifpn = sorted(
+        (n for n in extractor if "/_bifpn_stage/" in n and n.endswith("kernel")), key=_order
+    )
+    nodes = {
+        n.split("/_bifpn_stage/node_combine_op/")[1].split("/")[0]
+        for n in extractor
+        if "/_bifpn_stage/node_combine_op/" in n
+    }
+    return BackboneSignature(
+        depthwise=sum(1 for n in backbone if n.endswith("depthwise_kernel")),
+        kernels=len(kernels),
+        first_kernel=first,
+        efficientnet=any("/_efficientnet/" in n for n in backbone),
+        fpn=any("/_fpn_features_generator/" in n for n in extractor),
+        bifpn_filters=extractor[bifpn[0]][-1] if bifpn else None,
+        bifpn_nodes=len(nodes),
+    )
 
 
 def _class_head(meta_arch: str | None, shapes: dict[str, list[int]]):
@@ -103,7 +168,7 @@ def classify(names_and_shapes: list[tuple[str, list[int]]], prefix: str = "") ->
         return CheckpointInfo(prefix, "empty")
     all_names = [n for n, _ in names_and_shapes]
     if OBJECT_GRAPH not in all_names:
-        info = CheckpointInfo(prefix, "tf1", family=_family(all_names))
+        info = CheckpointInfo(prefix, "tf1")
         info.variables = dict(names_and_shapes)
         if any(n.startswith("FirstStageFeatureExtractor") for n in all_names):
             info.meta_arch = "faster_rcnn"
@@ -119,6 +184,11 @@ def classify(names_and_shapes: list[tuple[str, list[int]]], prefix: str = "") ->
         if n.endswith(_SUFFIX) and ".OPTIMIZER_SLOT" not in n
     }
     roots = {n.split("/", 1)[0] for n in shapes}
+    slots = frozenset(
+        n.split("/.OPTIMIZER_SLOT/", 1)[1].split("/")[1]
+        for n, _ in names_and_shapes
+        if "/.OPTIMIZER_SLOT/" in n and n.count("/") > 2
+    )
     if "model" in roots:
         kind = "training" if "optimizer" in roots else "detection"
     elif "feature_extractor" in roots:
@@ -136,15 +206,17 @@ def classify(names_and_shapes: list[tuple[str, list[int]]], prefix: str = "") ->
     else:
         meta_arch = None
     head = _class_head(meta_arch, shapes)
-    step = None
+    signature = backbone_signature({n: shapes[n] for n in model_names})
     return CheckpointInfo(
         prefix=prefix,
         kind=kind,
         meta_arch=meta_arch,
-        family=_family(model_names),
+        family=signature.family if signature else None,
+        signature=signature,
         class_head=head,
         head_slots=head[1][-1] if head else None,
-        global_step=step,
+        global_step=None,
+        optimizer_slots=slots,
         variables={n: shapes[n] for n in model_names},
     )
 

@@ -46,5 +46,10 @@ def run_preflight(ctx: Context) -> Report:
                 )
             )
     info, _ = ctx.checkpoint_info
+    summary = None
+    if info is not None:
+        from train.preflight.checks_checkpoint import head_classes
+
+        summary = {**info.summary(), "num_classes": head_classes(ctx.config, info)}
     findings.sort(key=sort_key)
-    return Report(findings, info.summary() if info else None, time.monotonic() - start)
+    return Report(findings, summary, time.monotonic() - start)

@@ -5,8 +5,9 @@ from __future__ import annotations
 import os
 
 from train.checkpoint import inspect as ckpt_inspect
+from train.pipeline import arch as pipeline_arch
 from train.pipeline import fields
-from train.preflight.findings import ERROR, INFO, Edit, Finding
+from train.preflight.findings import ERROR, INFO, WARNING, Edit, Finding
 from train.preflight.registry import register
 
 _TYPES = ("classification", "detection", "full", "fine_tune")
@@ -141,8 +142,8 @@ def check_checkpoint_kind(ctx):
     else:
         wanted = "full"
     if current == "full" and wanted == "full":
-        head = _head_classes(ctx, info)
-        target = fields.get(ctx.config, fields.num_classes_path(ctx.config) or "") if arch else None
+        head = head_classes(ctx.config, info)
+        target = _target_classes(ctx)
         if head is not None and target is not None and head != target:
             wanted = "detection"
             yield Finding(
@@ -180,25 +181,11 @@ def check_checkpoint_kind(ctx):
     )
 
 
-def _anchors_per_location(config) -> int | None:
-    ssd = config.model.ssd
-    which = ssd.anchor_generator.WhichOneof("anchor_generator_oneof")
-    if which == "multiscale_anchor_generator":
-        gen = ssd.anchor_generator.multiscale_anchor_generator
-        return len(gen.aspect_ratios) * gen.scales_per_octave
-    if which == "ssd_anchor_generator":
-        gen = ssd.anchor_generator.ssd_anchor_generator
-        if gen.reduce_boxes_in_lowest_layer:
-            return 3  # the lowest layer (the one the head fingerprint reads) has 3 boxes
-        return len(gen.aspect_ratios) + (1 if gen.interpolated_scale_aspect_ratio > 0 else 0)
-    return None
-
-
-def _head_classes(ctx, info) -> int | None:
-    config = ctx.config
+def head_classes(config, info) -> int | None:
+    """The class count the checkpoint's head was trained for (None when unknown)."""
     if info.meta_arch == "ssd":
         return ckpt_inspect.classes_from_head(
-            info, _anchors_per_location(config), config.model.ssd.add_background_class
+            info, pipeline_arch.anchors_per_location(config), config.model.ssd.add_background_class
         )
     return ckpt_inspect.classes_from_head(info, None)
 
@@ -234,24 +221,65 @@ def check_model_dir(ctx):
             "use a new --model_dir, or move the broken run aside",
         )
         return
+    where = f"--model_dir {ctx.options.model_dir}"
+    fix = "use a new --model_dir (the driver never deletes a run), or move this one aside"
+    for _, description in _arch_mismatches(ctx.config, info):
+        yield Finding(
+            "MODEL_DIR.incompatible",
+            ERROR,
+            f"{where} holds a run of another architecture ({description}); the OD API "
+            "resumes from it and fails with a shape mismatch",
+            fix,
+        )
+    wanted_classes = _target_classes(ctx)
+    slots = pipeline_arch.class_head_slots(ctx.config, wanted_classes) if wanted_classes else None
+    if slots and info.head_slots and slots != info.head_slots:
+        yield Finding(
+            "MODEL_DIR.incompatible",
+            ERROR,
+            f"{where} holds a run whose class head has {info.head_slots} outputs; this "
+            f"config ({wanted_classes} classes) builds {slots}: the resume would fail "
+            "with a shape mismatch",
+            fix,
+        )
+    wanted_slots = pipeline_arch.optimizer_slots(ctx.config)
+    if info.optimizer_slots and wanted_slots and not wanted_slots <= info.optimizer_slots:
+        yield Finding(
+            "MODEL_DIR.optimizer",
+            WARNING,
+            f"{where} holds a run trained with another optimizer (slots "
+            f"{sorted(info.optimizer_slots)}; this config's optimizer keeps "
+            f"{sorted(wanted_slots)}): its state would be dropped silently",
+            fix,
+        )
     step = info.global_step or 0
     steps = ctx.num_train_steps
     if steps and step >= steps:
         yield Finding(
             "MODEL_DIR.finished",
             ERROR,
-            f"--model_dir {ctx.options.model_dir} already holds a run at step {step} >= "
-            f"num_train_steps {steps}; the OD API would train 0 steps and exit 0",
+            f"{where} already holds a run at step {step} >= num_train_steps {steps}; the OD API "
+            "would train 0 steps and exit 0",
             "use a new --model_dir, or raise --num_train_steps to continue that run",
         )
     else:
         yield Finding(
             "MODEL_DIR.resume",
             INFO,
-            f"--model_dir {ctx.options.model_dir} holds a run at step {step}; training resumes "
-            "from it (its weights replace the fine-tune checkpoint's)",
+            f"{where} holds a run at step {step}; training resumes from it (its weights "
+            "replace the fine-tune checkpoint's)",
             "use a new --model_dir to fine-tune from scratch instead",
         )
+
+
+def _target_classes(ctx) -> int | None:
+    """The class count the run will have: --num_classes, else the label map, else the config."""
+    if ctx.options.num_classes:
+        return ctx.options.num_classes
+    if ctx.train_label_map and ctx.train_label_map.items:
+        return ctx.train_label_map.max_id
+    path = fields.num_classes_path(ctx.config)
+    return fields.get(ctx.config, path) if path else None
 
 
 @register("checkpoint_cadence")
@@ -276,4 +304,88 @@ def check_checkpoint_cadence(ctx):
             "pass --num_train_steps N",
             file=ctx.source.path,
             line=ctx.line("num_steps"),
+        )
+
+
+def _arch_mismatches(config, info) -> list[tuple[str, str]]:
+    """(detail, description) for every way `info` cannot be the config's architecture."""
+    want = pipeline_arch.expected(config)
+    sig = info.signature
+    problems = []
+    if info.meta_arch and want.meta_arch and info.meta_arch != want.meta_arch:
+        problems.append(
+            (
+                "meta_arch",
+                f"the checkpoint is a {info.meta_arch} model and the config a {want.meta_arch}",
+            )
+        )
+        return problems
+    if sig is None:
+        return problems
+    if want.family and sig.family and want.family != sig.family:
+        problems.append(
+            (
+                "backbone",
+                f"the checkpoint's backbone is {sig.family} and the config's {want.family}",
+            )
+        )
+        return problems
+    if (
+        want.meta_arch == "ssd"
+        and want.fpn is not None
+        and not sig.efficientnet
+        and sig.family
+        and want.fpn != sig.fpn
+    ):
+        has, lacks = ("an FPN neck", "none") if sig.fpn else ("no FPN neck", "one")
+        problems.append(("neck", f"the checkpoint has {has} and the config builds {lacks}"))
+    if (
+        sig.family in ("mobilenet_v1", "mobilenet_v2")
+        and sig.first_kernel
+        and want.depth_multiplier
+    ):
+        full_width = sig.first_kernel[3] == 32
+        if full_width != (abs(want.depth_multiplier - 1.0) < 1e-6):
+            problems.append(
+                (
+                    "width",
+                    f"the checkpoint's first convolution has {sig.first_kernel[3]} "
+                    f"filters; depth_multiplier {want.depth_multiplier:g} "
+                    f"builds {'32' if want.depth_multiplier == 1 else 'another'}",
+                )
+            )
+    if (
+        want.bifpn_filters
+        and sig.bifpn_filters
+        and (want.bifpn_filters != sig.bifpn_filters or want.bifpn_nodes != sig.bifpn_nodes)
+    ):
+        problems.append(
+            (
+                "bifpn",
+                f"the checkpoint's BiFPN has {sig.bifpn_filters} filters and "
+                f"{sig.bifpn_nodes} nodes, the config {want.bifpn_filters} and "
+                f"{want.bifpn_nodes} (another EfficientDet size)",
+            )
+        )
+    return problems
+
+
+@register("checkpoint_architecture")
+def check_checkpoint_architecture(ctx):
+    """CKPT_ARCH: the checkpoint was trained for another architecture, backbone or width."""
+    info, _ = ctx.checkpoint_info
+    if info is None or info.kind not in ("detection", "training"):
+        return
+    extractor = fields.feature_extractor_type(ctx.config)
+    for detail, description in _arch_mismatches(ctx.config, info):
+        yield Finding(
+            f"CKPT_ARCH.{detail}",
+            ERROR,
+            f"{ctx.where('fine_tune_checkpoint')}: {info.prefix} does not fit "
+            f"{fields.meta_arch(ctx.config)}/{extractor}: {description}; the restore would fail "
+            "or leave layers random",
+            "use the zoo checkpoint of the same model as the config (or the config that came "
+            "with the checkpoint)",
+            file=ctx.source.path,
+            line=ctx.line("fine_tune_checkpoint"),
         )

@@ -22,7 +22,13 @@ def _string_fields(message, prefix=""):
     """Yields (dotted path, leaf name, value) for every string field set in `message`."""
     for field, value in message.ListFields():
         path = f"{prefix}{field.name}"
-        if field.type == field.TYPE_MESSAGE:
+        if field.type == field.TYPE_MESSAGE and field.message_type.GetOptions().map_entry:
+            for key, item in value.items():
+                if isinstance(item, str):
+                    yield f"{path}[{key!r}]", field.name, item
+                elif hasattr(item, "ListFields"):
+                    yield from _string_fields(item, f"{path}[{key!r}].")
+        elif field.type == field.TYPE_MESSAGE:
             items = value if fields.is_repeated(field) else [value]
             for i, item in enumerate(items):
                 sub = f"{path}[{i}]." if fields.is_repeated(field) else f"{path}."
@@ -30,11 +36,8 @@ def _string_fields(message, prefix=""):
         elif field.type == field.TYPE_STRING:
             items = value if fields.is_repeated(field) else [value]
             for i, item in enumerate(items):
-                yield (
-                    (f"{path}[{i}]" if fields.is_repeated(field) else path),
-                    field.name,
-                    item,
-                )
+                leaf = f"{path}[{i}]" if fields.is_repeated(field) else path
+                yield leaf, field.name, item
 
 
 @register("placeholders")
@@ -150,6 +153,17 @@ def check_ignored_fields(ctx):
             file=ctx.source.path,
             line=ctx.line("load_all_detection_checkpoint_vars"),
         )
+    if ctx.config.HasField("graph_rewriter"):
+        yield Finding(
+            "IGNORED_FIELD.graph_rewriter",
+            WARNING,
+            f"{ctx.where('graph_rewriter')}: graph_rewriter (TF1 quantization-aware training) is "
+            "ignored by the TF2 training loop: this run trains in float",
+            "delete it; for a quantized model, convert the trained model with the TFLite converter",
+            edits=(Edit("graph_rewriter", None, "ignored by TF2: TF1 quantization rewrite"),),
+            file=ctx.source.path,
+            line=ctx.line("graph_rewriter"),
+        )
     for name, why in _IGNORED.items():
         if not fields.has(ctx.config, f"train_config.{name}"):
             continue
@@ -208,6 +222,25 @@ def check_tf1_config(ctx):
             file=ctx.source.path,
         )
         return
+    tc = ctx.train_config
+    tf1_era = [
+        reason
+        for reason, present in (
+            ("from_detection_checkpoint", tc.HasField("from_detection_checkpoint")),
+            ("a TF1 'model.ckpt' checkpoint name", tc.fine_tune_checkpoint.endswith("model.ckpt")),
+        )
+        if present
+    ]
+    if tf1_era and not tc.HasField("fine_tune_checkpoint_version"):
+        yield Finding(
+            "TF1_CONFIG.tf1_era",
+            WARNING,
+            f"{ctx.where('train_config')}: this config was written for the TF1 OD API "
+            f"({', '.join(tf1_era)}, no fine_tune_checkpoint_version)",
+            "start from the TF2 zoo config of this model (configs/tf2/) and a TF2 checkpoint",
+            file=ctx.source.path,
+            line=ctx.line("train_config"),
+        )
     if not extractor or arch not in ("ssd", "faster_rcnn", "center_net"):
         return
     tf1 = extractor in _TF1_TO_TF2 or (arch != "center_net" and not extractor.endswith("_keras"))

@@ -1,0 +1,59 @@
+"""Test helpers that write real TF checkpoints with chosen variable names and shapes."""
+
+from __future__ import annotations
+
+import os
+
+_VALUE = "/.ATTRIBUTES/VARIABLE_VALUE"
+
+
+def model_variables(prefix: str) -> dict[str, list[int]]:
+    """{object path: shape} of the model/ variables of a checkpoint (no slots)."""
+    import tensorflow as tf
+
+    return {
+        n[: -len(_VALUE)]: s
+        for n, s in tf.train.list_variables(prefix)
+        if n.startswith("model/") and n.endswith(_VALUE) and ".OPTIMIZER_SLOT" not in n
+    }
+
+
+def write_checkpoint(
+    directory: str,
+    variables: dict[str, list[int]],
+    step: int | None = None,
+    optimizer: str | None = None,
+) -> str:
+    """Writes a real object-based checkpoint whose variables have exactly these paths.
+
+    With `step`, it looks like a model_dir training checkpoint (`step`, optimizer state and the
+    `checkpoint` state file written by CheckpointManager); with `optimizer` ('momentum' or
+    'adam'), one real optimizer update creates its slot variables.
+    """
+    import tensorflow as tf
+
+    roots: dict[str, tf.Module] = {}
+    leaves = []
+    for path, shape in variables.items():
+        root, *parts = path.split("/")
+        node = roots.setdefault(root, tf.Module())
+        for part in parts[:-1]:
+            child = getattr(node, part, None) if part in vars(node) else None
+            if child is None:
+                child = tf.Module()
+                setattr(node, part, child)
+            node = child
+        variable = tf.Variable(tf.zeros(shape), name=parts[-1])
+        setattr(node, parts[-1], variable)
+        leaves.append(variable)
+    objects = dict(roots)
+    if step is not None:
+        objects["step"] = tf.Variable(step, dtype=tf.int64)
+    if optimizer:
+        legacy = tf.keras.optimizers.legacy  # what the OD API's optimizer_builder creates
+        opt = legacy.SGD(0.1, momentum=0.9) if optimizer == "momentum" else legacy.Adam(0.1)
+        opt.apply_gradients([(tf.ones_like(v), v) for v in leaves])
+        objects["optimizer"] = opt
+    manager = tf.train.CheckpointManager(tf.train.Checkpoint(**objects), directory, max_to_keep=1)
+    os.makedirs(directory, exist_ok=True)
+    return manager.save()
