@@ -135,7 +135,10 @@ def test_full_is_kept_when_the_head_matches(good_config, tmp_path):
     )
     _edit(good_config, "num_classes: 3", "num_classes: 90")
     labels = tmp_path / "coco90.pbtxt"
-    labels.write_text("".join(f"item {{ id: {i} name: 'c{i}' }}\n" for i in range(1, 91)))
+    names = {1: "square", 2: "circle", 3: "triangle"}
+    labels.write_text(
+        "".join(f"item {{ id: {i} name: '{names.get(i, f'c{i}')}' }}\n" for i in range(1, 91))
+    )
     report = _preflight(good_config, tmp_path / "model", label_map=str(labels))
     assert _codes(report, "error") == []
 
@@ -252,3 +255,109 @@ def test_model_dir_partial_run_resumes_and_notes_optimizer(good_config, tmp_path
     assert "MODEL_DIR.optimizer" in _codes(report, "warning")
     write_checkpoint(str(tmp_path / "done"), previous, step=10, optimizer="momentum")
     assert "MODEL_DIR.finished" in _codes(_preflight(good_config, tmp_path / "done"), "error")
+
+
+def _records(path, examples):
+    import tensorflow as tf
+
+    with tf.io.TFRecordWriter(str(path)) as writer:
+        for example in examples:
+            writer.write(example.SerializeToString())
+    return str(path)
+
+
+def _example(labels, boxes, names=None):
+    import numpy as np
+
+    from train.demo import synthetic
+
+    image, _, _ = synthetic.make_image(np.random.default_rng(0), 32)
+    classes = names or {i: synthetic.CLASSES.get(i, f"class{i}") for i in labels}
+    return synthetic.to_example(image, boxes, labels, "x.jpg", classes)
+
+
+def test_input_records_class_text_labels_and_boxes(good_config, tmp_path):
+    good_box = [(0.1, 0.1, 0.5, 0.5)]
+    records = _records(
+        tmp_path / "bad.record",
+        [
+            _example([1], good_box, {1: "Square"}),  # wrong case: not in the label map
+            _example([2], [(10.0, 10.0, 50.0, 50.0)]),  # pixel coordinates
+        ],
+    )
+    report = _preflight(good_config, tmp_path / "model", train_input_path=(records,))
+    assert "INPUT_DATA.class_text" in _codes(report, "error")
+    assert (
+        "'Square' x1"
+        in [f for f in report.findings if f.code == "INPUT_DATA.class_text"][0].message
+    )
+    assert "INPUT_DATA.boxes" in _codes(report, "warning")
+    import tensorflow as tf
+
+    no_text = tf.train.Example()
+    no_text.CopyFrom(_example([5], good_box))
+    del no_text.features.feature["image/object/class/text"]
+    records = _records(tmp_path / "labels.record", [no_text])
+    report = _preflight(good_config, tmp_path / "model", train_input_path=(records,))
+    assert "INPUT_DATA.label_range" in _codes(report, "error")
+
+
+def test_input_records_corrupt(good_config, tmp_path):
+    broken = tmp_path / "broken.record"
+    broken.write_bytes(b"this is not a tfrecord at all" * 10)
+    report = _preflight(good_config, tmp_path / "model", train_input_path=(str(broken),))
+    assert "INPUT_DATA.corrupt" in _codes(report, "error")
+
+
+@pytest.mark.parametrize(
+    "edit,code,severity",
+    [
+        ("warmup_steps: 1000", "LR_SCHEDULE.warmup", "error"),
+        ("learning_rate_base: 0.08", "LR_SCHEDULE.base", "error"),
+        ("total_steps: 50000", "LR_SCHEDULE.total_steps", "warning"),
+    ],
+)
+def test_lr_schedule(good_config, tmp_path, edit, code, severity):
+    replacement = {
+        "warmup_steps: 1000": "warmup_steps: 60000",
+        "learning_rate_base: 0.08": "learning_rate_base: 0.001",
+        "total_steps: 50000": "total_steps: 5",
+    }[edit]
+    _edit(good_config, edit, replacement)
+    report = _preflight(good_config, tmp_path / "model")
+    assert code in _codes(report, severity)
+
+
+def test_lr_schedule_quiet_and_in_warmup_note(good_config, tmp_path):
+    report = _preflight(good_config, tmp_path / "model")
+    assert [c for c in _codes(report) if c.startswith("LR_SCHEDULE")] == ["LR_SCHEDULE.in_warmup"]
+    long_run = _preflight(good_config, tmp_path / "model", num_train_steps=20000)
+    assert not [c for c in _codes(long_run) if c.startswith("LR_SCHEDULE")]
+
+
+def test_batch_tpu_sized_and_replicas(good_config, tmp_path, monkeypatch):
+    report = _preflight(good_config, tmp_path / "model", batch_size=128)
+    assert "BATCH.tpu_sized" in _codes(report, "warning")
+    from train import envinfo
+
+    envinfo.physical_gpus.cache_clear()
+    monkeypatch.setattr(envinfo, "physical_gpus", lambda: 2)  # no GPU on CI machines
+    report = _preflight(good_config, tmp_path / "model", batch_size=3)
+    assert "BATCH.replicas" in _codes(report, "error")
+    assert "--batch_size 2" in report.errors()[0].fix
+
+
+def test_environment_is_clean_on_a_tested_stack(good_config, tmp_path):
+    report = _preflight(good_config, tmp_path / "model")
+    assert not [c for c in _codes(report) if c.startswith("ENV")]
+
+
+def test_environment_missing_module(good_config, tmp_path, monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "tf_slim" else real(name, *a)
+    )
+    report = _preflight(good_config, tmp_path / "model")
+    assert "ENV.missing_module" in _codes(report, "error")

@@ -32,9 +32,9 @@ class PipelineFile:
     text: str
     proto: object  # pipeline_pb2.TrainEvalPipelineConfig
 
-    def line_of(self, field: str) -> int | None:
-        """1-based line of the first `field:` / `field {` in the file (None if absent)."""
-        return find_line(self.text, field)
+    def line_of(self, field: str, value: str | None = None, nth: int = 0) -> int | None:
+        """1-based line of a field in the file (see find_line; None if absent)."""
+        return find_line(self.text, field, value, nth)
 
 
 def pipeline_pb2():
@@ -85,12 +85,19 @@ def to_text(proto) -> str:
     return text_format.MessageToString(proto)
 
 
-def find_line(text: str, field: str) -> int | None:
-    """1-based line number of the first occurrence of `field` used as a field name."""
-    pattern = re.compile(r"^\s*" + re.escape(field) + r"\s*[:{]")
+def find_line(text: str, field: str, value: str | None = None, nth: int = 0) -> int | None:
+    """1-based line of the `nth` use of `field` as a field name (with `value` on that line).
+
+    Ignores comments; finds inline fields too (`reader { input_path: "x" }`).
+    """
+    pattern = re.compile(r"(^|[\s{,])" + re.escape(field) + r"\s*[:{]")
+    seen = 0
     for number, line in enumerate(text.splitlines(), start=1):
-        if pattern.match(line):
-            return number
+        code = line.split("#", 1)[0]
+        if pattern.search(code) and (value is None or value in code):
+            if seen == nth:
+                return number
+            seen += 1
     return None
 
 

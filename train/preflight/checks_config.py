@@ -43,17 +43,23 @@ def _string_fields(message, prefix=""):
 @register("placeholders")
 def check_placeholders(ctx):
     """PLACEHOLDER: zoo `PATH_TO_BE_CONFIGURED`, unexpanded `${VAR}`, empty required paths."""
+    seen: dict[tuple[str, str], int] = {}
     for path, name, value in _string_fields(ctx.config):
         if _PLACEHOLDER.search(value):
             flag = _FLAG_FOR.get(name)
             how = f"pass {flag}, or set it in the config" if flag else "set it in the config"
+            nth = seen.get((name, value), 0)
+            seen[(name, value)] = nth + 1
+            line = ctx.line(name, value, nth)
             yield Finding(
                 "PLACEHOLDER",
                 ERROR,
-                f"{ctx.where(name)}: {path} is still a placeholder: {value!r}",
+                f"{ctx.source.path}:{line}: {path} is still a placeholder: {value!r}"
+                if line
+                else f"{ctx.source.path}: {path} is still a placeholder: {value!r}",
                 f"{how} to the real path",
                 file=ctx.source.path,
-                line=ctx.line(name),
+                line=line,
             )
     tc = ctx.train_config
     if tc.HasField("fine_tune_checkpoint") and not tc.fine_tune_checkpoint.strip():
@@ -340,3 +346,90 @@ def check_num_classes(ctx):
         file=ctx.source.path,
         line=ctx.line("num_classes"),
     )
+
+
+@register("learning_rate")
+def check_learning_rate(ctx):
+    """LR_SCHEDULE: cosine schedule vs num_steps, warmup vs total, base vs warmup rate."""
+    optimizer = ctx.train_config.optimizer
+    which = optimizer.WhichOneof("optimizer")
+    if which is None:
+        return
+    learning_rate = getattr(optimizer, which).learning_rate
+    if learning_rate.WhichOneof("learning_rate") != "cosine_decay_learning_rate":
+        return
+    cosine = learning_rate.cosine_decay_learning_rate
+    steps = ctx.num_train_steps
+    where = ctx.where("cosine_decay_learning_rate")
+    line = ctx.line("cosine_decay_learning_rate")
+    if cosine.warmup_steps > cosine.total_steps:
+        yield Finding(
+            "LR_SCHEDULE.warmup",
+            ERROR,
+            f"{where}: warmup_steps {cosine.warmup_steps} > total_steps {cosine.total_steps}; the "
+            "OD API fails with 'total_steps must be larger or equal to warmup_steps'",
+            f"set warmup_steps <= total_steps (e.g. {cosine.total_steps // 10})",
+            file=ctx.source.path,
+            line=line,
+        )
+    if cosine.learning_rate_base < cosine.warmup_learning_rate:
+        yield Finding(
+            "LR_SCHEDULE.base",
+            ERROR,
+            f"{where}: learning_rate_base {cosine.learning_rate_base:g} < warmup_learning_rate "
+            f"{cosine.warmup_learning_rate:g}; the OD API rejects it",
+            "make warmup_learning_rate at most learning_rate_base",
+            file=ctx.source.path,
+            line=line,
+        )
+    if steps and cosine.total_steps and steps > cosine.total_steps:
+        yield Finding(
+            "LR_SCHEDULE.total_steps",
+            WARNING,
+            f"{where}: num_train_steps {steps} > cosine total_steps {cosine.total_steps}: the "
+            f"learning rate is 0 for the last {steps - cosine.total_steps} steps",
+            f"set total_steps: {steps}",
+            file=ctx.source.path,
+            line=line,
+        )
+    elif steps and steps <= cosine.warmup_steps:
+        yield Finding(
+            "LR_SCHEDULE.in_warmup",
+            INFO,
+            f"{where}: the whole run ({steps} steps) stays in the {cosine.warmup_steps}-step "
+            "warm-up of the cosine schedule",
+            "fine for a smoke test; for real training set total_steps and warmup_steps to fit "
+            "num_train_steps",
+            file=ctx.source.path,
+            line=line,
+        )
+
+
+@register("batch")
+def check_batch(ctx):
+    """BATCH: global batch vs replicas, and TPU-sized zoo batches on CPU/GPU."""
+    batch = ctx.train_config.batch_size
+    replicas = ctx.replicas
+    if batch and replicas > 1 and batch % replicas:
+        yield Finding(
+            "BATCH.replicas",
+            ERROR,
+            f"{ctx.where('batch_size')}: batch_size {batch} is not divisible by the {replicas} "
+            "replicas this run will use (the OD API fails at the first step)",
+            f"pass --batch_size {max(replicas, batch - batch % replicas)}",
+            file=ctx.source.path,
+            line=ctx.line("batch_size"),
+        )
+    per_replica = batch // max(1, replicas)
+    if per_replica >= 64:
+        device = "GPU" if ctx.gpus else "CPU"
+        yield Finding(
+            "BATCH.tpu_sized",
+            WARNING,
+            f"{ctx.where('batch_size')}: batch_size {batch} ({per_replica} per {device}) is a "
+            "TPU pod batch from the zoo config; it will likely run out of memory",
+            "pass --batch_size 8 (to 16 per GPU) and scale learning_rate_base (and the warm-up "
+            "rate) down by the same factor",
+            file=ctx.source.path,
+            line=ctx.line("batch_size"),
+        )

@@ -30,13 +30,13 @@ class Context:
     source: PipelineFile
     config: object
 
-    def line(self, field: str) -> int | None:
-        """Line of `field` in the user's file."""
-        return self.source.line_of(field)
+    def line(self, field: str, value: str | None = None, nth: int = 0) -> int | None:
+        """Line of `field` in the user's file (see pipeline.io.find_line)."""
+        return self.source.line_of(field, value, nth)
 
-    def where(self, field: str) -> str:
+    def where(self, field: str, value: str | None = None, nth: int = 0) -> str:
         """'path:line' (or just the path) for messages about `field`."""
-        line = self.line(field)
+        line = self.line(field, value, nth)
         return f"{self.source.path}:{line}" if line else self.source.path
 
     @property
@@ -47,6 +47,18 @@ class Context:
     def num_train_steps(self) -> int:
         """Steps the run will train for (flag, else config; 0 means unset)."""
         return self.options.num_train_steps or self.config.train_config.num_steps
+
+    @functools.cached_property
+    def gpus(self) -> int:
+        """GPUs this run will see (nvidia-smi, limited by CUDA_VISIBLE_DEVICES; no TF import)."""
+        from train import envinfo
+
+        return envinfo.visible_gpus()
+
+    @property
+    def replicas(self) -> int:
+        """Replicas of the training strategy: one per visible GPU, else 1 (CPU)."""
+        return max(1, self.gpus)
 
     @functools.cached_property
     def checkpoint(self) -> ckpt_resolve.Resolution | None:

@@ -59,4 +59,4 @@ class Finding:
 
 def sort_key(finding: Finding):
     """Errors first, then by code, for stable reports."""
-    return (_ORDER.get(finding.severity, 9), finding.code, finding.message)
+    return (_ORDER.get(finding.severity, 9), finding.code, finding.line or 0, finding.message)

@@ -29,6 +29,11 @@ def register(name: str) -> Callable[[CheckFn], CheckFn]:
 
 def checks() -> dict[str, CheckFn]:
     """All registered checks, in registration order."""
-    from train.preflight import checks_checkpoint, checks_config, checks_data  # noqa: F401
+    from train.preflight import (  # noqa: F401
+        checks_checkpoint,
+        checks_config,
+        checks_data,
+        checks_env,
+    )
 
     return dict(_CHECKS)

@@ -1,0 +1,107 @@
+"""Checks on the installed stack and the devices (package metadata only; no TF import)."""
+
+from __future__ import annotations
+
+import importlib.util
+from importlib import metadata
+
+from train import envinfo
+from train.preflight.findings import ERROR, WARNING, Finding
+from train.preflight.registry import register
+
+_TESTED_TF = ("2.15", "2.20", "2.21")
+
+
+def _version(name: str) -> str | None:
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def _tf_version() -> tuple[str | None, str | None]:
+    for dist in ("tensorflow", "tensorflow-cpu", "tf-nightly"):
+        version = _version(dist)
+        if version:
+            return dist, version
+    return None, None
+
+
+@register("environment")
+def check_environment(ctx):
+    """ENV: TensorFlow, Keras, the OD API and its runtime deps, GPU vs TF build."""
+    dist, tf_version = _tf_version()
+    fix_stack = "install a tested stack: bash scripts/setup_env.sh tf215-cpu .venv (README Stacks)"
+    if tf_version is None:
+        yield Finding("ENV.tensorflow", ERROR, "TensorFlow is not installed", fix_stack)
+        return
+    minor = ".".join(tf_version.split(".")[:2])
+    if minor not in _TESTED_TF:
+        yield Finding(
+            "ENV.tensorflow_version",
+            WARNING,
+            f"TensorFlow {tf_version} is not a tested stack (tested: {', '.join(_TESTED_TF)})",
+            fix_stack,
+        )
+    keras = _version("keras")
+    tf_keras = _version("tf-keras") or _version("tf_keras")
+    if keras and int(keras.split(".")[0]) >= 3:
+        if tf_keras is None:
+            yield Finding(
+                "ENV.keras",
+                ERROR,
+                f"Keras {keras} (Keras 3) is installed without tf-keras; the OD API needs Keras 2",
+                f"pip install tf-keras=={minor}.*",
+            )
+        elif ".".join(tf_keras.split(".")[:2]) != minor:
+            yield Finding(
+                "ENV.keras",
+                ERROR,
+                f"tf-keras {tf_keras} does not match TensorFlow {tf_version}",
+                f"pip install tf-keras=={minor}.*",
+            )
+    od = _version("tf-models-research-object-detection")
+    if od is None and importlib.util.find_spec("object_detection") is None:
+        yield Finding(
+            "ENV.object_detection",
+            ERROR,
+            "the OD API (object_detection) is not installed",
+            fix_stack,
+        )
+    for module, package in (
+        ("tf_slim", "tf-slim"),
+        ("official", "tf-models-official"),
+        ("pycocotools", "pycocotools"),
+        ("lvis", "lvis"),
+        ("gin", "gin-config"),
+    ):
+        if importlib.util.find_spec(module) is None:
+            yield Finding(
+                "ENV.missing_module",
+                ERROR,
+                f"module {module!r} (package {package}) is missing; the OD API imports it",
+                f"pip install {package} (or use a tested stack: README Stacks)",
+            )
+    numpy = _version("numpy")
+    if numpy and minor == "2.15" and int(numpy.split(".")[0]) >= 2:
+        yield Finding(
+            "ENV.numpy",
+            ERROR,
+            f"numpy {numpy} with TensorFlow {tf_version} (needs < 2)",
+            "pip install 'numpy<2'",
+        )
+    gpus = envinfo.physical_gpus()
+    if gpus and dist == "tensorflow-cpu":
+        yield Finding(
+            "ENV.gpu_unused",
+            WARNING,
+            f"{gpus} GPU(s) present but the CPU-only build {dist} {tf_version} is installed",
+            "install the GPU stack: bash scripts/setup_env.sh tf215-gpu .venv",
+        )
+    if gpus and envinfo.visible_gpus() == 0:
+        yield Finding(
+            "ENV.gpu_hidden",
+            WARNING,
+            f"{gpus} GPU(s) present but CUDA_VISIBLE_DEVICES hides them all: training runs on CPU",
+            "unset CUDA_VISIBLE_DEVICES (or list the GPUs to use)",
+        )
