@@ -105,3 +105,24 @@ def test_tf2_zoo_configs_have_only_placeholder_and_fixable_errors(shared_fixture
         blocking = [f.code for f in report.blocking("auto") if f.code != "PLACEHOLDER"]
         assert blocking == [], (path, blocking)
         assert not [c for c in _codes(report) if c.startswith("TF1_CONFIG")], path
+
+
+def test_centernet_fine_tune_and_empty_type_become_detection(shared_fixtures, tmp_path):
+    folder = os.path.join(shared_fixtures, "zoo_checkpoints", "centernet_mobilenetv2_fpn_od")
+    config = tmp_path / "centernet.config"
+    text = open(os.path.join(folder, "pipeline.config")).read()
+    assert 'fine_tune_checkpoint_type: ""' in text
+    config.write_text(text)
+    prefix = resolve.resolve(folder).prefix
+    report = _preflight(config, tmp_path / "m", checkpoint=prefix)
+    fixes = {f.code: f.edits[0].value for f in report.findings if f.code == "CKPT_TYPE"}
+    assert fixes == {"CKPT_TYPE": "detection"}
+    config.write_text(
+        text.replace('fine_tune_checkpoint_type: ""', 'fine_tune_checkpoint_type: "fine_tune"')
+    )
+    report = _preflight(config, tmp_path / "m", checkpoint=prefix)
+    finding = [f for f in report.findings if f.code == "CKPT_TYPE"][0]
+    assert "no longer supported for CenterNet" in finding.message
+    assert finding.edits[0].value == "detection"
+    assert report.checkpoint["kind"] == "training"  # the zoo ships its optimizer state
+    assert "CKPT_UNREADABLE.missing_shard" in _codes(report)  # the fixture keeps only the index

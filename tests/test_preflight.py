@@ -118,7 +118,7 @@ def test_ckpt_unreadable_lfs_pointer(good_config, tmp_path, demo_assets):
     [
         ('fine_tune_checkpoint_type: "detection"', 'fine_tune_checkpoint_type: "classification"'),
         ('fine_tune_checkpoint_type: "detection"\n', ""),
-        ('fine_tune_checkpoint_type: "detection"', 'fine_tune_checkpoint_type: "full"'),
+        ('fine_tune_checkpoint_type: "detection"', 'fine_tune_checkpoint_type: "fine_tuning"'),
     ],
 )
 def test_ckpt_type(good_config, tmp_path, old, new):
@@ -361,3 +361,46 @@ def test_environment_missing_module(good_config, tmp_path, monkeypatch):
     )
     report = _preflight(good_config, tmp_path / "model")
     assert "ENV.missing_module" in _codes(report, "error")
+
+
+def test_backbone_checkpoint_wants_classification(good_config, tmp_path):
+    from tests.helpers import write_checkpoint
+
+    prefix = write_checkpoint(
+        str(tmp_path / "mobilenet_v2"),
+        {
+            "feature_extractor/layer_with_weights-0/kernel": [3, 3, 3, 32],
+            "feature_extractor/layer_with_weights-1/gamma": [32],
+        },
+    )
+    report = _preflight(good_config, tmp_path / "model", checkpoint=prefix)
+    assert _codes(report, "error") == ["CKPT_TYPE"]
+    assert report.errors()[0].edits[0].value == "classification"
+    assert report.checkpoint["kind"] == "classification"
+
+
+def test_full_with_another_class_count_is_num_classes_finding(good_config, tmp_path):
+    _edit(
+        good_config, 'fine_tune_checkpoint_type: "detection"', 'fine_tune_checkpoint_type: "full"'
+    )
+    report = _preflight(good_config, tmp_path / "model")
+    assert _codes(report, "error") == ["NUM_CLASSES.full_head"]
+    assert "90 classes" in report.errors()[0].message
+    assert report.errors()[0].edits[0].value == "detection"
+
+
+def test_truncated_and_not_a_checkpoint(good_config, tmp_path, demo_assets):
+    cut = tmp_path / "cut"
+    cut.mkdir()
+    shutil.copy(demo_assets["prefix"] + ".index", cut / "ckpt-0.index")
+    with open(demo_assets["prefix"] + ".data-00000-of-00001", "rb") as f:
+        (cut / "ckpt-0.data-00000-of-00001").write_bytes(f.read()[:100000])
+    report = _preflight(good_config, tmp_path / "model", checkpoint=str(cut / "ckpt-0"))
+    assert _codes(report, "error") == ["CKPT_UNREADABLE.truncated"]
+    junk = tmp_path / "junk"
+    junk.mkdir()
+    (junk / "ckpt-0.index").write_bytes(b"not an sstable" * 100)
+    (junk / "ckpt-0.data-00000-of-00001").write_bytes(b"x")
+    report = _preflight(good_config, tmp_path / "model", checkpoint=str(junk / "ckpt-0"))
+    assert _codes(report, "error") == ["CKPT_UNREADABLE"]
+    assert "cannot be read" in report.errors()[0].message

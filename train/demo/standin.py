@@ -13,10 +13,30 @@ import os
 import shutil
 
 
+def _set_image_size(config, size: int) -> None:
+    from train.pipeline import fields
+
+    resizer = fields.model_message(config).image_resizer
+    which = resizer.WhichOneof("image_resizer_oneof")
+    if which == "fixed_shape_resizer":
+        resizer.fixed_shape_resizer.height = resizer.fixed_shape_resizer.width = size
+    elif which == "keep_aspect_ratio_resizer":
+        resizer.keep_aspect_ratio_resizer.min_dimension = size
+        resizer.keep_aspect_ratio_resizer.max_dimension = size
+
+
 def build_standin(
-    config_path: str, out_dir: str, num_classes: int | None = None, seed: int = 0
+    config_path: str,
+    out_dir: str,
+    num_classes: int | None = None,
+    seed: int = 0,
+    image_size: int | None = None,
 ) -> str:
-    """Builds, perturbs and saves the model; returns the checkpoint prefix."""
+    """Builds, perturbs and saves the model; returns the checkpoint prefix.
+
+    `image_size` builds at a smaller input (variables do not depend on it; EfficientDet needs
+    a multiple of 128) to make big zoo models affordable on a CPU.
+    """
     from train import compat
 
     compat.apply()
@@ -29,12 +49,16 @@ def build_standin(
     config = source.proto
     if num_classes is not None:
         fields.set_value(config, fields.num_classes_path(config), num_classes)
+    if image_size:
+        _set_image_size(config, image_size)
     tf.random.set_seed(seed)
     model = model_builder.build(model_config=config.model, is_training=False)
     resizer = fields.model_message(config).image_resizer
     which = resizer.WhichOneof("image_resizer_oneof")
     if which == "fixed_shape_resizer":
         height, width = resizer.fixed_shape_resizer.height, resizer.fixed_shape_resizer.width
+    elif which == "keep_aspect_ratio_resizer":
+        height = width = resizer.keep_aspect_ratio_resizer.max_dimension
     else:
         height = width = 320
     image = tf.random.uniform([1, height, width, 3], 0, 255, seed=seed)

@@ -51,7 +51,8 @@ def check_checkpoint_path(ctx):
             )
         if not resolution.prefix:
             return
-    for detail, message, fix in _shard_problems(resolution.prefix):
+    shard_problems = list(_shard_problems(resolution.prefix))
+    for detail, message, fix in shard_problems:
         yield Finding(
             f"CKPT_UNREADABLE.{detail}",
             ERROR,
@@ -60,7 +61,17 @@ def check_checkpoint_path(ctx):
             file=ctx.source.path,
             line=line,
         )
-    _, error = ctx.checkpoint_info
+    info, error = ctx.checkpoint_info
+    truncated = _truncated(resolution.prefix) if info and not shard_problems else None
+    if truncated:
+        yield Finding(
+            "CKPT_UNREADABLE.truncated",
+            ERROR,
+            f"{where}: {truncated}",
+            "download or copy the checkpoint again (the data file is incomplete)",
+            file=ctx.source.path,
+            line=line,
+        )
     if error:
         yield Finding(
             "CKPT_UNREADABLE",
@@ -70,6 +81,33 @@ def check_checkpoint_path(ctx):
             file=ctx.source.path,
             line=line,
         )
+
+
+def _truncated(prefix: str) -> str | None:
+    """Says so when the data shards are smaller than the tensors the index lists."""
+    import tensorflow as tf
+
+    directory = os.path.dirname(prefix) or "."
+    base = os.path.basename(prefix) + ".data-"
+    shards = [os.path.join(directory, f) for f in os.listdir(directory) if f.startswith(base)]
+    if not shards:
+        return None
+    reader = tf.train.load_checkpoint(prefix)
+    shapes = reader.get_variable_to_shape_map()
+    needed = 0
+    for name, dtype in reader.get_variable_to_dtype_map().items():
+        if dtype != tf.string:
+            count = 1
+            for dim in shapes[name]:
+                count *= dim
+            needed += count * dtype.size
+    have = sum(os.path.getsize(s) for s in shards)
+    if have < needed:
+        return (
+            f"checkpoint {prefix} is truncated: its data files hold {have} bytes, its "
+            f"tensors need at least {needed}"
+        )
+    return None
 
 
 def _shard_problems(prefix: str):
@@ -147,7 +185,7 @@ def check_checkpoint_kind(ctx):
         if head is not None and target is not None and head != target:
             wanted = "detection"
             yield Finding(
-                "CKPT_TYPE.full_head_mismatch",
+                "NUM_CLASSES.full_head",
                 ERROR,
                 f"{where}: fine_tune_checkpoint_type 'full' restores the class head, but the "
                 f"checkpoint's head has {head} classes and the config {target}",
