@@ -126,3 +126,26 @@ def test_centernet_fine_tune_and_empty_type_become_detection(shared_fixtures, tm
     assert finding.edits[0].value == "detection"
     assert report.checkpoint["kind"] == "training"  # the zoo ships its optimizer state
     assert "CKPT_UNREADABLE.missing_shard" in _codes(report)  # the fixture keeps only the index
+
+
+def _user_configs():
+    import json
+
+    here = os.path.dirname(os.path.abspath(__file__))
+    with open(os.path.join(here, "data", "user_config_expectations.json"), encoding="utf-8") as f:
+        return json.load(f)["expected"]
+
+
+@pytest.mark.parametrize("name", sorted(_user_configs()))
+def test_real_user_configs_reviewed_codes(shared_fixtures, tmp_path, name):
+    expected = _user_configs()[name]
+    path = os.path.join(shared_fixtures, name)
+    try:
+        source = io.load(path)
+    except io.ConfigParseError:
+        assert expected == ["PARSE"]
+        return
+    options = RunOptions(pipeline_config=path, model_dir=str(tmp_path / "m"))
+    config, _ = rewrite.apply_overrides(source.proto, options)
+    report = run_preflight(Context(options=options, source=source, config=config))
+    assert sorted({f"{f.code}:{f.severity[0]}" for f in report.findings}) == expected

@@ -73,9 +73,7 @@ def run(options: RunOptions) -> int:
     try:
         source = io.load(options.pipeline_config)
     except io.ConfigParseError as e:
-        finding = Finding(
-            "PARSE", ERROR, f"{e}", "fix the config text at that position", file=e.path, line=e.line
-        )
+        finding = Finding("PARSE", ERROR, f"{e}", e.fix, file=e.path, line=e.line)
         _emit(f"error: {finding.code}: {finding.message}\n  fix: {finding.fix}")
         return (
             errors.EXIT_PREFLIGHT if os.path.exists(options.pipeline_config) else errors.EXIT_USAGE

@@ -23,6 +23,25 @@ class ConfigParseError(Exception):
         super().__init__(f"{where}: {message}")
         self.path, self.detail, self.line, self.column = path, message, line, column
 
+    @property
+    def fix(self) -> str:
+        """What to change, for the common causes."""
+        if "escape" in self.detail and (
+            "\\U" in self.detail or "unicodeescape" in self.detail or "\\" in self.detail
+        ):
+            return (
+                "a Windows path in a quoted string: backslashes start escapes in the config "
+                "format; write C:/Users/... with forward slashes (or double each backslash)"
+            )
+        if "has no field named" in self.detail:
+            return (
+                "remove or rename that field (typo, or a field of a newer OD API than the "
+                "installed 2.8)"
+            )
+        if self.detail == "file not found":
+            return "check the --pipeline_config path"
+        return "fix the config text at that position"
+
 
 @dataclasses.dataclass
 class PipelineFile:

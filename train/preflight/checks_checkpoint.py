@@ -7,6 +7,7 @@ import os
 from train.checkpoint import inspect as ckpt_inspect
 from train.pipeline import arch as pipeline_arch
 from train.pipeline import fields
+from train.preflight.checks_config import _windows_hint
 from train.preflight.findings import ERROR, INFO, WARNING, Edit, Finding
 from train.preflight.registry import register
 
@@ -17,6 +18,19 @@ _TYPES = ("classification", "detection", "full", "fine_tune")
 def check_checkpoint_path(ctx):
     """CKPT_PATH / CKPT_UNREADABLE: the path resolves to a readable checkpoint prefix."""
     resolution = ctx.checkpoint
+    tc = ctx.train_config
+    if resolution is None and tc.fine_tune_checkpoint_type:
+        yield Finding(
+            "CKPT_PATH.unset",
+            WARNING,
+            f"{ctx.where('fine_tune_checkpoint_type')}: fine_tune_checkpoint_type is "
+            f"{tc.fine_tune_checkpoint_type!r} but no fine_tune_checkpoint is set (commented "
+            "out?): training starts from random weights",
+            "pass --checkpoint PATH/ckpt-0, or delete fine_tune_checkpoint_type to train from "
+            "scratch on purpose",
+            file=ctx.source.path,
+            line=ctx.line("fine_tune_checkpoint_type"),
+        )
     if resolution is None or resolution.problem in ("placeholder", "empty"):
         return  # no fine-tune checkpoint, or PLACEHOLDER reports it
     where = ctx.where("fine_tune_checkpoint")
@@ -43,7 +57,8 @@ def check_checkpoint_path(ctx):
             yield Finding(
                 f"CKPT_PATH.{resolution.problem}",
                 ERROR,
-                f"{where}: train_config.fine_tune_checkpoint: {resolution.message}",
+                f"{where}: train_config.fine_tune_checkpoint: {resolution.message}"
+                f"{_windows_hint(resolution.given)}",
                 "point --checkpoint at the checkpoint prefix, e.g. MODEL/checkpoint/ckpt-0 "
                 "(the part before .index)",
                 file=ctx.source.path,
@@ -81,6 +96,34 @@ def check_checkpoint_path(ctx):
             file=ctx.source.path,
             line=line,
         )
+
+
+def _type_from_config(ctx):
+    """CKPT_TYPE rules that need no checkpoint: unknown types, "fine_tune" on CenterNet."""
+    tc = ctx.train_config
+    current = tc.fine_tune_checkpoint_type
+    if not tc.HasField("fine_tune_checkpoint") or not current:
+        return
+    arch = fields.meta_arch(ctx.config)
+    if current == "fine_tune" and arch == "center_net":
+        reason, wanted = "'fine_tune' is no longer supported for CenterNet", "detection"
+    elif current not in _TYPES:
+        reason, wanted = f"{current!r} is not a type the OD API knows", None
+    else:
+        return
+    yield Finding(
+        "CKPT_TYPE",
+        ERROR,
+        f"{ctx.where('fine_tune_checkpoint_type')}: train_config.fine_tune_checkpoint_type: "
+        f"{reason}",
+        f'set fine_tune_checkpoint_type: "{wanted}"'
+        if wanted
+        else 'set fine_tune_checkpoint_type to "detection" (a detection checkpoint) or '
+        '"classification" (a backbone checkpoint)',
+        edits=(Edit("train_config.fine_tune_checkpoint_type", wanted, reason),) if wanted else (),
+        file=ctx.source.path,
+        line=ctx.line("fine_tune_checkpoint_type"),
+    )
 
 
 def _truncated(prefix: str) -> str | None:
@@ -141,6 +184,7 @@ def check_checkpoint_kind(ctx):
     """CKPT_TF1 / CKPT_TYPE: the checkpoint's kind agrees with fine_tune_checkpoint_type."""
     info, _ = ctx.checkpoint_info
     if info is None:
+        yield from _type_from_config(ctx)
         return
     tc = ctx.train_config
     where = ctx.where("fine_tune_checkpoint_type")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from train.pipeline import fields
+from train.pipeline import extractors, fields
 from train.preflight.findings import ERROR, INFO, WARNING, Edit, Finding
 from train.preflight.registry import register
 
@@ -38,6 +38,15 @@ def _string_fields(message, prefix=""):
             for i, item in enumerate(items):
                 leaf = f"{path}[{i}]" if fields.is_repeated(field) else path
                 yield leaf, field.name, item
+
+
+def _windows_hint(path: str) -> str:
+    """' (a Windows path)' when a path cannot work on this OS for that reason."""
+    import os
+
+    if os.sep == "/" and ("\\" in path or (len(path) > 1 and path[1] == ":")):
+        return " (a Windows path; on Linux use forward slashes and the local location)"
+    return ""
 
 
 @register("placeholders")
@@ -194,26 +203,6 @@ def check_ignored_fields(ctx):
         )
 
 
-# TF2 feature extractors: SSD/Faster R-CNN ones end in `_keras`; CenterNet's have their own names.
-_TF1_TO_TF2 = {
-    "ssd_mobilenet_v1": "ssd_mobilenet_v1_keras",
-    "ssd_mobilenet_v2": "ssd_mobilenet_v2_keras",
-    "ssd_mobilenet_v1_fpn": "ssd_mobilenet_v1_fpn_keras",
-    "ssd_mobilenet_v2_fpn": "ssd_mobilenet_v2_fpn_keras",
-    "ssd_resnet50_v1_fpn": "ssd_resnet50_v1_fpn_keras",
-    "ssd_resnet101_v1_fpn": "ssd_resnet101_v1_fpn_keras",
-    "ssd_resnet152_v1_fpn": "ssd_resnet152_v1_fpn_keras",
-    "faster_rcnn_resnet50": "faster_rcnn_resnet50_keras",
-    "faster_rcnn_resnet101": "faster_rcnn_resnet101_keras",
-    "faster_rcnn_resnet152": "faster_rcnn_resnet152_keras",
-    "faster_rcnn_inception_resnet_v2": "faster_rcnn_inception_resnet_v2_keras",
-    "faster_rcnn_inception_v2": "faster_rcnn_resnet50_keras (no Inception-v2 in TF2)",
-    "ssd_inception_v2": "ssd_mobilenet_v2_keras (no Inception-v2 in TF2)",
-    "ssdlite_mobilenet_v2": "ssd_mobilenet_v2_keras with use_depthwise: true",
-    "embedded_ssd_mobilenet_v1": "ssd_mobilenet_v1_keras",
-}
-
-
 @register("tf1_config")
 def check_tf1_config(ctx):
     """TF1_CONFIG: a feature extractor only the TF1 OD API has."""
@@ -247,18 +236,27 @@ def check_tf1_config(ctx):
             file=ctx.source.path,
             line=ctx.line("train_config"),
         )
-    if not extractor or arch not in ("ssd", "faster_rcnn", "center_net"):
+    if not extractor or arch not in extractors.TF2 or extractor in extractors.TF2[arch]:
         return
-    tf1 = extractor in _TF1_TO_TF2 or (arch != "center_net" and not extractor.endswith("_keras"))
-    if not tf1:
+    if extractor in extractors.TF1_TO_TF2:
+        yield Finding(
+            "TF1_CONFIG",
+            ERROR,
+            f"{ctx.where('type')}: model.{arch}.feature_extractor.type {extractor!r} exists only "
+            f"in the TF1 OD API; the TF2 loop fails with '{extractor} is not supported for tf "
+            "version 2'",
+            f"use a TF2 zoo config; the TF2 equivalent is {extractors.TF1_TO_TF2[extractor]!r}",
+            file=ctx.source.path,
+            line=ctx.line("type"),
+        )
         return
-    suggestion = _TF1_TO_TF2.get(extractor, extractor + "_keras")
+    close = extractors.suggest(arch, extractor)
     yield Finding(
-        "TF1_CONFIG",
+        "TF1_CONFIG.unknown_extractor",
         ERROR,
-        f"{ctx.where('type')}: model.{arch}.feature_extractor.type {extractor!r} exists only in "
-        f"the TF1 OD API; the TF2 loop fails with '{extractor} is not supported for tf version 2'",
-        f"use a TF2 zoo config; the TF2 equivalent is {suggestion!r}",
+        f"{ctx.where('type')}: model.{arch}.feature_extractor.type {extractor!r} is not a feature "
+        "extractor of the installed OD API (TF1 or TF2)",
+        f"use {close!r}" if close else f"use one of: {', '.join(sorted(extractors.TF2[arch]))}",
         file=ctx.source.path,
         line=ctx.line("type"),
     )
@@ -269,12 +267,17 @@ def check_label_maps(ctx):
     """LABEL_MAP: unreadable map, id 0, duplicate ids or names, train/eval maps differ."""
     for path, value in ctx.label_maps.items():
         if isinstance(value, str):
+            line = ctx.line("label_map_path", path)
+            where = f"{ctx.source.path}:{line}" if line else ctx.source.path
+            missing = value == "file not found"
             yield Finding(
-                "LABEL_MAP",
+                "LABEL_MAP.missing" if missing else "LABEL_MAP",
                 ERROR,
-                f"{path}: label map {value}",
-                "fix the path (--label_map) or the file",
-                file=path,
+                f"{where}: label_map_path {path!r} "
+                + (f"does not exist{_windows_hint(path)}" if missing else f"is unusable: {value}"),
+                "pass --label_map PATH (sets every reader), or fix label_map_path",
+                file=ctx.source.path,
+                line=line,
             )
             continue
         if not value.items:
