@@ -97,7 +97,9 @@ class BackboneSignature:
             return "mobilenet_v2"
         if self.depthwise == 13:
             return "mobilenet_v1"
-        if self.depthwise == 0 and self.first_kernel and self.first_kernel[:2] == (7, 7):
+        if self.first_kernel == (7, 7, 3, 128):
+            return "hourglass"  # its stem is a 7x7 convolution with 128 filters
+        if self.depthwise == 0 and self.first_kernel == (7, 7, 3, 64):
             if self.kernels < 80:
                 return "resnet50"
             return "resnet101" if self.kernels < 130 else "resnet152"
@@ -123,10 +125,11 @@ def backbone_signature(shapes: dict[str, list[int]]) -> BackboneSignature | None
     bifpn = sorted(
         (n for n in extractor if "/_bifpn_stage/" in n and n.endswith("kernel")), key=_order
     )
+    # Every BiFPN node has a post-combine block (combine ops have weights only when weighted).
     nodes = {
-        n.split("/_bifpn_stage/node_combine_op/")[1].split("/")[0]
+        n.split("/_bifpn_stage/node_post_combine_block/")[1].split("/")[0]
         for n in extractor
-        if "/_bifpn_stage/node_combine_op/" in n
+        if "/_bifpn_stage/node_post_combine_block/" in n
     }
     return BackboneSignature(
         depthwise=sum(1 for n in backbone if n.endswith("depthwise_kernel")),

@@ -1,0 +1,70 @@
+"""Variable names and shapes of stand-ins for the TF2 zoo configs, built once and cached.
+
+    python -m tests.standin_signatures CACHE_DIR CONFIG...
+
+Builds each model from its zoo config with 90 classes at a small input size (the variables do
+not depend on it) exactly as train/demo/standin.py does for the demo, saves it, and records
+`tf.train.list_variables` of the checkpoint in CACHE_DIR/<config sha>-<TF version>.json. Run in
+a child process so dozens of model builds never accumulate in the test process.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import sys
+import tempfile
+
+
+def cache_path(cache_dir: str, config_path: str) -> str:
+    """Cache file for a config on this TF version."""
+    from importlib import metadata
+
+    with open(config_path, "rb") as f:
+        digest = hashlib.sha256(f.read()).hexdigest()[:16]
+    tf_version = metadata.version("tensorflow-cpu" if _has("tensorflow-cpu") else "tensorflow")
+    return os.path.join(cache_dir, f"{os.path.basename(config_path)}-{digest}-tf{tf_version}.json")
+
+
+def _has(dist: str) -> bool:
+    from importlib import metadata
+
+    try:
+        metadata.version(dist)
+        return True
+    except metadata.PackageNotFoundError:
+        return False
+
+
+def main(argv: list[str]) -> int:  # noqa: D103
+    from train import compat
+
+    compat.apply()
+    import tensorflow as tf
+
+    from train.demo import standin
+
+    cache_dir, configs = argv[1], argv[2:]
+    os.makedirs(cache_dir, exist_ok=True)
+    for config in configs:
+        target = cache_path(cache_dir, config)
+        if os.path.exists(target):
+            continue
+        work = tempfile.mkdtemp()
+        try:
+            prefix = standin.build_standin(config, work, image_size=256)
+            names = [[n, list(s)] for n, s in tf.train.list_variables(prefix)]
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+        with open(target + ".tmp", "w") as f:
+            json.dump(names, f)
+        os.replace(target + ".tmp", target)
+        tf.keras.backend.clear_session()
+        print(f"built {os.path.basename(config)}: {len(names)} variables", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
