@@ -145,3 +145,11 @@ def test_real_tf1_index(shared_fixtures):
     )
     info = inspect.inspect(resolve.resolve(folder).prefix)
     assert info.kind == "tf1"
+
+
+def test_separator_mistakes(zoo):
+    model, prefix = zoo
+    glued = resolve.resolve(str(model / "checkpointckpt-0"))
+    assert (glued.prefix, glued.problem) == (prefix, "separator")
+    windows = resolve.resolve(str(model) + "\\checkpoint\\ckpt-0")
+    assert (windows.prefix, windows.problem) == (prefix, "separator")

@@ -404,3 +404,35 @@ def test_truncated_and_not_a_checkpoint(good_config, tmp_path, demo_assets):
     report = _preflight(good_config, tmp_path / "model", checkpoint=str(junk / "ckpt-0"))
     assert _codes(report, "error") == ["CKPT_UNREADABLE"]
     assert "cannot be read" in report.errors()[0].message
+
+
+def test_ckpt_arch_width(good_config, tmp_path):
+    _edit(good_config, "depth_multiplier: 1.0", "depth_multiplier: 0.75")
+    report = _preflight(good_config, tmp_path / "model")
+    assert _codes(report, "error") == ["CKPT_ARCH.width"]
+
+
+def test_tf1_checkpoint(good_config, tmp_path):
+    import tensorflow as tf
+
+    prefix = str(tmp_path / "tf1" / "model.ckpt")
+    with tf.Graph().as_default():
+        tf.compat.v1.get_variable("FeatureExtractor/MobilenetV2/Conv/weights", [3, 3, 3, 32])
+        tf.compat.v1.train.get_or_create_global_step()
+        with tf.compat.v1.Session() as session:
+            session.run(tf.compat.v1.global_variables_initializer())
+            tf.compat.v1.train.Saver().save(session, prefix)
+    report = _preflight(good_config, tmp_path / "model", checkpoint=prefix)
+    assert _codes(report, "error") == ["CKPT_TF1"]
+    assert report.checkpoint["kind"] == "tf1"
+
+
+def test_checkpoint_cadence(good_config, tmp_path):
+    report = _preflight(good_config, tmp_path / "model", checkpoint_every_n=1000)
+    assert "CKPT_CADENCE" in _codes(report, "info")  # 10 steps, cadence 1000: final save only
+    quiet = _preflight(good_config, tmp_path / "model", checkpoint_every_n=5)
+    assert not [c for c in _codes(quiet, "info") if c.startswith("CKPT_CADENCE")]
+    _edit(good_config, "num_steps: 10", "num_steps: 0")
+    assert "CKPT_CADENCE.no_steps" in _codes(_preflight(good_config, tmp_path / "model"), "error")
+    with_flag = _preflight(good_config, tmp_path / "model", num_train_steps=10)
+    assert "CKPT_CADENCE.no_steps" not in _codes(with_flag)

@@ -65,6 +65,9 @@ def _start_step(model_dir: str) -> int:
 
 def run(options: RunOptions) -> int:
     """Runs one driver invocation and returns its exit code."""
+    # The preflight imports TensorFlow to read checkpoint indexes; keep its C++ banner out of
+    # the report (the training child sets its own level and logs everything to a file).
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     try:
         compat.apply(with_tensorflow=False)
     except compat.CompatError as e:

@@ -224,23 +224,43 @@ def classify(names_and_shapes: list[tuple[str, list[int]]], prefix: str = "") ->
     )
 
 
-def inspect(prefix: str) -> CheckpointInfo:
-    """Reads a checkpoint index with TensorFlow and classifies it.
+class CheckpointReadError(Exception):
+    """The checkpoint cannot be read at all."""
 
-    Raises:
-      tf.errors.OpError / ValueError: unreadable (callers turn these into findings).
-    """
+
+def _list_with_tensorflow(prefix: str):
     from train import compat
 
     compat.apply(with_tensorflow=False)  # TF >= 2.16: Keras choice must precede the TF import
     import tensorflow as tf
 
-    names_and_shapes = tf.train.list_variables(prefix)
+    return tf.train.list_variables(prefix)
+
+
+def inspect(prefix: str) -> CheckpointInfo:
+    """Reads a checkpoint index and classifies it.
+
+    Uses the TF-free index reader (milliseconds); falls back to `tf.train.list_variables` for
+    index formats it does not know.
+
+    Raises:
+      CheckpointReadError, or TF's errors from the fallback: unreadable.
+    """
+    from train.checkpoint import bundle
+
+    try:
+        names_and_shapes = bundle.list_variables(prefix)
+    except FileNotFoundError:
+        raise CheckpointReadError(f"{prefix}.index not found") from None
+    except bundle.UnsupportedIndex as e:
+        if "no table magic" in str(e):
+            raise CheckpointReadError(f"{prefix}.index is not a checkpoint index ({e})") from None
+        names_and_shapes = _list_with_tensorflow(prefix)
     info = classify(names_and_shapes, prefix)
     if info.kind == "training":
         try:
-            info.global_step = int(tf.train.load_variable(prefix, "step" + _SUFFIX))
-        except (tf.errors.OpError, ValueError):
+            info.global_step = bundle.read_int64(prefix, "step" + _SUFFIX)
+        except (bundle.UnsupportedIndex, OSError):
             info.global_step = None
     return info
 

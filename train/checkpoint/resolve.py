@@ -58,19 +58,36 @@ def _latest_in_dir(directory: str) -> str | None:
     return max(indexes, key=step)[: -len(".index")]
 
 
-def _near_misses(path: str) -> list[str]:
+def _near_misses(path: str) -> list[tuple[str, str]]:
     """Where a missing prefix usually is.
 
     A tarball extracted into a folder of the same name (`m/m/checkpoint/ckpt-0` for
-    `m/checkpoint/ckpt-0`), or a path that skips the `checkpoint/` level.
+    `m/checkpoint/ckpt-0`), a path that skips the `checkpoint/` level, Windows separators,
+    or a missing separator (`checkpointckpt-0`). Returns (candidate, problem) pairs.
     """
+    candidates = []
+    if "\\" in path:  # Windows separators (or a mix) on a POSIX system
+        path = path.replace("\\", "/")
+        candidates.append((path, "separator"))
     directory, name = os.path.split(path)
     parts = directory.split(os.sep)
-    candidates = [os.path.join(directory, "checkpoint", name)]
+    candidates.append((os.path.join(directory, "checkpoint", name), "nested"))
+    # A missing separator: ".../checkpointckpt-0" for ".../checkpoint/ckpt-0".
+    if os.path.isdir(directory):
+        for entry in sorted(os.listdir(directory)):
+            if (
+                name.startswith(entry)
+                and name != entry
+                and os.path.isdir(os.path.join(directory, entry))
+            ):
+                candidates.append((os.path.join(directory, entry, name[len(entry) :]), "separator"))
     for i in range(len(parts) - 1, 0, -1):
         if parts[i] and parts[i] != "checkpoint":
             doubled = os.sep.join(parts[: i + 1] + parts[i:])
-            candidates += [os.path.join(doubled, name), os.path.join(doubled, "checkpoint", name)]
+            candidates += [
+                (os.path.join(doubled, name), "nested"),
+                (os.path.join(doubled, "checkpoint", name), "nested"),
+            ]
     return candidates
 
 
@@ -131,12 +148,10 @@ def resolve(given: str) -> Resolution:
             "no_index",
             f"{given} is a file but not a checkpoint prefix ({path}.index is missing)",
         )
-    for candidate in _near_misses(path):
+    for candidate, problem in _near_misses(path):
         if os.path.exists(candidate + ".index"):
+            why = "separators" if problem == "separator" else "nested or partial path"
             return Resolution(
-                given,
-                candidate,
-                "nested",
-                f"{given} does not exist, but {candidate} does (nested or partial path)",
+                given, candidate, problem, f"{given} does not exist, but {candidate} does ({why})"
             )
     return Resolution(given, None, "missing", f"{given}.index does not exist")

@@ -127,30 +127,20 @@ def _type_from_config(ctx):
 
 
 def _truncated(prefix: str) -> str | None:
-    """Says so when the data shards are smaller than the tensors the index lists."""
-    import tensorflow as tf
+    """Says so when a data shard ends before the last tensor the index places in it."""
+    from train.checkpoint import bundle
 
-    directory = os.path.dirname(prefix) or "."
-    base = os.path.basename(prefix) + ".data-"
-    shards = [os.path.join(directory, f) for f in os.listdir(directory) if f.startswith(base)]
-    if not shards:
+    try:
+        short = bundle.truncated_shards(prefix)
+    except (bundle.UnsupportedIndex, OSError):
         return None
-    reader = tf.train.load_checkpoint(prefix)
-    shapes = reader.get_variable_to_shape_map()
-    needed = 0
-    for name, dtype in reader.get_variable_to_dtype_map().items():
-        if dtype != tf.string:
-            count = 1
-            for dim in shapes[name]:
-                count *= dim
-            needed += count * dtype.size
-    have = sum(os.path.getsize(s) for s in shards)
-    if have < needed:
-        return (
-            f"checkpoint {prefix} is truncated: its data files hold {have} bytes, its "
-            f"tensors need at least {needed}"
-        )
-    return None
+    if not short:
+        return None
+    path, have, need = short[0]
+    return (
+        f"checkpoint {prefix} is truncated: {os.path.basename(path)} has {have} bytes, its "
+        f"tensors need {need}"
+    )
 
 
 def _shard_problems(prefix: str):

@@ -51,14 +51,15 @@ _SAMPLE = 200  # records scanned per input reader: enough to catch systematic mi
 
 
 def _scan(files: list[str], limit: int):
-    """Yields (file, parsed tf.train.Example or exception) for the first `limit` records."""
-    import tensorflow as tf
+    """Yields (file, parsed Example or exception) for the first `limit` records in all files."""
+    from train import records, wireprotos
 
+    example_class = wireprotos.example()
     count = 0
     for path in files:
         try:
-            for record in tf.data.TFRecordDataset(path).take(limit - count):
-                yield path, tf.train.Example.FromString(record.numpy())
+            for payload in records.read_records(path, limit - count):
+                yield path, example_class.FromString(payload)
                 count += 1
         except Exception as e:  # noqa: BLE001 - corrupt data is a finding
             yield path, e
