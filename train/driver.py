@@ -55,18 +55,18 @@ def _write_report_json(options, preflight_report, changes, config, resolved) -> 
 
 def _start_step(model_dir: str) -> int:
     from train.checkpoint import inspect
-    from train.checkpoint.resolve import _latest_in_dir
+    from train.checkpoint.resolve import latest_in_dir
 
     if not os.path.isfile(os.path.join(model_dir, "checkpoint")):
         return 0
-    latest = _latest_in_dir(model_dir)
+    latest = latest_in_dir(model_dir)
     return (inspect.inspect(latest).global_step or 0) if latest else 0
 
 
 def run(options: RunOptions) -> int:
     """Runs one driver invocation and returns its exit code."""
-    # The preflight imports TensorFlow to read checkpoint indexes; keep its C++ banner out of
-    # the report (the training child sets its own level and logs everything to a file).
+    # Keep TensorFlow's C++ banner out of the report should anything here import it (an index
+    # format the TF-free reader does not know); the training child logs everything to a file.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     try:
         compat.apply(with_tensorflow=False)

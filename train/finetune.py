@@ -10,6 +10,7 @@ Exit codes: 0 ok, 2 usage error, 3 preflight failed, 4 training failed, 5 interr
 from __future__ import annotations
 
 import sys
+import traceback
 
 from absl import app
 from absl import flags as absl_flags
@@ -47,6 +48,14 @@ def main(argv: list[str]) -> int:
     except errors.DriverError as e:
         print(f"error: {e}", file=sys.stderr)
         return e.exit_code
+    except Exception:  # noqa: BLE001 - a bug in the driver, not a user mistake
+        traceback.print_exc()
+        print(
+            "error: internal error in tfod-finetune (a bug: please report it with the "
+            "traceback above)",
+            file=sys.stderr,
+        )
+        return errors.EXIT_INTERNAL
 
 
 def run() -> None:

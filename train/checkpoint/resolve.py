@@ -37,7 +37,8 @@ class Resolution:
     message: str = ""
 
 
-def _latest_in_dir(directory: str) -> str | None:
+def latest_in_dir(directory: str) -> str | None:
+    """The newest checkpoint prefix in a directory (state file first, else highest step)."""
     state = os.path.join(directory, "checkpoint")
     if os.path.isfile(state):
         with open(state, encoding="utf-8", errors="replace") as f:
@@ -119,7 +120,7 @@ def resolve(given: str) -> Resolution:
             )
         return Resolution(given, None, "missing", f"{prefix}.index does not exist")
     if os.path.isdir(path):
-        prefix = _latest_in_dir(path)
+        prefix = latest_in_dir(path)
         if prefix:
             return Resolution(
                 given,
@@ -129,7 +130,7 @@ def resolve(given: str) -> Resolution:
             )
         inner = os.path.join(path, "checkpoint")
         if os.path.isdir(inner):
-            prefix = _latest_in_dir(inner)
+            prefix = latest_in_dir(inner)
             if prefix:
                 return Resolution(
                     given,

@@ -278,9 +278,9 @@ def check_model_dir(ctx):
             )
     if not os.path.isfile(os.path.join(model_dir, "checkpoint")):
         return
-    from train.checkpoint.resolve import _latest_in_dir
+    from train.checkpoint.resolve import latest_in_dir
 
-    latest = _latest_in_dir(model_dir)
+    latest = latest_in_dir(model_dir)
     if latest is None:
         return
     try:
