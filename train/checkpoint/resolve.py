@@ -37,6 +37,13 @@ class Resolution:
     message: str = ""
 
 
+def windows_hint(path: str) -> str:
+    """' (a Windows path; ...)' when that is why a path cannot exist on this system."""
+    if os.sep == "/" and ("\\" in path or (len(path) > 1 and path[1] == ":")):
+        return " (a Windows path; on Linux use forward slashes and the local location)"
+    return ""
+
+
 def latest_in_dir(directory: str) -> str | None:
     """The newest checkpoint prefix in a directory (state file first, else highest step)."""
     state = os.path.join(directory, "checkpoint")

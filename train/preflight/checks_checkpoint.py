@@ -5,9 +5,9 @@ from __future__ import annotations
 import os
 
 from train.checkpoint import inspect as ckpt_inspect
+from train.checkpoint.resolve import windows_hint
 from train.pipeline import arch as pipeline_arch
 from train.pipeline import fields
-from train.preflight.checks_config import _windows_hint
 from train.preflight.findings import ERROR, INFO, WARNING, Edit, Finding
 from train.preflight.registry import register
 
@@ -58,7 +58,7 @@ def check_checkpoint_path(ctx):
                 f"CKPT_PATH.{resolution.problem}",
                 ERROR,
                 f"{where}: train_config.fine_tune_checkpoint: {resolution.message}"
-                f"{_windows_hint(resolution.given)}",
+                f"{windows_hint(resolution.given)}",
                 "point --checkpoint at the checkpoint prefix, e.g. MODEL/checkpoint/ckpt-0 "
                 "(the part before .index)",
                 file=ctx.source.path,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 
+from train.checkpoint.resolve import windows_hint
 from train.pipeline import extractors, fields
 from train.preflight.findings import ERROR, INFO, WARNING, Edit, Finding
 from train.preflight.registry import register
@@ -38,15 +39,6 @@ def _string_fields(message, prefix=""):
             for i, item in enumerate(items):
                 leaf = f"{path}[{i}]" if fields.is_repeated(field) else path
                 yield leaf, field.name, item
-
-
-def _windows_hint(path: str) -> str:
-    """' (a Windows path)' when a path cannot work on this OS for that reason."""
-    import os
-
-    if os.sep == "/" and ("\\" in path or (len(path) > 1 and path[1] == ":")):
-        return " (a Windows path; on Linux use forward slashes and the local location)"
-    return ""
 
 
 @register("placeholders")
@@ -274,7 +266,7 @@ def check_label_maps(ctx):
                 "LABEL_MAP.missing" if missing else "LABEL_MAP",
                 ERROR,
                 f"{where}: label_map_path {path!r} "
-                + (f"does not exist{_windows_hint(path)}" if missing else f"is unusable: {value}"),
+                + (f"does not exist{windows_hint(path)}" if missing else f"is unusable: {value}"),
                 "pass --label_map PATH (sets every reader), or fix label_map_path",
                 file=ctx.source.path,
                 line=line,
