@@ -1,9 +1,10 @@
 """All 40 TF2 zoo configs with a matching stand-in checkpoint: no error left after the fixes.
 
-Each config is used as downloaded, with its paths pointed at files this test writes (COCO label
-map, records with COCO class names) and its checkpoint at a stand-in with the variables of the
-model the config builds (built once per config and TF version, cached in $TFOD_CACHE_DIR or
-~/.cache/tfod-finetune).
+Each config is used as downloaded, with its paths pointed at files this test writes (a 3-class
+label map taken from COCO's, records with those class names) and its checkpoint at a stand-in
+with the variables of the model the config builds (built once per config and TF version, cached
+in $TFOD_CACHE_DIR or ~/.cache/tfod-finetune). The resolved config is then fed back in: the
+rewrite must be idempotent (nothing left to fix, no change).
 """
 
 from __future__ import annotations
@@ -56,7 +57,9 @@ def zoo(shared_fixtures, tmp_path_factory):
     from tests.standin_signatures import cache_path
 
     coco = os.path.join(shared_fixtures, "label_maps", "mscoco_label_map.pbtxt")
-    names = dict(labelmap.load(coco).items)
+    names = dict(labelmap.load(coco).items[:3])
+    three = work / "three.pbtxt"
+    three.write_text("".join(f"item {{ id: {i} name: '{n}' }}\n" for i, n in names.items()))
     from train.demo import synthetic
 
     rng = np.random.default_rng(0)
@@ -69,11 +72,11 @@ def zoo(shared_fixtures, tmp_path_factory):
             writer.write(
                 synthetic.to_example(image, boxes, labels, f"{i}.jpg", names).SerializeToString()
             )
-    return {c: cache_path(cache, c) for c in ready}, coco, records, work
+    return {c: cache_path(cache, c) for c in ready}, str(three), records, work
 
 
 def test_every_zoo_config_trains_after_the_fixes(zoo):
-    signatures, coco, records, work = zoo
+    signatures, labels, records, work = zoo
     failures = {}
     for index, (config, signature) in enumerate(sorted(signatures.items())):
         with open(signature) as f:
@@ -88,7 +91,7 @@ def test_every_zoo_config_trains_after_the_fixes(zoo):
             pipeline_config=config,
             model_dir=str(work / "model"),
             checkpoint=str(checkpoint_dir),
-            label_map=coco,
+            label_map=labels,
             train_input_path=(records,),
             eval_input_path=(records,),
             num_train_steps=100,
@@ -99,8 +102,32 @@ def test_every_zoo_config_trains_after_the_fixes(zoo):
         report = run_preflight(Context(options=options, source=source, config=effective))
         blocking = [f"{f.code}: {f.message}" for f in report.blocking("auto")]
         arch = [f.code for f in report.findings if f.code.startswith("CKPT_ARCH")]
-        if blocking or arch or report.checkpoint["num_classes"] not in (90, None):
-            failures[os.path.basename(config)] = (blocking, arch, report.checkpoint)
+        fixed, _ = rewrite.apply_fixes(effective, [f for f in report.findings if f.fixable])
+        resolved = work / "resolved.config"
+        resolved.write_text(io.to_text(fixed))
+        again_source = io.load(str(resolved))
+        again_options = RunOptions(pipeline_config=str(resolved), model_dir=str(work / "model"))
+        again = run_preflight(
+            Context(options=again_options, source=again_source, config=again_source.proto)
+        )
+        _, changes = rewrite.apply_fixes(
+            again_source.proto, [f for f in again.findings if f.fixable]
+        )
+        tc = fixed.train_config
+        model = getattr(fixed.model, fixed.model.WhichOneof("model"))
+        wrong = [
+            what
+            for what, bad in (
+                ("num_classes", model.num_classes != 3),
+                ("type", tc.fine_tune_checkpoint_type != "detection"),
+                ("version", tc.fine_tune_checkpoint_version != 2),
+                ("sync_replicas", tc.HasField("sync_replicas")),
+                ("not idempotent", bool(changes) or bool(again.blocking("auto"))),
+            )
+            if bad
+        ]
+        if blocking or arch or wrong or report.checkpoint["num_classes"] not in (90, None):
+            failures[os.path.basename(config)] = (blocking, arch + wrong, report.checkpoint)
         for name in os.listdir(checkpoint_dir):
             os.unlink(checkpoint_dir / name)
         assert prefix

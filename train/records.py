@@ -62,3 +62,27 @@ def read_records(path: str, limit: int):
             if len(payload) < length or len(footer) < 4:
                 raise RecordError(f"record {index}: truncated (file cut short?)")
             yield payload
+
+
+def read_new_records(path: str, offset: int) -> tuple[list[bytes], int]:
+    """Complete records written after byte `offset`, and the offset to resume from.
+
+    For files another process is still appending to: a record cut off at the end is left for
+    the next call.
+    """
+    payloads = []
+    with open(path, "rb") as f:
+        f.seek(offset)
+        while True:
+            header = f.read(12)
+            if len(header) < 12:
+                break
+            length, length_crc = struct.unpack("<QI", header)
+            if masked_crc32c(header[:8]) != length_crc:
+                raise RecordError(f"{path}: bad length checksum at byte {offset}")
+            body = f.read(length + 4)
+            if len(body) < length + 4:
+                break
+            payloads.append(body[:length])
+            offset += 12 + length + 4
+    return payloads, offset
