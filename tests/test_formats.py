@@ -94,3 +94,22 @@ print("tensorflow" in sys.modules)
     result = run_python(code)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "False"
+
+
+def test_read_new_records_resumes_and_waits_for_partial_records(tmp_path):
+    import tensorflow as tf
+
+    path = str(tmp_path / "grow.record")
+    with tf.io.TFRecordWriter(path) as writer:
+        writer.write(b"one")
+        writer.write(b"two")
+    with open(path, "rb") as f:
+        whole = f.read()
+    (tmp_path / "partial.record").write_bytes(whole[:-5])  # second record still being written
+    partial = str(tmp_path / "partial.record")
+    payloads, offset = records.read_new_records(partial, 0)
+    assert payloads == [b"one"] and offset == 12 + 3 + 4
+    (tmp_path / "partial.record").write_bytes(whole)  # the writer finished it
+    payloads, offset = records.read_new_records(partial, offset)
+    assert payloads == [b"two"] and offset == len(whole)
+    assert records.read_new_records(partial, offset) == ([], len(whole))

@@ -82,7 +82,6 @@ def main(argv: list[str]) -> int:
     import tensorflow as tf
     from object_detection import model_lib_v2
 
-    tf.get_logger().setLevel("INFO")
     try:
         with _recording_checkpoint_managers(tf) as managers:
             model_lib_v2.train_loop(
