@@ -1,8 +1,9 @@
-"""What a checkpoint is, from its variable names and shapes (`tf.train.list_variables`).
+"""What a checkpoint is, from its variable names and shapes.
 
-Reads only the index: no model build, no data shard. The fingerprints are those of the failure
-catalogue (section 3): root objects give the kind, head object paths give the meta-architecture,
-and the last dimension of the class head gives the number of classes it was trained for.
+Reads only the index (with checkpoint.bundle, TensorFlow-free): no model build, no data shard.
+The fingerprints are those of the failure catalogue (section 3): root objects give the kind,
+head object paths give the meta-architecture, and the last dimension of the class head gives the
+number of classes it was trained for.
 """
 
 from __future__ import annotations
