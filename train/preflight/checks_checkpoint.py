@@ -20,27 +20,25 @@ def check_checkpoint_path(ctx):
     resolution = ctx.checkpoint
     tc = ctx.train_config
     if resolution is None and tc.fine_tune_checkpoint_type:
-        yield Finding(
+        yield ctx.finding_at(
+            "fine_tune_checkpoint_type",
             "CKPT_PATH.unset",
             WARNING,
-            f"{ctx.where('fine_tune_checkpoint_type')}: fine_tune_checkpoint_type is "
+            "fine_tune_checkpoint_type is "
             f"{tc.fine_tune_checkpoint_type!r} but no fine_tune_checkpoint is set (commented "
             "out?): training starts from random weights",
             "pass --checkpoint PATH/ckpt-0, or delete fine_tune_checkpoint_type to train from "
             "scratch on purpose",
-            file=ctx.source.path,
-            line=ctx.line("fine_tune_checkpoint_type"),
         )
     if resolution is None or resolution.problem in ("placeholder", "empty"):
         return  # no fine-tune checkpoint, or PLACEHOLDER reports it
-    where = ctx.where("fine_tune_checkpoint")
-    line = ctx.line("fine_tune_checkpoint")
     if resolution.problem is not None:
         if resolution.prefix:
-            yield Finding(
+            yield ctx.finding_at(
+                "fine_tune_checkpoint",
                 f"CKPT_PATH.{resolution.problem}",
                 ERROR,
-                f"{where}: train_config.fine_tune_checkpoint {resolution.message}: "
+                f"train_config.fine_tune_checkpoint {resolution.message}: "
                 f"{resolution.given!r} resolves to {resolution.prefix!r}",
                 f"set fine_tune_checkpoint: {resolution.prefix!r}",
                 edits=(
@@ -50,51 +48,45 @@ def check_checkpoint_path(ctx):
                         f"{resolution.problem.replace('_', ' ')} -> checkpoint prefix",
                     ),
                 ),
-                file=ctx.source.path,
-                line=line,
             )
         else:
-            yield Finding(
+            yield ctx.finding_at(
+                "fine_tune_checkpoint",
                 f"CKPT_PATH.{resolution.problem}",
                 ERROR,
-                f"{where}: train_config.fine_tune_checkpoint: {resolution.message}"
+                f"train_config.fine_tune_checkpoint: {resolution.message}"
                 f"{windows_hint(resolution.given)}",
                 "point --checkpoint at the checkpoint prefix, e.g. MODEL/checkpoint/ckpt-0 "
                 "(the part before .index)",
-                file=ctx.source.path,
-                line=line,
             )
         if not resolution.prefix:
             return
     shard_problems = list(_shard_problems(resolution.prefix))
     for detail, message, fix in shard_problems:
-        yield Finding(
+        yield ctx.finding_at(
+            "fine_tune_checkpoint",
             f"CKPT_UNREADABLE.{detail}",
             ERROR,
-            f"{where}: {message}",
+            f"{message}",
             fix,
-            file=ctx.source.path,
-            line=line,
         )
     info, error = ctx.checkpoint_info
     truncated = _truncated(resolution.prefix) if info and not shard_problems else None
     if truncated:
-        yield Finding(
+        yield ctx.finding_at(
+            "fine_tune_checkpoint",
             "CKPT_UNREADABLE.truncated",
             ERROR,
-            f"{where}: {truncated}",
+            f"{truncated}",
             "download or copy the checkpoint again (the data file is incomplete)",
-            file=ctx.source.path,
-            line=line,
         )
     if error:
-        yield Finding(
+        yield ctx.finding_at(
+            "fine_tune_checkpoint",
             "CKPT_UNREADABLE",
             ERROR,
-            f"{where}: checkpoint {resolution.prefix} cannot be read: {error}",
+            f"checkpoint {resolution.prefix} cannot be read: {error}",
             "re-download or re-extract the checkpoint",
-            file=ctx.source.path,
-            line=line,
         )
 
 
@@ -111,18 +103,16 @@ def _type_from_config(ctx):
         reason, wanted = f"{current!r} is not a type the OD API knows", None
     else:
         return
-    yield Finding(
+    yield ctx.finding_at(
+        "fine_tune_checkpoint_type",
         "CKPT_TYPE",
         ERROR,
-        f"{ctx.where('fine_tune_checkpoint_type')}: train_config.fine_tune_checkpoint_type: "
-        f"{reason}",
+        f"train_config.fine_tune_checkpoint_type: {reason}",
         f'set fine_tune_checkpoint_type: "{wanted}"'
         if wanted
         else 'set fine_tune_checkpoint_type to "detection" (a detection checkpoint) or '
         '"classification" (a backbone checkpoint)',
         edits=(Edit("train_config.fine_tune_checkpoint_type", wanted, reason),) if wanted else (),
-        file=ctx.source.path,
-        line=ctx.line("fine_tune_checkpoint_type"),
     )
 
 
@@ -177,31 +167,27 @@ def check_checkpoint_kind(ctx):
         yield from _type_from_config(ctx)
         return
     tc = ctx.train_config
-    where = ctx.where("fine_tune_checkpoint_type")
-    line = ctx.line("fine_tune_checkpoint_type")
     path = "train_config.fine_tune_checkpoint_type"
     if info.kind == "tf1":
-        yield Finding(
+        yield ctx.finding_at(
+            "fine_tune_checkpoint",
             "CKPT_TF1",
             ERROR,
-            f"{ctx.where('fine_tune_checkpoint')}: {info.prefix} is a TF1 (name-based Saver) "
+            f"{info.prefix} is a TF1 (name-based Saver) "
             "checkpoint; the TF2 loop needs an object-based checkpoint",
             "download the TF2 version of this model from the TF2 detection zoo "
             "(tf2_detection_zoo.md) and use its checkpoint/ckpt-0",
-            file=ctx.source.path,
-            line=ctx.line("fine_tune_checkpoint"),
         )
         return
     if info.kind in ("empty", "unknown"):
-        yield Finding(
+        yield ctx.finding_at(
+            "fine_tune_checkpoint",
             "CKPT_UNREADABLE.not_detection",
             ERROR,
-            f"{ctx.where('fine_tune_checkpoint')}: {info.prefix} holds no OD API model "
+            f"{info.prefix} holds no OD API model "
             f"({'no variables' if info.kind == 'empty' else 'no model/ or feature_extractor/'} "
             "root)",
             "use a checkpoint from the TF2 detection zoo or from an OD API model_dir",
-            file=ctx.source.path,
-            line=ctx.line("fine_tune_checkpoint"),
         )
         return
     arch = fields.meta_arch(ctx.config)
@@ -218,17 +204,16 @@ def check_checkpoint_kind(ctx):
         target = _target_classes(ctx)
         if head is not None and target is not None and head != target:
             wanted = "detection"
-            yield Finding(
+            yield ctx.finding_at(
+                "fine_tune_checkpoint_type",
                 "NUM_CLASSES.full_head",
                 ERROR,
-                f"{where}: fine_tune_checkpoint_type 'full' restores the class head, but the "
+                "fine_tune_checkpoint_type 'full' restores the class head, but the "
                 f"checkpoint's head has {head} classes and the config {target}",
                 'set fine_tune_checkpoint_type: "detection" (restores everything but the heads)',
                 edits=(
                     Edit(path, "detection", f"checkpoint head has {head} classes, model {target}"),
                 ),
-                file=ctx.source.path,
-                line=line,
             )
             return
     if current == wanted:
@@ -241,15 +226,14 @@ def check_checkpoint_kind(ctx):
         reason = "the checkpoint is a backbone-only (classification) checkpoint"
     else:
         reason = f"the checkpoint is a {info.kind} checkpoint (root object 'model')"
-    yield Finding(
+    yield ctx.finding_at(
+        "fine_tune_checkpoint_type",
         "CKPT_TYPE",
         ERROR,
-        f"{where}: train_config.fine_tune_checkpoint_type is {shown} but {reason}; "
+        f"train_config.fine_tune_checkpoint_type is {shown} but {reason}; "
         "the OD API would fail after building the model, or restore nothing",
         f'set fine_tune_checkpoint_type: "{wanted}"',
         edits=(Edit(path, wanted, reason),),
-        file=ctx.source.path,
-        line=line,
     )
 
 
@@ -368,14 +352,13 @@ def check_checkpoint_cadence(ctx):
             f"pass --checkpoint_every_n {max(1, steps // 4)} for intermediate checkpoints",
         )
     if steps == 0:
-        yield Finding(
+        yield ctx.finding_at(
+            "num_steps",
             "CKPT_CADENCE.no_steps",
             ERROR,
-            f"{ctx.where('num_steps')}: train_config.num_steps is 0 (unset) and no "
+            "train_config.num_steps is 0 (unset) and no "
             "--num_train_steps was given: the OD API would train forever",
             "pass --num_train_steps N",
-            file=ctx.source.path,
-            line=ctx.line("num_steps"),
         )
 
 
@@ -450,14 +433,13 @@ def check_checkpoint_architecture(ctx):
         return
     extractor = fields.feature_extractor_type(ctx.config)
     for detail, description in _arch_mismatches(ctx.config, info):
-        yield Finding(
+        yield ctx.finding_at(
+            "fine_tune_checkpoint",
             f"CKPT_ARCH.{detail}",
             ERROR,
-            f"{ctx.where('fine_tune_checkpoint')}: {info.prefix} does not fit "
+            f"{info.prefix} does not fit "
             f"{fields.meta_arch(ctx.config)}/{extractor}: {description}; the restore would fail "
             "or leave layers random",
             "use the zoo checkpoint of the same model as the config (or the config that came "
             "with the checkpoint)",
-            file=ctx.source.path,
-            line=ctx.line("fine_tune_checkpoint"),
         )

@@ -51,26 +51,23 @@ def check_placeholders(ctx):
             how = f"pass {flag}, or set it in the config" if flag else "set it in the config"
             nth = seen.get((name, value), 0)
             seen[(name, value)] = nth + 1
-            line = ctx.line(name, value, nth)
-            yield Finding(
+            yield ctx.finding_at(
+                name,
                 "PLACEHOLDER",
                 ERROR,
-                f"{ctx.source.path}:{line}: {path} is still a placeholder: {value!r}"
-                if line
-                else f"{ctx.source.path}: {path} is still a placeholder: {value!r}",
+                f"{path} is still a placeholder: {value!r}",
                 f"{how} to the real path",
-                file=ctx.source.path,
-                line=line,
+                value=value,
+                nth=nth,
             )
     tc = ctx.train_config
     if tc.HasField("fine_tune_checkpoint") and not tc.fine_tune_checkpoint.strip():
-        yield Finding(
+        yield ctx.finding_at(
+            "fine_tune_checkpoint",
             "PLACEHOLDER.empty",
             ERROR,
-            f"{ctx.where('fine_tune_checkpoint')}: train_config.fine_tune_checkpoint is empty",
+            "train_config.fine_tune_checkpoint is empty",
             "pass --checkpoint PATH/ckpt-0, or delete the field to train from scratch",
-            file=ctx.source.path,
-            line=ctx.line("fine_tune_checkpoint"),
         )
     if not fields.input_paths(ctx.config.train_input_reader):
         yield Finding(
@@ -91,10 +88,11 @@ def check_checkpoint_version(ctx):
         return
     current = fields.display(ctx.config, "train_config.fine_tune_checkpoint_version")
     if current != "V2":
-        yield Finding(
+        yield ctx.finding_at(
+            "fine_tune_checkpoint_version",
             "CKPT_VERSION",
             ERROR,
-            f"{ctx.where('fine_tune_checkpoint_version')}: "
+            ""
             "train_config.fine_tune_checkpoint_version "
             f"is {current} (the proto default is V1); the TF2 loop fails with "
             "'Checkpoint version should be V2'",
@@ -106,8 +104,6 @@ def check_checkpoint_version(ctx):
                     "TF2 checkpoints are V2; the default V1 is rejected",
                 ),
             ),
-            file=ctx.source.path,
-            line=ctx.line("fine_tune_checkpoint_version"),
         )
 
 
@@ -132,10 +128,11 @@ def check_ignored_fields(ctx):
     """IGNORED_FIELD: TF1-only fields the TF2 loop silently ignores, or rejects."""
     tc = ctx.train_config
     if tc.load_all_detection_checkpoint_vars:
-        yield Finding(
+        yield ctx.finding_at(
+            "load_all_detection_checkpoint_vars",
             "IGNORED_FIELD",
             ERROR,
-            f"{ctx.where('load_all_detection_checkpoint_vars')}: "
+            ""
             "train_config.load_all_detection_checkpoint_vars: true is rejected by the TF2 loop "
             "('unsupported in TF2')",
             'delete it; fine_tune_checkpoint_type: "full" restores every variable in TF2',
@@ -146,30 +143,25 @@ def check_ignored_fields(ctx):
                     "rejected by the TF2 loop",
                 ),
             ),
-            file=ctx.source.path,
-            line=ctx.line("load_all_detection_checkpoint_vars"),
         )
     elif tc.HasField("load_all_detection_checkpoint_vars"):
-        yield Finding(
+        yield ctx.finding_at(
+            "load_all_detection_checkpoint_vars",
             "IGNORED_FIELD",
             INFO,
-            f"{ctx.where('load_all_detection_checkpoint_vars')}: "
             "train_config.load_all_detection_checkpoint_vars: false has no effect in TF2",
             "delete it",
             edits=(Edit("train_config.load_all_detection_checkpoint_vars", None, "no effect"),),
-            file=ctx.source.path,
-            line=ctx.line("load_all_detection_checkpoint_vars"),
         )
     if ctx.config.HasField("graph_rewriter"):
-        yield Finding(
+        yield ctx.finding_at(
+            "graph_rewriter",
             "IGNORED_FIELD.graph_rewriter",
             WARNING,
-            f"{ctx.where('graph_rewriter')}: graph_rewriter (TF1 quantization-aware training) is "
+            "graph_rewriter (TF1 quantization-aware training) is "
             "ignored by the TF2 training loop: this run trains in float",
             "delete it; for a quantized model, convert the trained model with the TFLite converter",
             edits=(Edit("graph_rewriter", None, "ignored by TF2: TF1 quantization rewrite"),),
-            file=ctx.source.path,
-            line=ctx.line("graph_rewriter"),
         )
     for name, why in _IGNORED.items():
         if not fields.has(ctx.config, f"train_config.{name}"):
@@ -184,14 +176,13 @@ def check_ignored_fields(ctx):
             )
         elif name == "use_bfloat16" and tc.use_bfloat16:
             fix = "delete it; bfloat16 is applied only on TPU, so this run trains in float32"
-        yield Finding(
+        yield ctx.finding_at(
+            name,
             f"IGNORED_FIELD.{name}",
             severity,
-            f"{ctx.where(name)}: train_config.{name} is ignored by the TF2 training loop ({why})",
+            f"train_config.{name} is ignored by the TF2 training loop ({why})",
             fix,
             edits=(Edit(f"train_config.{name}", None, f"ignored by TF2: {why}"),),
-            file=ctx.source.path,
-            line=ctx.line(name),
         )
 
 
@@ -219,38 +210,35 @@ def check_tf1_config(ctx):
         if present
     ]
     if tf1_era and not tc.HasField("fine_tune_checkpoint_version"):
-        yield Finding(
+        yield ctx.finding_at(
+            "train_config",
             "TF1_CONFIG.tf1_era",
             WARNING,
-            f"{ctx.where('train_config')}: this config was written for the TF1 OD API "
+            "this config was written for the TF1 OD API "
             f"({', '.join(tf1_era)}, no fine_tune_checkpoint_version)",
             "start from the TF2 zoo config of this model (configs/tf2/) and a TF2 checkpoint",
-            file=ctx.source.path,
-            line=ctx.line("train_config"),
         )
     if not extractor or arch not in extractors.TF2 or extractor in extractors.TF2[arch]:
         return
     if extractor in extractors.TF1_TO_TF2:
-        yield Finding(
+        yield ctx.finding_at(
+            "type",
             "TF1_CONFIG",
             ERROR,
-            f"{ctx.where('type')}: model.{arch}.feature_extractor.type {extractor!r} exists only "
+            f"model.{arch}.feature_extractor.type {extractor!r} exists only "
             f"in the TF1 OD API; the TF2 loop fails with '{extractor} is not supported for tf "
             "version 2'",
             f"use a TF2 zoo config; the TF2 equivalent is {extractors.TF1_TO_TF2[extractor]!r}",
-            file=ctx.source.path,
-            line=ctx.line("type"),
         )
         return
     close = extractors.suggest(arch, extractor)
-    yield Finding(
+    yield ctx.finding_at(
+        "type",
         "TF1_CONFIG.unknown_extractor",
         ERROR,
-        f"{ctx.where('type')}: model.{arch}.feature_extractor.type {extractor!r} is not a feature "
+        f"model.{arch}.feature_extractor.type {extractor!r} is not a feature "
         "extractor of the installed OD API (TF1 or TF2)",
         f"use {close!r}" if close else f"use one of: {', '.join(sorted(extractors.TF2[arch]))}",
-        file=ctx.source.path,
-        line=ctx.line("type"),
     )
 
 
@@ -259,17 +247,15 @@ def check_label_maps(ctx):
     """LABEL_MAP: unreadable map, id 0, duplicate ids or names, train/eval maps differ."""
     for path, value in ctx.label_maps.items():
         if isinstance(value, str):
-            line = ctx.line("label_map_path", path)
-            where = f"{ctx.source.path}:{line}" if line else ctx.source.path
             missing = value == "file not found"
-            yield Finding(
+            yield ctx.finding_at(
+                "label_map_path",
                 "LABEL_MAP.missing" if missing else "LABEL_MAP",
                 ERROR,
-                f"{where}: label_map_path {path!r} "
+                f"label_map_path {path!r} "
                 + (f"does not exist{windows_hint(path)}" if missing else f"is unusable: {value}"),
                 "pass --label_map PATH (sets every reader), or fix label_map_path",
-                file=ctx.source.path,
-                line=line,
+                value=path,
             )
             continue
         if not value.items:
@@ -328,18 +314,17 @@ def check_num_classes(ctx):
     if current == wanted:
         return
     fixable = ctx.options.num_classes is None  # never silently override the user's flag
-    yield Finding(
+    yield ctx.finding_at(
+        "num_classes",
         "NUM_CLASSES",
         ERROR,
-        f"{ctx.where('num_classes')}: {path} is {current} but the label map {label_map.path} has "
+        f"{path} is {current} but the label map {label_map.path} has "
         f"{len(label_map.items)} classes (highest id {wanted})"
         + ("" if fixable else f" and --num_classes={ctx.options.num_classes} was given"),
         f"set num_classes: {wanted}" + ("" if fixable else " (or drop --num_classes)"),
         edits=(Edit(path, wanted, f"label map {label_map.path} has ids 1..{wanted}"),)
         if fixable
         else (),
-        file=ctx.source.path,
-        line=ctx.line("num_classes"),
     )
 
 
@@ -355,48 +340,42 @@ def check_learning_rate(ctx):
         return
     cosine = learning_rate.cosine_decay_learning_rate
     steps = ctx.num_train_steps
-    where = ctx.where("cosine_decay_learning_rate")
-    line = ctx.line("cosine_decay_learning_rate")
     if cosine.warmup_steps > cosine.total_steps:
-        yield Finding(
+        yield ctx.finding_at(
+            "cosine_decay_learning_rate",
             "LR_SCHEDULE.warmup",
             ERROR,
-            f"{where}: warmup_steps {cosine.warmup_steps} > total_steps {cosine.total_steps}; the "
+            f"warmup_steps {cosine.warmup_steps} > total_steps {cosine.total_steps}; the "
             "OD API fails with 'total_steps must be larger or equal to warmup_steps'",
             f"set warmup_steps <= total_steps (e.g. {cosine.total_steps // 10})",
-            file=ctx.source.path,
-            line=line,
         )
     if cosine.learning_rate_base < cosine.warmup_learning_rate:
-        yield Finding(
+        yield ctx.finding_at(
+            "cosine_decay_learning_rate",
             "LR_SCHEDULE.base",
             ERROR,
-            f"{where}: learning_rate_base {cosine.learning_rate_base:g} < warmup_learning_rate "
+            f"learning_rate_base {cosine.learning_rate_base:g} < warmup_learning_rate "
             f"{cosine.warmup_learning_rate:g}; the OD API rejects it",
             "make warmup_learning_rate at most learning_rate_base",
-            file=ctx.source.path,
-            line=line,
         )
     if steps and cosine.total_steps and steps > cosine.total_steps:
-        yield Finding(
+        yield ctx.finding_at(
+            "cosine_decay_learning_rate",
             "LR_SCHEDULE.total_steps",
             WARNING,
-            f"{where}: num_train_steps {steps} > cosine total_steps {cosine.total_steps}: the "
+            f"num_train_steps {steps} > cosine total_steps {cosine.total_steps}: the "
             f"learning rate is 0 for the last {steps - cosine.total_steps} steps",
             f"set total_steps: {steps}",
-            file=ctx.source.path,
-            line=line,
         )
     elif steps and steps <= cosine.warmup_steps:
-        yield Finding(
+        yield ctx.finding_at(
+            "cosine_decay_learning_rate",
             "LR_SCHEDULE.in_warmup",
             INFO,
-            f"{where}: the whole run ({steps} steps) stays in the {cosine.warmup_steps}-step "
+            f"the whole run ({steps} steps) stays in the {cosine.warmup_steps}-step "
             "warm-up of the cosine schedule",
             "fine for a smoke test; for real training set total_steps and warmup_steps to fit "
             "num_train_steps",
-            file=ctx.source.path,
-            line=line,
         )
 
 
@@ -406,25 +385,23 @@ def check_batch(ctx):
     batch = ctx.train_config.batch_size
     replicas = ctx.replicas
     if batch and replicas > 1 and batch % replicas:
-        yield Finding(
+        yield ctx.finding_at(
+            "batch_size",
             "BATCH.replicas",
             ERROR,
-            f"{ctx.where('batch_size')}: batch_size {batch} is not divisible by the {replicas} "
+            f"batch_size {batch} is not divisible by the {replicas} "
             "replicas this run will use (the OD API fails at the first step)",
             f"pass --batch_size {max(replicas, batch - batch % replicas)}",
-            file=ctx.source.path,
-            line=ctx.line("batch_size"),
         )
     per_replica = batch // max(1, replicas)
     if per_replica >= 64:
         device = "GPU" if ctx.gpus else "CPU"
-        yield Finding(
+        yield ctx.finding_at(
+            "batch_size",
             "BATCH.tpu_sized",
             WARNING,
-            f"{ctx.where('batch_size')}: batch_size {batch} ({per_replica} per {device}) is a "
+            f"batch_size {batch} ({per_replica} per {device}) is a "
             "TPU pod batch from the zoo config; it will likely run out of memory",
             "pass --batch_size 8 (to 16 per GPU) and scale learning_rate_base (and the warm-up "
             "rate) down by the same factor",
-            file=ctx.source.path,
-            line=ctx.line("batch_size"),
         )

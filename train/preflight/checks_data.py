@@ -26,14 +26,12 @@ def check_input_data(ctx):
                 continue  # PLACEHOLDER reports it
             files = _expand(pattern)
             if not files:
-                yield Finding(
+                yield ctx.finding_at(
+                    "input_path",
                     "INPUT_DATA.no_match",
                     ERROR,
-                    f"{ctx.where('input_path')}: {reader_path}.tf_record_input_reader.input_path "
-                    f"{pattern!r} matches no file",
+                    f"{reader_path}.tf_record_input_reader.input_path {pattern!r} matches no file",
                     "fix the path or glob (relative paths are relative to the current directory)",
-                    file=ctx.source.path,
-                    line=ctx.line("input_path"),
                 )
                 continue
             empty = [f for f in files if os.path.isfile(f) and os.path.getsize(f) == 0]

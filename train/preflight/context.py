@@ -14,6 +14,7 @@ from train.checkpoint import resolve as ckpt_resolve
 from train.options import RunOptions
 from train.pipeline import fields, labelmap
 from train.pipeline.io import PipelineFile
+from train.preflight.findings import Finding
 
 
 @dataclasses.dataclass
@@ -34,10 +35,29 @@ class Context:
         """Line of `field` in the user's file (see pipeline.io.find_line)."""
         return self.source.line_of(field, value, nth)
 
-    def where(self, field: str, value: str | None = None, nth: int = 0) -> str:
-        """'path:line' (or just the path) for messages about `field`."""
+    def finding_at(
+        self,
+        field: str,
+        code: str,
+        severity: str,
+        message: str,
+        fix: str,
+        edits=(),
+        value: str | None = None,
+        nth: int = 0,
+    ) -> Finding:
+        """A Finding about `field` of the user's file: 'path:line: message', file and line set."""
         line = self.line(field, value, nth)
-        return f"{self.source.path}:{line}" if line else self.source.path
+        where = f"{self.source.path}:{line}" if line else self.source.path
+        return Finding(
+            code,
+            severity,
+            f"{where}: {message}",
+            fix,
+            edits=tuple(edits),
+            file=self.source.path,
+            line=line,
+        )
 
     @property
     def train_config(self):  # noqa: D102
