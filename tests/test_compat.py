@@ -36,13 +36,24 @@ print(api_implementation.Type(), train_pb2.CheckpointVersion.Name(version))
 """
 
 
-def test_protos_shim_needed_and_sufficient():
-    without = run_python(PROTO_IMPORT, {"TFOD_COMPAT_SKIP": "protos"})
+def _needed_and_sufficient(code, shim, failure, env=None):
+    """Runs `code` with `shim` skipped (must fail with `failure`) and applied (must work).
+
+    Returns the stdout of the run with the shim.
+    """
+    without = run_python(code, {"TFOD_COMPAT_SKIP": shim, **(env or {})})
     assert without.returncode != 0
-    assert "Descriptors cannot be created directly" in without.stderr
-    with_shim = run_python(PROTO_IMPORT)
+    assert failure in without.stderr
+    with_shim = run_python(code)
     assert with_shim.returncode == 0, with_shim.stderr
-    assert with_shim.stdout.split() == ["upb", "V2"]  # the fast backend, no env var needed
+    return with_shim.stdout
+
+
+def test_protos_shim_needed_and_sufficient():
+    stdout = _needed_and_sufficient(
+        PROTO_IMPORT, "protos", "Descriptors cannot be created directly"
+    )
+    assert stdout.split() == ["upb", "V2"]  # the fast backend, no env var needed
 
 
 def test_protos_shim_survives_user_setting_pure_python_backend():
@@ -65,12 +76,8 @@ print(decoded["groundtruth_classes"].numpy().tolist() == labels)
 
 
 def test_tf_slim_ops_shim_needed_and_sufficient():
-    without = run_python(DECODE, {"TFOD_COMPAT_SKIP": "tf_slim_ops"})
-    assert without.returncode != 0
-    assert "has no attribute 'case'" in without.stderr
-    with_shim = run_python(DECODE)
-    assert with_shim.returncode == 0, with_shim.stderr
-    assert with_shim.stdout.strip().endswith("True")
+    stdout = _needed_and_sufficient(DECODE, "tf_slim_ops", "has no attribute 'case'")
+    assert stdout.strip().endswith("True")
 
 
 BUILDER = """
@@ -84,11 +91,7 @@ from object_detection.builders import model_builder
     reason="tensorflow-io is installed, so no stub is needed",
 )
 def test_tensorflow_io_stub_needed_and_sufficient():
-    without = run_python(BUILDER, {"TFOD_COMPAT_SKIP": "tensorflow_io"})
-    assert without.returncode != 0
-    assert "No module named 'tensorflow_io'" in without.stderr
-    with_shim = run_python(BUILDER)
-    assert with_shim.returncode == 0, with_shim.stderr
+    _needed_and_sufficient(BUILDER, "tensorflow_io", "No module named 'tensorflow_io'")
 
 
 AVERAGE_PRECISION = """
@@ -101,12 +104,8 @@ print(round(float(metrics.compute_average_precision(p, r)), 4))
 
 
 def test_numpy_aliases_needed_and_sufficient():
-    without = run_python(AVERAGE_PRECISION, {"TFOD_COMPAT_SKIP": "numpy_aliases"})
-    assert without.returncode != 0
-    assert "has no attribute 'float'" in without.stderr
-    with_shim = run_python(AVERAGE_PRECISION)
-    assert with_shim.returncode == 0, with_shim.stderr
-    assert with_shim.stdout.strip() == "0.75"
+    stdout = _needed_and_sufficient(AVERAGE_PRECISION, "numpy_aliases", "has no attribute 'float'")
+    assert stdout.strip() == "0.75"
 
 
 MODEL_LIB = """
@@ -117,22 +116,14 @@ from object_detection import model_lib_v2
 
 @pytest.mark.skipif(not _keras3(), reason="Keras 2 stack (TF <= 2.15): no Keras 3 to avoid")
 def test_legacy_keras_shim_needed_and_sufficient():
-    without = run_python(
-        MODEL_LIB, {"TFOD_COMPAT_SKIP": "legacy_keras", "TF_USE_LEGACY_KERAS": None}
+    _needed_and_sufficient(
+        MODEL_LIB, "legacy_keras", "experimental", env={"TF_USE_LEGACY_KERAS": None}
     )
-    assert without.returncode != 0
-    assert "experimental" in without.stderr
-    with_shim = run_python(MODEL_LIB)
-    assert with_shim.returncode == 0, with_shim.stderr
 
 
 @pytest.mark.skipif(not _keras3(), reason="TF <= 2.15 still ships tf.estimator")
 def test_estimator_stub_needed_and_sufficient():
-    without = run_python(MODEL_LIB, {"TFOD_COMPAT_SKIP": "estimator"})
-    assert without.returncode != 0
-    assert "estimator" in without.stderr
-    with_shim = run_python(MODEL_LIB)
-    assert with_shim.returncode == 0, with_shim.stderr
+    _needed_and_sufficient(MODEL_LIB, "estimator", "estimator")
 
 
 @pytest.mark.skipif(not _keras3(), reason="only Keras-3 stacks depend on import order")
