@@ -53,16 +53,6 @@ def _write_report_json(options, preflight_report, changes, config, resolved) -> 
         )
 
 
-def _start_step(model_dir: str) -> int:
-    from train.checkpoint import inspect
-    from train.checkpoint.resolve import latest_in_dir
-
-    if not os.path.isfile(os.path.join(model_dir, "checkpoint")):
-        return 0
-    latest = latest_in_dir(model_dir)
-    return (inspect.inspect(latest).global_step or 0) if latest else 0
-
-
 def run(options: RunOptions) -> int:
     """Runs one driver invocation and returns its exit code."""
     # Keep TensorFlow's C++ banner out of the report should anything here import it (an index
@@ -110,8 +100,10 @@ def run(options: RunOptions) -> int:
     from train.launch import runner
 
     steps = resolved_config.train_config.num_steps
+    _, previous_run, _ = ctx.model_dir_run  # read by the preflight's MODEL_DIR check
+    start_step = (previous_run.global_step or 0) if previous_run else 0
     plan = launch_plan.build_plan(
-        options, resolved_path, steps, _start_step(options.model_dir), compat.child_environment()
+        options, resolved_path, steps, start_step, compat.child_environment()
     )
     code = runner.run(plan, options.log_every_s, _emit)
     if code == errors.EXIT_OK:

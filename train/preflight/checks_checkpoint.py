@@ -260,22 +260,16 @@ def check_model_dir(ctx):
                 "training would resume from it instead of fine-tuning",
                 "use a new, empty --model_dir",
             )
-    if not os.path.isfile(os.path.join(model_dir, "checkpoint")):
-        return
-    from train.checkpoint.resolve import latest_in_dir
-
-    latest = latest_in_dir(model_dir)
-    if latest is None:
-        return
-    try:
-        info = ckpt_inspect.inspect(latest)
-    except Exception as e:  # noqa: BLE001
+    latest, info, error = ctx.model_dir_run
+    if error is not None:
         yield Finding(
             "MODEL_DIR.unreadable",
             ERROR,
-            f"--model_dir holds an unreadable checkpoint {latest}: {e}",
+            f"--model_dir holds an unreadable checkpoint {latest}: {error}",
             "use a new --model_dir, or move the broken run aside",
         )
+        return
+    if info is None:
         return
     where = f"--model_dir {ctx.options.model_dir}"
     fix = "use a new --model_dir (the driver never deletes a run), or move this one aside"

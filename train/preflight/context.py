@@ -102,6 +102,27 @@ class Context:
             return None, f"{type(e).__name__}: {first}"
 
     @functools.cached_property
+    def model_dir_run(self):
+        """(latest checkpoint prefix, CheckpointInfo, error) of a run already in model_dir.
+
+        All None when model_dir holds no checkpoint; the info is None and the error set when
+        the latest one cannot be read. Read once: the MODEL_DIR check and the launch plan's
+        start step both need it.
+        """
+        model_dir = os.path.abspath(self.options.model_dir)
+        if not os.path.isfile(os.path.join(model_dir, "checkpoint")):
+            return None, None, None
+        latest = ckpt_resolve.latest_in_dir(model_dir)
+        if latest is None:
+            return None, None, None
+        from train.checkpoint import inspect
+
+        try:
+            return latest, inspect.inspect(latest), None
+        except Exception as e:  # noqa: BLE001 - an unreadable run is a finding, not a crash
+            return latest, None, str(e)
+
+    @functools.cached_property
     def label_maps(self) -> dict[str, labelmap.LabelMap | str]:
         """{label_map_path: LabelMap or error text} for every reader that names one."""
         result: dict[str, labelmap.LabelMap | str] = {}
