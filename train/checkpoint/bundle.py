@@ -14,6 +14,7 @@ and gives what TF's reader hides: each tensor's byte range, so truncated shards 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 import struct
 
@@ -140,9 +141,20 @@ def _block(data: bytes, offset: int, size: int) -> list[tuple[bytes, bytes]]:
     return entries
 
 
-def read_index(prefix: str) -> tuple[int, list[Entry]]:
-    """Returns (number of shards, entries sorted by name) of `prefix.index`."""
-    with open(prefix + ".index", "rb") as f:
+def read_index(prefix: str) -> tuple[int, tuple[Entry, ...]]:
+    """Returns (number of shards, entries sorted by name) of `prefix.index`.
+
+    Parsed once per file version: the preflight asks for names, the step and shard sizes of
+    the same checkpoint.
+    """
+    stat = os.stat(prefix + ".index")
+    return _parse_index(prefix + ".index", stat.st_mtime_ns, stat.st_size)
+
+
+@functools.lru_cache(maxsize=16)
+def _parse_index(path: str, mtime_ns: int, size: int) -> tuple[int, tuple[Entry, ...]]:
+    del mtime_ns, size  # cache key only: a rewritten index is parsed again
+    with open(path, "rb") as f:
         data = f.read()
     if len(data) < _FOOTER or struct.unpack_from("<Q", data, len(data) - 8)[0] != _MAGIC:
         raise UnsupportedIndex("not a TensorBundle index (no table magic)")
@@ -152,7 +164,7 @@ def read_index(prefix: str) -> tuple[int, list[Entry]]:
     index_offset, pos = _varint(footer, pos)
     index_size, pos = _varint(footer, pos)
     entry_class = wireprotos.bundle_entry()
-    header_class = wireprotos._classes()["BundleHeaderProto"]
+    header_class = wireprotos.bundle_header()
     shards, entries = 1, []
     for _, handle in _block(data, index_offset, index_size):
         offset, pos = _varint(handle, 0)
@@ -175,7 +187,7 @@ def read_index(prefix: str) -> tuple[int, list[Entry]]:
                     proto.size,
                 )
             )
-    return shards, sorted(entries, key=lambda e: e.name)
+    return shards, tuple(sorted(entries, key=lambda e: e.name))
 
 
 def shard_path(prefix: str, shard: int, shards: int) -> str:
