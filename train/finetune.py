@@ -45,9 +45,6 @@ def main(argv: list[str]) -> int:
 
     try:
         return driver.run(driver_flags.options_from_flags())
-    except errors.DriverError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return e.exit_code
     except Exception:  # noqa: BLE001 - a bug in the driver, not a user mistake
         traceback.print_exc()
         print(

@@ -124,6 +124,11 @@ def bundle_entry():
     return _classes()["BundleEntryProto"]
 
 
+def bundle_header():
+    """The BundleHeaderProto class."""
+    return _classes()["BundleHeaderProto"]
+
+
 def example():
     """The tf.train.Example class (wire-compatible)."""
     return _classes()["Example"]

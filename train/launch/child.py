@@ -19,8 +19,6 @@ import os
 import sys
 import traceback
 
-EXIT_FAILED = 4
-
 
 @contextlib.contextmanager
 def _recording_checkpoint_managers(tf):
@@ -76,7 +74,7 @@ def main(argv: list[str]) -> int:
     with open(argv[1], encoding="utf-8") as f:
         spec = json.load(f)["child"]
 
-    from train import compat
+    from train import compat, errors
 
     compat.apply()
     import tensorflow as tf
@@ -100,7 +98,7 @@ def main(argv: list[str]) -> int:
     except Exception as e:  # noqa: BLE001 - report every failure as one line + the log
         traceback.print_exc()
         print(f"[tfod-finetune] training failed: {_one_line(e)}", file=sys.stderr, flush=True)
-        return EXIT_FAILED
+        return errors.EXIT_TRAINING
     return 0
 
 
