@@ -43,14 +43,75 @@ def _config_summary(options, config, resolved: str | None) -> dict:
     }
 
 
-def _write_report_json(options, preflight_report, changes, config, resolved) -> None:
+def _write_report_json(options, preflight_report, changes, config, resolved, restore=None) -> None:
     if options.report_json:
         io.write_atomic(
             options.report_json,
             report.build_json(
-                preflight_report, changes, _config_summary(options, config, resolved)
+                preflight_report, changes, _config_summary(options, config, resolved), restore
             ),
         )
+
+
+def _transplant_is_current(spec: dict) -> bool:
+    """True when model_dir already holds the transplant of this checkpoint for this config."""
+    from train.launch import runner
+
+    recorded = runner.read_json(os.path.join(os.path.dirname(spec["transplant_to"]), "source.json"))
+    return (
+        os.path.exists(spec["transplant_to"] + ".index")
+        and recorded is not None
+        and recorded.get("checkpoint") == spec["checkpoint"]
+        and recorded.get("config") == spec["pipeline_config_text_sha256"]
+    )
+
+
+def _prepare(options, source_config, resolved_config, resolved_path) -> tuple[int, dict | None]:
+    """The CPU restore dry run and/or the transplant (train/launch/prepare.py).
+
+    Returns (exit code, the prepare report for the JSON report).
+    """
+    from train.checkpoint import components
+    from train.launch import plan as launch_plan
+    from train.launch import runner
+
+    train_config = source_config.train_config
+    if not train_config.fine_tune_checkpoint:
+        _emit("restore: no fine_tune_checkpoint: every variable starts from its initialiser")
+        return errors.EXIT_OK, None
+    classes = fields.num_classes_path(resolved_config)
+    spec = launch_plan.prepare_spec(
+        options.model_dir,
+        resolved_path,
+        io.to_text(resolved_config),
+        train_config.fine_tune_checkpoint,
+        train_config.fine_tune_checkpoint_type,
+        fields.get(resolved_config, classes) if classes else None,
+        transplant=options.restore == "transplant",
+    )
+    if not options.dry_run and _transplant_is_current(spec):
+        _emit(f"transplant: reusing {spec['transplant_to']} (same checkpoint and config)")
+        return errors.EXIT_OK, None
+    _emit("restore: building the model on CPU to measure the fine-tune restore ...")
+    log_path = os.path.join(options.model_dir, "logs", "prepare.log")
+    prepared = runner.run_prepare(spec, compat.child_environment(), log_path)
+    dry_run = prepared["dry_run"] if prepared else None
+    reason = components.failure(dry_run)
+    if dry_run:
+        _emit(f"restore (type {spec['checkpoint_type']}): {dry_run['summary']}")
+    if reason:
+        _emit(
+            f"error: RESTORE: {spec['checkpoint']}: {reason}\n  fix: check the CKPT_* findings "
+            f"above, or pass --checkpoint with a checkpoint of this architecture "
+            f"(log: {log_path})"
+        )
+        return errors.EXIT_PREFLIGHT, prepared
+    if prepared and "transplant" in prepared:
+        _emit(
+            f"transplant: {prepared['transplant']['summary']}; saved as "
+            f'{prepared["transplant"]["checkpoint"]} (restored with type "full")'
+        )
+    return errors.EXIT_OK, prepared
 
 
 def run(options: RunOptions) -> int:
@@ -78,7 +139,15 @@ def run(options: RunOptions) -> int:
     blocking = preflight_report.blocking(options.fix)
     fixes = [f for f in preflight_report.findings if f.fixable] if options.fix == "auto" else []
     resolved_config, fix_changes = rewrite.apply_fixes(config, fixes)
+    fixed_config = resolved_config
     changes = overrides + fix_changes
+    if options.restore == "transplant" and not blocking:
+        from train.launch import plan as launch_plan
+
+        resolved_config, transplant_changes = rewrite.restore_from_transplant(
+            resolved_config, launch_plan.transplant_prefix(options.model_dir)
+        )
+        changes += transplant_changes
     _emit(report.render_text(preflight_report, options.fix, changes))
 
     if blocking:
@@ -96,8 +165,23 @@ def run(options: RunOptions) -> int:
     _write_report_json(options, preflight_report, changes, resolved_config, resolved_path)
     _emit(f"resolved config: {resolved_path} (diff: {diff_path})")
 
+    restore_record: dict = {}
+    if options.dry_run or options.restore == "transplant":
+        code, prepared = _prepare(options, fixed_config, resolved_config, resolved_path)
+        restore_record.update(prepared or {})
+        _write_report_json(
+            options, preflight_report, changes, resolved_config, resolved_path, restore_record
+        )
+        if code != errors.EXIT_OK or options.dry_run:
+            return code
+
     from train.launch import plan as launch_plan
     from train.launch import runner
+
+    def on_restore(measured: dict | None) -> None:
+        if measured:
+            _emit(f"restore: {measured['summary']}")
+            restore_record["training"] = measured
 
     steps = resolved_config.train_config.num_steps
     _, previous_run, _ = ctx.model_dir_run  # read by the preflight's MODEL_DIR check
@@ -105,7 +189,11 @@ def run(options: RunOptions) -> int:
     plan = launch_plan.build_plan(
         options, resolved_path, steps, start_step, compat.child_environment()
     )
-    code = runner.run(plan, options.log_every_s, _emit)
+    code = runner.run(plan, options.log_every_s, _emit, on_restore)
+    if restore_record:
+        _write_report_json(
+            options, preflight_report, changes, resolved_config, resolved_path, restore_record
+        )
     if code == errors.EXIT_OK:
         _emit(
             f"done: checkpoints in {plan.model_dir} (ckpt-* at step {steps}); "

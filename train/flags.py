@@ -70,6 +70,20 @@ FIX = flags.DEFINE_enum(
 PREFLIGHT_ONLY = flags.DEFINE_boolean(
     "preflight_only", False, "Run the checks, print the report and stop."
 )
+DRY_RUN = flags.DEFINE_boolean(
+    "dry_run",
+    False,
+    "After the preflight, build the model on CPU, restore the fine-tune checkpoint as training "
+    "would and report what it filled per component; do not train.",
+)
+RESTORE = flags.DEFINE_enum(
+    "restore",
+    "type",
+    ["type", "transplant"],
+    "type: restore what fine_tune_checkpoint_type selects (the OD API's behaviour); "
+    "transplant: also restore every checkpoint tensor whose path and shape match (heads, "
+    "RPN, towers), fresh only where the class count differs.",
+)
 REPORT_JSON = flags.DEFINE_string("report_json", None, "Also write the report as JSON here.")
 LOG_EVERY_S = flags.DEFINE_float(
     "log_every_s", 30.0, "Print a progress line at least this often (seconds).", lower_bound=0.0
@@ -95,6 +109,8 @@ def options_from_flags() -> RunOptions:
         num_steps_per_iteration=NUM_STEPS_PER_ITERATION.value,
         fix=FIX.value,
         preflight_only=PREFLIGHT_ONLY.value,
+        dry_run=DRY_RUN.value,
+        restore=RESTORE.value,
         report_json=REPORT_JSON.value,
         log_every_s=LOG_EVERY_S.value,
     )

@@ -56,7 +56,7 @@ def render_text(report, fix: str, changes) -> str:
     return "\n".join(lines)
 
 
-def build_json(report, changes, config_summary: dict) -> str:
+def build_json(report, changes, config_summary: dict, restore: dict | None = None) -> str:
     """The --report_json document."""
     document = {
         "findings": [f.as_dict() for f in report.findings],
@@ -70,4 +70,6 @@ def build_json(report, changes, config_summary: dict) -> str:
         "versions": versions(),
         "preflight_wall_s": round(report.wall_s, 3),
     }
+    if restore:
+        document["restore"] = restore
     return json.dumps(document, indent=2, sort_keys=True, default=str)

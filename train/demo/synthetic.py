@@ -90,12 +90,22 @@ def write_label_map(path: str, classes=CLASSES) -> str:
 
 
 def make_dataset(
-    out_dir: str, num_train: int = 32, num_eval: int = 8, size: int = 320, seed: int = 0
+    out_dir: str,
+    num_train: int = 32,
+    num_eval: int = 8,
+    size: int = 320,
+    seed: int = 0,
+    one_class: bool = False,
 ) -> dict[str, str]:
-    """Writes train.record, eval.record and label_map.pbtxt; returns their paths."""
+    """Writes train.record, eval.record and label_map.pbtxt; returns their paths.
+
+    `one_class` labels every shape 1 ("shape"): a related but class-agnostic task, used to
+    pre-train checkpoints whose box heads have learnt something.
+    """
     compat.apply(with_tensorflow=False)
     import tensorflow as tf
 
+    classes = {1: "shape"} if one_class else CLASSES
     os.makedirs(out_dir, exist_ok=True)
     rng = np.random.default_rng(seed)
     paths = {}
@@ -104,8 +114,10 @@ def make_dataset(
         with tf.io.TFRecordWriter(path) as writer:
             for i in range(count):
                 image, boxes, labels = make_image(rng, size)
-                example = to_example(image, boxes, labels, f"{split}_{i:04d}.jpg")
+                if one_class:
+                    labels = [1] * len(labels)
+                example = to_example(image, boxes, labels, f"{split}_{i:04d}.jpg", classes)
                 writer.write(example.SerializeToString())
         paths[split] = path
-    paths["label_map"] = write_label_map(os.path.join(out_dir, "label_map.pbtxt"))
+    paths["label_map"] = write_label_map(os.path.join(out_dir, "label_map.pbtxt"), classes)
     return paths

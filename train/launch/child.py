@@ -61,6 +61,45 @@ def save_final(tf, managers) -> str | None:
     return manager.save()
 
 
+class RestoreFailed(RuntimeError):
+    """The fine-tune restore raised or left part of its own scope unfilled."""
+
+
+@contextlib.contextmanager
+def _measured_fine_tune_restore(model_lib_v2, report_path: str, num_classes: int | None):
+    """Makes train_loop's fine-tune restore measure itself and write `report_path`.
+
+    The model is built first exactly as the OD API does before a restore (its dummy
+    computation on one training batch), so the measurement costs no extra model build.
+    """
+    from train.checkpoint import components, restore
+    from train.pipeline import io
+
+    original = model_lib_v2.load_fine_tune_checkpoint
+
+    def measured(model, path, checkpoint_type, version, run_on_dummy_input, dataset, unpad):
+        def od_api_restore():
+            original(model, path, checkpoint_type, version, False, dataset, unpad)
+
+        if not run_on_dummy_input:  # variables not built yet: restored lazily, not measurable
+            od_api_restore()
+            report = {"summary": "not measured (run_fine_tune_checkpoint_dummy_computation: false)"}
+        else:
+            model_lib_v2._ensure_model_is_built(model, dataset, unpad)  # noqa: SLF001
+            report = restore.measure(model, checkpoint_type, od_api_restore, num_classes)
+        report["checkpoint"] = path
+        io.write_atomic(report_path, json.dumps(report, indent=2, sort_keys=True))
+        reason = components.failure(report) if run_on_dummy_input else None
+        if reason:
+            raise RestoreFailed(f"fine-tune restore from {path}: {reason}")
+
+    model_lib_v2.load_fine_tune_checkpoint = measured
+    try:
+        yield
+    finally:
+        model_lib_v2.load_fine_tune_checkpoint = original
+
+
 def _one_line(error: BaseException) -> str:
     text = str(error).strip().splitlines()
     first = text[0] if text else ""
@@ -80,8 +119,16 @@ def main(argv: list[str]) -> int:
     import tensorflow as tf
     from object_detection import model_lib_v2
 
+    from train.pipeline import fields, io
+
+    config = io.load(spec["pipeline_config"]).proto
+    classes_path = fields.num_classes_path(config)
+    num_classes = fields.get(config, classes_path) if classes_path else None
     try:
-        with _recording_checkpoint_managers(tf) as managers:
+        with (
+            _recording_checkpoint_managers(tf) as managers,
+            _measured_fine_tune_restore(model_lib_v2, spec["restore_report"], num_classes),
+        ):
             model_lib_v2.train_loop(
                 pipeline_config_path=spec["pipeline_config"],
                 model_dir=spec["model_dir"],

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import os
 import sys
@@ -22,6 +23,7 @@ class LaunchPlan:
     checkpoint_max_to_keep: int
     num_steps_per_iteration: int
     log_path: str
+    restore_report: str
 
     def child_spec(self) -> dict:
         """The JSON the child reads (train/launch/child.py)."""
@@ -32,6 +34,7 @@ class LaunchPlan:
             "checkpoint_every_n": self.checkpoint_every_n,
             "checkpoint_max_to_keep": self.checkpoint_max_to_keep,
             "num_steps_per_iteration": self.num_steps_per_iteration,
+            "restore_report": self.restore_report,
         }
 
 
@@ -84,7 +87,35 @@ def build_plan(
         checkpoint_max_to_keep=options.checkpoint_max_to_keep,
         num_steps_per_iteration=per_iteration,
         log_path=os.path.join(model_dir, "logs", log_name),
+        restore_report=os.path.join(model_dir, "restore.json"),
     )
+
+
+def prepare_spec(
+    model_dir: str,
+    resolved_config: str,
+    resolved_text: str,
+    checkpoint: str,
+    checkpoint_type: str,
+    num_classes: int | None,
+    transplant: bool,
+) -> dict:
+    """What train/launch/prepare.py does: the restore dry run, and the transplant if asked."""
+    model_dir = os.path.abspath(model_dir)
+    return {
+        "pipeline_config": os.path.abspath(resolved_config),
+        "pipeline_config_text_sha256": hashlib.sha256(resolved_text.encode()).hexdigest(),
+        "checkpoint": checkpoint,
+        "checkpoint_type": checkpoint_type,
+        "num_classes": num_classes,
+        "transplant_to": transplant_prefix(model_dir) if transplant else None,
+        "report": os.path.join(model_dir, "prepare.json"),
+    }
+
+
+def transplant_prefix(model_dir: str) -> str:
+    """Where the transplanted checkpoint is saved (outside the CheckpointManager's files)."""
+    return os.path.join(os.path.abspath(model_dir), "transplant", "ckpt-0")
 
 
 def plan_json(plan: LaunchPlan) -> str:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import signal
 import subprocess
@@ -22,10 +24,45 @@ def _tail(path: str, lines: int = 15) -> list[str]:
         return []
 
 
-def run(plan: LaunchPlan, log_every_s: float, emit=None) -> int:
-    """Executes the plan; returns a driver exit code (errors.EXIT_*)."""
+def read_json(path: str) -> dict | None:
+    """A JSON report a child wrote, or None when it is absent or unreadable."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
+
+
+def run_prepare(spec: dict, env: dict[str, str], log_path: str) -> dict | None:
+    """Runs train/launch/prepare.py on CPU and returns its report (None if it crashed)."""
+    spec_path = os.path.join(os.path.dirname(spec["report"]), "prepare_spec.json")
+    io.write_atomic(spec_path, json.dumps(spec, indent=2, sort_keys=True))
+    with contextlib.suppress(FileNotFoundError):
+        os.remove(spec["report"])
+    os.makedirs(os.path.dirname(log_path), exist_ok=True)
+    # CPU only: the report does not need a GPU, and must not hold one the training needs.
+    child_env = {**os.environ, **env, "CUDA_VISIBLE_DEVICES": "-1"}
+    with open(log_path, "ab") as log:
+        code = subprocess.call(
+            [sys.executable, "-m", "train.launch.prepare", spec_path],
+            env=child_env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
+    return read_json(spec["report"]) if code == 0 else None
+
+
+def run(plan: LaunchPlan, log_every_s: float, emit=None, on_restore=None) -> int:
+    """Executes the plan; returns a driver exit code (errors.EXIT_*).
+
+    `on_restore(report)` is called once, when the child has measured its fine-tune restore.
+    """
     emit = emit or (lambda line: print(line, file=sys.stderr, flush=True))
     io.write_atomic(os.path.join(plan.model_dir, "launch.json"), plan_json(plan))
+    with contextlib.suppress(FileNotFoundError):
+        os.remove(plan.restore_report)  # an earlier run's
+    restore_seen = on_restore is None
     os.makedirs(os.path.dirname(plan.log_path), exist_ok=True)
     env = {**os.environ, **plan.env}
     tail = EventTail(os.path.join(plan.model_dir, "train"))
@@ -41,6 +78,9 @@ def run(plan: LaunchPlan, log_every_s: float, emit=None) -> int:
         try:
             while child.poll() is None:
                 time.sleep(1.0)
+                if not restore_seen and os.path.exists(plan.restore_report):
+                    restore_seen = True
+                    on_restore(read_json(plan.restore_report))
                 printer.feed(tail.poll())
         except KeyboardInterrupt:
             emit("interrupted: stopping training (the last saved checkpoint is kept)")
@@ -51,6 +91,8 @@ def run(plan: LaunchPlan, log_every_s: float, emit=None) -> int:
                 child.kill()
                 child.wait()
             return errors.EXIT_INTERRUPTED
+    if not restore_seen and os.path.exists(plan.restore_report):
+        on_restore(read_json(plan.restore_report))
     printer.feed(tail.poll(final=True))
     if child.returncode != 0:
         for line in _tail(plan.log_path):

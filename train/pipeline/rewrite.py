@@ -89,6 +89,16 @@ def apply_fixes(config, findings) -> tuple[object, list[Change]]:
     return config, changes
 
 
+def restore_from_transplant(config, prefix: str) -> tuple[object, list[Change]]:
+    """Points the resolved config at the transplanted checkpoint, restored whole ("full")."""
+    config = copy.deepcopy(config)
+    changes: list[Change] = []
+    why = "--restore=transplant"
+    _set(config, "train_config.fine_tune_checkpoint", prefix, why, changes)
+    _set(config, "train_config.fine_tune_checkpoint_type", "full", why, changes)
+    return config, changes
+
+
 def unified_diff(source_text: str, source_path: str, resolved_text: str) -> str:
     """Diff between the canonical text of the input and the resolved config."""
     canonical = io.to_text(io.parse_text(source_text, source_path))
