@@ -377,6 +377,32 @@ def test_backbone_checkpoint_wants_classification(good_config, tmp_path):
     assert _codes(report, "error") == ["CKPT_TYPE"]
     assert report.errors()[0].edits[0].value == "classification"
     assert report.checkpoint["kind"] == "classification"
+    # Nothing beyond a backbone to transplant: --restore=transplant is refused, not fixed.
+    report = _preflight(good_config, tmp_path / "m2", checkpoint=prefix, restore="transplant")
+    transplant = [f for f in report.errors() if f.code == "RESTORE.transplant"]
+    assert len(transplant) == 1 and not transplant[0].fixable
+    assert "backbone-only" in transplant[0].message and transplant[0].line
+
+
+def test_transplant_without_a_checkpoint(good_config, tmp_path):
+    _edit(good_config, "fine_tune_checkpoint:", "# fine_tune_checkpoint:")
+    report = _preflight(good_config, tmp_path / "model", restore="transplant")
+    assert "RESTORE.transplant" in _codes(report, "error")
+    assert "RESTORE.transplant" not in _codes(_preflight(good_config, tmp_path / "m2"))
+
+
+def test_transplant_from_a_training_checkpoint(good_config, demo_assets, tmp_path):
+    from tests.helpers import model_variables, write_checkpoint
+
+    prefix = write_checkpoint(
+        str(tmp_path / "earlier_run"),
+        model_variables(demo_assets["prefix"]),
+        step=300,
+        optimizer="momentum",
+    )
+    report = _preflight(good_config, tmp_path / "model", checkpoint=prefix, restore="transplant")
+    assert report.checkpoint["kind"] == "training"
+    assert "RESTORE.transplant" not in _codes(report)
 
 
 def test_full_with_another_class_count_is_num_classes_finding(good_config, tmp_path):

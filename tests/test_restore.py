@@ -98,8 +98,9 @@ def test_summary_and_failure_texts():
     )
     assert components.failure({"error": None, "gaps": []}) is None
     gaps = [e[0] for e in entries[:2]]
+    assert components.failure({"error": "ValueError: x", "gaps": []}) == "ValueError: x"
     text = components.failure({"error": "AssertionError: x", "gaps": gaps})
-    assert text.startswith("AssertionError: x; 2 variable(s) the restore should fill")
+    assert text.startswith("2 variable(s) the restore should fill are not in the checkpoint")
     assert "(backbone 2)" in text and "classification_backbone/a," in text
     assert "\n" not in text
     assert "could not be measured" in components.failure(None)
@@ -315,3 +316,23 @@ def test_transplant_restores_strictly_more_and_only_class_tensors_are_fresh(trai
     resolved = io.load(os.path.join(trained["transplant"]["dir"], "pipeline.config")).proto
     assert resolved.train_config.fine_tune_checkpoint_type == "full"
     assert resolved.train_config.fine_tune_checkpoint == transplant["checkpoint"]
+
+
+def test_a_transplant_is_reused_only_for_the_same_checkpoint_and_config(tmp_path):
+    from train import driver
+    from train.launch import plan
+
+    def spec(checkpoint, text):
+        return plan.prepare_spec(str(tmp_path), "p.config", text, checkpoint, "detection", 3, True)
+
+    first = spec("/zoo/ckpt-0", "model {}")
+    assert not driver._transplant_is_current(first)  # nothing there yet
+    os.makedirs(os.path.dirname(first["transplant_to"]))
+    open(first["transplant_to"] + ".index", "w").close()
+    io.write_atomic(
+        os.path.join(os.path.dirname(first["transplant_to"]), "source.json"),
+        json.dumps({"checkpoint": "/zoo/ckpt-0", "config": first["pipeline_config_text_sha256"]}),
+    )
+    assert driver._transplant_is_current(first)
+    assert not driver._transplant_is_current(spec("/other/ckpt-0", "model {}"))
+    assert not driver._transplant_is_current(spec("/zoo/ckpt-0", "model { ssd {} }"))

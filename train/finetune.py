@@ -2,8 +2,10 @@
 
     python -m train.finetune --pipeline_config PATH --model_dir DIR [--checkpoint CKPT]
         [--label_map MAP] [--num_train_steps N] [--batch_size B] [--preflight_only]
+        [--dry_run] [--restore=type|transplant]
 
-Exit codes: 0 ok, 2 usage error, 3 preflight failed, 4 training failed, 5 interrupted
+Exit codes: 0 ok, 2 usage error, 3 preflight (or restore dry run) failed, 4 training failed,
+5 interrupted
 (README "Exit codes").
 """
 

@@ -145,14 +145,14 @@ def failure(report: dict | None) -> str | None:
     gaps = report.get("gaps") or []
     if not report.get("error") and not gaps:
         return None
-    parts = [report["error"]] if report.get("error") else []
-    if gaps:
-        counts = tally((key, (), False) for key in gaps)
-        where = ", ".join(f"{t.name} {t.variables}" for t in counts)
-        shown = ", ".join(key.removesuffix("/.ATTRIBUTES/VARIABLE_VALUE") for key in gaps[:3])
-        more = f" (+{len(gaps) - 3} more)" if len(gaps) > 3 else ""
-        parts.append(
-            f"{len(gaps)} variable(s) the restore should fill were left at their random "
-            f"initialisation ({where}): {shown}{more}"
-        )
-    return "; ".join(parts)
+    if not gaps:
+        return report["error"]
+    counts = tally((key, (), False) for key in gaps)
+    where = ", ".join(f"{t.name} {t.variables}" for t in counts)
+    shown = ", ".join(key.removesuffix("/.ATTRIBUTES/VARIABLE_VALUE") for key in gaps[:3])
+    more = f" (+{len(gaps) - 3} more)" if len(gaps) > 3 else ""
+    # TF's own message for this (an AssertionError listing variable reprs) says less.
+    return (
+        f"{len(gaps)} variable(s) the restore should fill are not in the checkpoint and would "
+        f"train from their random initialisation ({where}): {shown}{more}"
+    )

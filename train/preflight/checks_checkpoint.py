@@ -437,3 +437,28 @@ def check_checkpoint_architecture(ctx):
             "use the zoo checkpoint of the same model as the config (or the config that came "
             "with the checkpoint)",
         )
+
+
+@register("restore_mode")
+def check_restore_mode(ctx):
+    """RESTORE.transplant: --restore=transplant needs a detection checkpoint to copy from."""
+    if ctx.options.restore != "transplant":
+        return
+    info, _ = ctx.checkpoint_info
+    if not ctx.train_config.fine_tune_checkpoint:
+        yield Finding(
+            "RESTORE.transplant",
+            ERROR,
+            "--restore=transplant: there is no fine_tune_checkpoint to transplant from",
+            "pass --checkpoint with a detection checkpoint, or drop --restore=transplant",
+        )
+    elif info is not None and info.kind == "classification":
+        yield ctx.finding_at(
+            "fine_tune_checkpoint",
+            "RESTORE.transplant",
+            ERROR,
+            f"--restore=transplant copies detection heads, but {info.prefix} is a "
+            "backbone-only (classification) checkpoint",
+            "drop --restore=transplant (type 'classification' restores all a backbone "
+            "checkpoint has), or pass a detection checkpoint",
+        )

@@ -1,0 +1,115 @@
+"""Prints the restore-coverage table: what type "detection" and the transplant restore fill.
+
+    python scripts/coverage_table.py [--classes 3] [--out bench_out/coverage]
+
+For the embedded demo config and, when $TFOD_SHARED_FIXTURES is set, a zoo config of each
+meta-architecture, it builds a 90-class stand-in checkpoint (random weights, small image size:
+variables do not depend on it), then runs the driver's own restore dry run (train/launch/
+prepare.py, on CPU) for a model with --classes classes, with and without the transplant, and
+prints one markdown row per model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+MODELS = [
+    # (label, config: absolute or relative to the fixtures, stand-in image size)
+    (
+        "SSD MobileNetV2 FPNLite 320",
+        os.path.join(ROOT, "configs", "ssd_mobilenet_v2_fpnlite_320x320.config"),
+        None,
+    ),
+    ("SSD MobileNetV2 320", "zoo_tf2/ssd_mobilenet_v2_320x320_coco17_tpu-8.config", None),
+    (
+        "SSD ResNet50 FPN (RetinaNet) 640",
+        "zoo_tf2/ssd_resnet50_v1_fpn_640x640_coco17_tpu-8.config",
+        256,
+    ),
+    ("EfficientDet D0", "zoo_tf2/ssd_efficientdet_d0_512x512_coco17_tpu-8.config", 256),
+    (
+        "Faster R-CNN ResNet50 640",
+        "zoo_tf2/faster_rcnn_resnet50_v1_640x640_coco17_tpu-8.config",
+        128,
+    ),
+    (
+        "CenterNet ResNet101 FPN 512",
+        "zoo_tf2/centernet_resnet101_v1_fpn_512x512_coco17_tpu-8.config",
+        128,
+    ),
+]
+
+
+def row(label: str, config: str, size: int | None, classes: int, out: str) -> str:
+    """Builds the stand-in, runs the prepare child, returns the table row."""
+    from train.demo import standin
+    from train.launch import plan
+    from train.pipeline import fields, io
+
+    zoo = os.path.join(out, "zoo")
+    standin.build_standin(config, zoo, image_size=size)
+    resolved = io.load(os.path.join(zoo, "pipeline.config")).proto
+    fields.set_value(resolved, fields.num_classes_path(resolved), classes)
+    resolved_path = os.path.join(out, "pipeline.config")
+    io.write_atomic(resolved_path, io.to_text(resolved))
+    spec = plan.prepare_spec(
+        out,
+        resolved_path,
+        io.to_text(resolved),
+        os.path.join(zoo, "checkpoint", "ckpt-0"),
+        "detection",
+        classes,
+        transplant=True,
+    )
+    spec_path = os.path.join(out, "spec.json")
+    io.write_atomic(spec_path, json.dumps(spec))
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": "-1", "TF_CPP_MIN_LOG_LEVEL": "2"}
+    subprocess.run([sys.executable, "-m", "train.launch.prepare", spec_path], env=env, check=True)
+    with open(spec["report"], encoding="utf-8") as f:
+        report = json.load(f)
+    dry, moved = report["dry_run"], report["transplant"]
+    fresh: dict[str, int] = {}
+    from train.checkpoint import components
+
+    for key in moved["new"]:
+        name = components.component_of(key)
+        fresh[name] = fresh.get(name, 0) + 1
+    return (
+        f"| {label} | {dry['variables']} | {dry['restored']} | {moved['transferred']} | "
+        f"{', '.join(f'{n} {c}' for n, c in fresh.items())} |"
+    )
+
+
+def main() -> int:  # noqa: D103
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--classes", type=int, default=3)
+    parser.add_argument("--out", default=os.path.join(ROOT, "bench_out", "coverage"))
+    args = parser.parse_args()
+    fixtures = os.environ.get("TFOD_SHARED_FIXTURES")
+    rows = []
+    for i, (label, config, size) in enumerate(MODELS):
+        if not os.path.isabs(config):
+            if not fixtures:
+                print(f"skipped {label}: set TFOD_SHARED_FIXTURES", file=sys.stderr)
+                continue
+            config = os.path.join(fixtures, config)
+        rows.append(row(label, config, size, args.classes, os.path.join(args.out, str(i))))
+        print(rows[-1], flush=True)
+    print(
+        f"\n| model ({args.classes} classes, from a 90-class checkpoint) | variables | "
+        "type detection restores | transplant transfers | fresh after transplant |"
+    )
+    print("|---|---|---|---|---|")
+    print("\n".join(rows))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
