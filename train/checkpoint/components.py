@@ -129,7 +129,8 @@ def summary(tallies: list[Tally], verb: str = "restored", num_classes: int | Non
         line += "; new: " + ", ".join(new)
         fresh_classes = any(t.name == "class head" and t.restored < t.variables for t in tallies)
         if num_classes and fresh_classes:
-            line += f" (class head sized for {num_classes} classes)"
+            plural = "class" if num_classes == 1 else "classes"
+            line += f" (class head sized for {num_classes} {plural})"
     return line
 
 
