@@ -121,6 +121,7 @@ def test_every_zoo_config_trains_after_the_fixes(zoo):
                 ("num_classes", model.num_classes != 3),
                 ("type", tc.fine_tune_checkpoint_type != "detection"),
                 ("version", tc.fine_tune_checkpoint_version != 2),
+                ("checkpoint path", tc.fine_tune_checkpoint != prefix),
                 ("sync_replicas", tc.HasField("sync_replicas")),
                 ("not idempotent", bool(changes) or bool(again.blocking("auto"))),
             )

@@ -94,7 +94,11 @@ def _prepare(options, source_config, resolved_config, resolved_path) -> tuple[in
         return errors.EXIT_OK, None
     _emit("restore: building the model on CPU to measure the fine-tune restore ...")
     log_path = os.path.join(options.model_dir, "logs", "prepare.log")
-    prepared = runner.run_prepare(spec, compat.child_environment(), log_path)
+    try:
+        prepared = runner.run_prepare(spec, compat.child_environment(), log_path)
+    except KeyboardInterrupt:  # subprocess.call has killed the child
+        _emit("interrupted: nothing was trained")
+        return errors.EXIT_INTERRUPTED, None
     dry_run = prepared["dry_run"] if prepared else None
     reason = components.failure(dry_run)
     if dry_run:
