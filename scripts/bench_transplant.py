@@ -10,8 +10,8 @@
 2. That checkpoint is fine-tuned on the 3-class task (square / circle / triangle, other
    images) twice, same config, data and steps: type "detection" (the OD API's restore: backbone
    and neck) and `--restore=transplant` (everything whose path and shape match).
-3. Prints the total-loss curve of both (mean over windows of logged steps), and the first step
-   at which each run's running mean reaches the detection run's final running mean.
+3. Prints the total-loss curve of both (running median of 5 logged steps), and the first step
+   at which each run reaches loss targets between the detection run's first and final values.
 
 Everything lands under --out (default bench_out/transplant-<arch>); nothing is downloaded.
 """
@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import glob
 import os
+import statistics
 import subprocess
 import sys
 import time
@@ -68,18 +69,20 @@ def losses(model_dir: str) -> dict[int, float]:
     return {r.step: r.values["Loss/total_loss"] for r in records if "Loss/total_loss" in r.values}
 
 
-def running_mean(curve: dict[int, float], window: int = 5) -> dict[int, float]:
-    """Mean of the last `window` logged losses at each logged step."""
+def running_median(curve: dict[int, float], window: int = 5) -> dict[int, float]:
+    """Median of the last `window` logged losses at each logged step.
+
+    A median, not a mean: a random-weight Faster R-CNN has single-step loss spikes.
+    """
     steps = sorted(curve)
     return {
-        s: sum(curve[t] for t in steps[max(0, i - window + 1) : i + 1])
-        / len(steps[: i + 1][-window:])
+        s: statistics.median(curve[t] for t in steps[max(0, i - window + 1) : i + 1])
         for i, s in enumerate(steps)
     }
 
 
 def first_reaching(curve: dict[int, float], target: float, window: int = 5) -> int | None:
-    """The first logged step whose running mean (over a full window) is at or below `target`."""
+    """The first logged step whose running median (full window) is at or below `target`."""
     return next((s for s in sorted(curve)[window - 1 :] if curve[s] <= target), None)
 
 
@@ -175,9 +178,9 @@ def main() -> int:  # noqa: D103
             os.path.join(out, f"finetune-{mode}.log"),
         )
         curves[mode] = losses(model_dir)
-    smooth = {mode: running_mean(curve) for mode, curve in curves.items()}
+    smooth = {mode: running_median(curve) for mode, curve in curves.items()}
     goal = smooth["type"][max(smooth["type"])]
-    print(f"\n{args.arch}: total loss (running mean of 5 logged steps, one every {args.every})")
+    print(f"\n{args.arch}: total loss (running median of 5 logged steps, one every {args.every})")
     print(f"{'step':>6} {'detection':>10} {'transplant':>11}")
     steps = sorted(smooth["type"])
     shown = steps[:: max(1, len(steps) // 10)]
@@ -185,17 +188,20 @@ def main() -> int:  # noqa: D103
         print(
             f"{s:>6} {smooth['type'][s]:>10.3f} {smooth['transplant'].get(s, float('nan')):>11.3f}"
         )
-    reach = {mode: first_reaching(curve, goal) for mode, curve in smooth.items()}
-    print(
-        f"target = detection's final loss {goal:.3f}: detection reaches it at step "
-        f"{reach['type']}, transplant at step {reach['transplant']}"
-    )
+    start = smooth["type"][min(smooth["type"])]
+    print("\nfirst step whose running median is at or below a target loss (targets: from the")
+    print("detection run's first running median towards its final one):")
+    print(f"{'target':>8} {'detection':>10} {'transplant':>11}")
+    for fraction in (0.25, 0.5, 0.75, 0.9, 1.0):
+        level = start - fraction * (start - goal)
+        reach = {mode: first_reaching(curve, level) for mode, curve in smooth.items()}
+        print(f"{level:>8.3f} {reach['type']!s:>10} {reach['transplant']!s:>11}")
     print(
         f"first logged loss: detection {curves['type'][min(curves['type'])]:.3f}, "
         f"transplant {curves['transplant'][min(curves['transplant'])]:.3f}"
     )
     print(
-        f"final running mean: detection {smooth['type'][steps[-1]]:.3f}, "
+        f"final running median: detection {smooth['type'][steps[-1]]:.3f}, "
         f"transplant {smooth['transplant'][max(smooth['transplant'])]:.3f}"
     )
     print(f"wall: {time.monotonic() - started:.0f} s")
