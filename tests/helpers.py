@@ -57,3 +57,19 @@ def write_checkpoint(
     manager = tf.train.CheckpointManager(tf.train.Checkpoint(**objects), directory, max_to_keep=1)
     os.makedirs(directory, exist_ok=True)
     return manager.save()
+
+
+def zero_learning_rate_config(source: str, out: str) -> str:
+    """A copy of `source` with a constant learning rate of 0: training changes no weight.
+
+    (Batch-norm moving statistics still move.) Lets tests tell restored weights from fresh
+    ones exactly after real training steps.
+    """
+    from train.pipeline import io
+
+    config = io.load(source).proto
+    optimizer = config.train_config.optimizer
+    chosen = getattr(optimizer, optimizer.WhichOneof("optimizer"))
+    chosen.learning_rate.constant_learning_rate.learning_rate = 0.0
+    io.write_atomic(out, io.to_text(config))
+    return out

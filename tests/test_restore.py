@@ -15,6 +15,7 @@ import os
 import pytest
 
 from tests.conftest import DEMO_CONFIG, run_python
+from tests.helpers import zero_learning_rate_config
 from train.checkpoint import components
 from train.pipeline import io, rewrite
 
@@ -205,16 +206,6 @@ ARCHS = {
 }
 
 
-def _zero_learning_rate_config(source: str, out: str) -> str:
-    """The stand-in's config with a constant learning rate of 0 (training changes no weight)."""
-    config = io.load(source).proto
-    optimizer = config.train_config.optimizer
-    chosen = getattr(optimizer, optimizer.WhichOneof("optimizer"))
-    chosen.learning_rate.constant_learning_rate.learning_rate = 0.0
-    io.write_atomic(out, io.to_text(config))
-    return out
-
-
 @pytest.fixture(scope="module", params=sorted(ARCHS))
 def trained(request, demo_assets, tmp_path_factory):
     """One-step runs with --restore=type and =transplant from a 90-class stand-in, 3 classes."""
@@ -230,7 +221,7 @@ def trained(request, demo_assets, tmp_path_factory):
         standin.build_standin(os.path.join(fixtures, relative), zoo, image_size=size)
         config = os.path.join(zoo, "pipeline.config")
     base = tmp_path_factory.mktemp(f"runs-{name}")
-    config = _zero_learning_rate_config(config, str(base / "lr0.config"))
+    config = zero_learning_rate_config(config, str(base / "lr0.config"))
     runs = {}
     for mode in ("type", "transplant"):
         model_dir = base / mode

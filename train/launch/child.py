@@ -8,7 +8,9 @@ What it adds to `train_loop`: `train_loop` saves only at step 0 and whenever
 `checkpoint_every_n` steps have passed since the last save, so the last
 `num_steps % checkpoint_every_n` steps are lost (tensorflow/models#9650). The child records the
 CheckpointManager that `train_loop` creates and saves once more at the end if the final step is
-not saved yet.
+not saved yet; and on SIGTERM, SIGUSR2 (Slurm preemption warnings) or SIGINT it stops between
+training iterations, saves the current step, and exits with errors.EXIT_INTERRUPTED, so the
+same command resumes from model_dir.
 """
 
 from __future__ import annotations
@@ -16,20 +18,80 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import signal
 import sys
 import traceback
 
+STOP_SIGNALS = ("SIGTERM", "SIGUSR2", "SIGINT")  # kill/Slurm preemption, Slurm --signal, Ctrl-C
+
+
+class Stopped(BaseException):
+    """Raised in the training thread by a stop signal (a BaseException: nothing swallows it)."""
+
+    def __init__(self, signum: int):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+class SignalGuard:
+    """Turns the first stop signal into `Stopped`, never in the middle of a checkpoint write.
+
+    Python runs signal handlers in the main thread between bytecodes, so a handler that raises
+    interrupts `train_loop` between TensorFlow calls: after a training iteration has returned,
+    the variables and the step counter agree, and saving then loses no step. While a checkpoint
+    is being written the signal is held and raised when the write is done; signals after the
+    first are ignored (a terminal's Ctrl-C reaches both the driver, which forwards it, and this
+    process).
+    """
+
+    def __init__(self):
+        self.saving = 0
+        self.pending: int | None = None
+        self.stopping = False
+
+    def handler(self, signum, frame) -> None:  # noqa: D102, ARG002
+        if self.stopping:
+            return
+        if self.saving:
+            self.pending = signum
+            return
+        self.stopping = True
+        raise Stopped(signum)
+
+    @contextlib.contextmanager
+    def writing_checkpoint(self):
+        """Holds stop signals for the duration of a checkpoint write."""
+        self.saving += 1
+        try:
+            yield
+        finally:
+            self.saving -= 1
+            if not self.saving and self.pending is not None and not self.stopping:
+                self.stopping = True
+                raise Stopped(self.pending)
+
+    def install(self) -> None:
+        """Handles every stop signal (call from the main thread)."""
+        for name in STOP_SIGNALS:
+            signal.signal(getattr(signal, name), self.handler)
+
 
 @contextlib.contextmanager
-def _recording_checkpoint_managers(tf):
-    """Records every tf.train.CheckpointManager created inside the block."""
-    created = []
+def _recording_checkpoint_managers(tf, created: list, guard: SignalGuard):
+    """Records every tf.train.CheckpointManager created inside the block into `created`.
+
+    Their saves hold stop signals until the checkpoint is written (see SignalGuard).
+    """
     original = tf.train.CheckpointManager
 
     class RecordingCheckpointManager(original):
         def __init__(self, *args, **kwargs):
             super().__init__(*args, **kwargs)
             created.append(self)
+
+        def save(self, *args, **kwargs):
+            with guard.writing_checkpoint():
+                return super().save(*args, **kwargs)
 
     tf.train.CheckpointManager = RecordingCheckpointManager
     tf.compat.v2.train.CheckpointManager = RecordingCheckpointManager
@@ -124,9 +186,12 @@ def main(argv: list[str]) -> int:
     config = io.load(spec["pipeline_config"]).proto
     classes_path = fields.num_classes_path(config)
     num_classes = fields.get(config, classes_path) if classes_path else None
+    managers: list = []
+    guard = SignalGuard()
+    guard.install()
     try:
         with (
-            _recording_checkpoint_managers(tf) as managers,
+            _recording_checkpoint_managers(tf, managers, guard),
             _measured_fine_tune_restore(model_lib_v2, spec["restore_report"], num_classes),
         ):
             model_lib_v2.train_loop(
@@ -142,6 +207,18 @@ def main(argv: list[str]) -> int:
             saved = save_final(tf, managers)
         if saved:
             print(f"[tfod-finetune] saved final checkpoint {saved}", flush=True)
+    except Stopped as stop:
+        guard.stopping = True
+        with guard.writing_checkpoint():
+            saved = save_final(tf, managers) if managers else None
+        step = int(managers[-1].checkpoint.step.numpy()) if managers else None
+        what = (
+            f"saved {saved} at step {step}"
+            if saved
+            else (f"step {step} was already saved" if managers else "no training step had run")
+        )
+        print(f"[tfod-finetune] stopped by {stop}: {what}", file=sys.stderr, flush=True)
+        return errors.EXIT_INTERRUPTED
     except Exception as e:  # noqa: BLE001 - report every failure as one line + the log
         traceback.print_exc()
         print(f"[tfod-finetune] training failed: {_one_line(e)}", file=sys.stderr, flush=True)

@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 from train import errors
@@ -22,6 +23,38 @@ def _tail(path: str, lines: int = 15) -> list[str]:
             return f.read().splitlines()[-lines:]
     except OSError:
         return []
+
+
+STOP_GRACE_S = 120  # how long a stopping child may take to write its last checkpoint
+
+
+class _Forwarder:
+    """Forwards SIGTERM / SIGUSR2 received by the driver to the training child.
+
+    Slurm (`--signal=B:USR2@T`, preemption) and `kill` signal the driver; the child saves the
+    current step and exits (train/launch/child.py). Installed only in the main thread.
+    """
+
+    def __init__(self, child):
+        self.child = child
+        self.signals: list[str] = []
+        self.deadline: float | None = None
+        self._previous: dict = {}
+
+    def forward(self, signum, frame) -> None:  # noqa: ARG002
+        self.signals.append(signal.Signals(signum).name)
+        if self.child.poll() is None:
+            self.child.send_signal(signum)
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            for signum in (signal.SIGTERM, signal.SIGUSR2):
+                self._previous[signum] = signal.signal(signum, self.forward)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for signum, previous in self._previous.items():
+            signal.signal(signum, previous)
 
 
 def read_json(path: str) -> dict | None:
@@ -75,24 +108,36 @@ def run(plan: LaunchPlan, log_every_s: float, emit=None, on_restore=None) -> int
         child = subprocess.Popen(
             list(plan.argv), env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
         )
+        stop = _Forwarder(child)
         try:
-            while child.poll() is None:
-                time.sleep(1.0)
-                if not restore_seen and os.path.exists(plan.restore_report):
-                    restore_seen = True
-                    on_restore(read_json(plan.restore_report))
-                printer.feed(tail.poll())
+            with stop:
+                while child.poll() is None:
+                    time.sleep(1.0)
+                    if not restore_seen and os.path.exists(plan.restore_report):
+                        restore_seen = True
+                        on_restore(read_json(plan.restore_report))
+                    printer.feed(tail.poll())
+                    if stop.signals and stop.deadline is None:
+                        emit(f"{stop.signals[0]}: saving the current step, then stopping")
+                        stop.deadline = time.monotonic() + STOP_GRACE_S
+                    if stop.deadline is not None and time.monotonic() > stop.deadline:
+                        child.kill()  # it had its chance to save; the last checkpoint stays
         except KeyboardInterrupt:
-            emit("interrupted: stopping training (the last saved checkpoint is kept)")
-            child.send_signal(signal.SIGINT)
+            emit("interrupted: saving the current step, then stopping")
+            stop.forward(signal.SIGINT, None)
             try:
-                child.wait(timeout=60)
+                child.wait(timeout=STOP_GRACE_S)
             except subprocess.TimeoutExpired:
                 child.kill()
                 child.wait()
-            return errors.EXIT_INTERRUPTED
     if not restore_seen and os.path.exists(plan.restore_report):
         on_restore(read_json(plan.restore_report))
+    if child.returncode == errors.EXIT_INTERRUPTED or (stop.signals and child.returncode != 0):
+        printer.feed(tail.poll(final=True))
+        said = [line for line in _tail(plan.log_path, 50) if "[tfod-finetune] stopped by" in line]
+        what = said[-1].split("stopped by", 1)[1].strip() if said else "killed before saving"
+        emit(f"stopped by {what}; rerun the same command to resume from {plan.model_dir}")
+        return errors.EXIT_INTERRUPTED
     printer.feed(tail.poll(final=True))
     if child.returncode != 0:
         for line in _tail(plan.log_path):
