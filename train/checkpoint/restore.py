@@ -18,7 +18,7 @@ import shutil
 
 import numpy as np
 
-from train import compat
+from train import compat, errors
 
 compat.apply()  # before TensorFlow: legacy Keras on TF >= 2.16, and the OD API's shims
 
@@ -98,14 +98,6 @@ def build_model(config, is_training: bool = True, seed: int = 0):
     return model
 
 
-def _one_line(error: BaseException) -> str:
-    lines = str(error).strip().splitlines()
-    first = lines[0] if lines else ""
-    if len(first) > 300:
-        first = first[:300] + " ..."
-    return f"{type(error).__name__}: {first}"
-
-
 def measure(model, checkpoint_type: str, restore, num_classes: int | None = None) -> dict:
     """Runs `restore()` (the OD API's restore) and reports which model variables it filled.
 
@@ -152,7 +144,7 @@ def _report(entries, verb, num_classes, **extra) -> dict:
         "variables": len(entries),
         verb: sum(1 for _, _, done in entries if done),
         "components": [vars(t) for t in tallies],
-        "error": _one_line(error) if error is not None else None,
+        "error": errors.one_line(error) if error is not None else None,
         **extra,
     }
 

@@ -162,14 +162,6 @@ def _measured_fine_tune_restore(model_lib_v2, report_path: str, num_classes: int
         model_lib_v2.load_fine_tune_checkpoint = original
 
 
-def _one_line(error: BaseException) -> str:
-    text = str(error).strip().splitlines()
-    first = text[0] if text else ""
-    if len(first) > 300:  # e.g. "Found 260 Python objects ... [<tf.Variable ... numpy=array(...)"
-        first = first[:300] + " ..."
-    return f"{type(error).__name__}: {first}"
-
-
 def main(argv: list[str]) -> int:
     """Runs the training described by the launch spec at argv[1]."""
     with open(argv[1], encoding="utf-8") as f:
@@ -221,7 +213,7 @@ def main(argv: list[str]) -> int:
         return errors.EXIT_INTERRUPTED
     except Exception as e:  # noqa: BLE001 - report every failure as one line + the log
         traceback.print_exc()
-        print(f"[tfod-finetune] training failed: {_one_line(e)}", file=sys.stderr, flush=True)
+        print(f"[tfod-finetune] training failed: {errors.one_line(e)}", file=sys.stderr, flush=True)
         return errors.EXIT_TRAINING
     return 0
 
