@@ -41,8 +41,8 @@ def build_standin(
 
     compat.apply()
     import tensorflow as tf
-    from object_detection.builders import model_builder
 
+    from train.checkpoint import restore
     from train.pipeline import fields, io
 
     source = io.load(config_path)
@@ -52,18 +52,7 @@ def build_standin(
     if image_size:
         _set_image_size(config, image_size)
     tf.random.set_seed(seed)
-    model = model_builder.build(model_config=config.model, is_training=False)
-    resizer = fields.model_message(config).image_resizer
-    which = resizer.WhichOneof("image_resizer_oneof")
-    if which == "fixed_shape_resizer":
-        height, width = resizer.fixed_shape_resizer.height, resizer.fixed_shape_resizer.width
-    elif which == "keep_aspect_ratio_resizer":
-        height = width = resizer.keep_aspect_ratio_resizer.max_dimension
-    else:
-        height = width = 320
-    image = tf.random.uniform([1, height, width, 3], 0, 255, seed=seed)
-    preprocessed, shapes = model.preprocess(image)
-    model.postprocess(model.predict(preprocessed, shapes), shapes)
+    model = restore.build_model(config, is_training=False, seed=seed)
     generator = tf.random.Generator.from_seed(seed)
     for variable in model.variables:
         if variable.dtype.is_floating:
