@@ -45,22 +45,39 @@ class RecordError(Exception):
     """The file is not a well-formed TFRecord file."""
 
 
+def _next_record(f) -> tuple[bytes | None, str | None]:
+    """(payload, None) for the record at f's position; (None, problem) otherwise.
+
+    The problem is None at a clean end of file, else "truncated header", "bad length
+    checksum" or "truncated".
+    """
+    header = f.read(12)
+    if not header:
+        return None, None
+    if len(header) < 12:
+        return None, "truncated header"
+    length, length_crc = struct.unpack("<QI", header)
+    if masked_crc32c(header[:8]) != length_crc:
+        return None, "bad length checksum"
+    body = f.read(length + 4)  # payload + its CRC
+    if len(body) < length + 4:
+        return None, "truncated"
+    return body[:length], None
+
+
 def read_records(path: str, limit: int):
     """Yields the payloads of the first `limit` records of a TFRecord file."""
     with open(path, "rb") as f:
         for index in range(limit):
-            header = f.read(12)
-            if not header:
-                return
-            if len(header) < 12:
-                raise RecordError(f"record {index}: truncated header")
-            length, length_crc = struct.unpack("<QI", header)
-            if masked_crc32c(header[:8]) != length_crc:
+            payload, problem = _next_record(f)
+            if problem == "bad length checksum":
                 raise RecordError(f"record {index}: bad length checksum (not a TFRecord file?)")
-            payload = f.read(length)
-            footer = f.read(4)
-            if len(payload) < length or len(footer) < 4:
-                raise RecordError(f"record {index}: truncated (file cut short?)")
+            if problem == "truncated":
+                problem = "truncated (file cut short?)"
+            if problem:
+                raise RecordError(f"record {index}: {problem}")
+            if payload is None:
+                return
             yield payload
 
 
@@ -74,15 +91,11 @@ def read_new_records(path: str, offset: int) -> tuple[list[bytes], int]:
     with open(path, "rb") as f:
         f.seek(offset)
         while True:
-            header = f.read(12)
-            if len(header) < 12:
-                break
-            length, length_crc = struct.unpack("<QI", header)
-            if masked_crc32c(header[:8]) != length_crc:
+            payload, problem = _next_record(f)
+            if problem == "bad length checksum":
                 raise RecordError(f"{path}: bad length checksum at byte {offset}")
-            body = f.read(length + 4)
-            if len(body) < length + 4:
+            if payload is None:
                 break
-            payloads.append(body[:length])
-            offset += 12 + length + 4
+            payloads.append(payload)
+            offset += 12 + len(payload) + 4
     return payloads, offset
