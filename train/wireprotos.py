@@ -17,8 +17,7 @@ _F = descriptor_pb2.FieldDescriptorProto
 
 
 def _message(file, name, fields, nested=()):
-    message = file.message_type.add(name=name) if file is not None else None
-    return _fill(message, fields, nested)
+    return _fill(file.message_type.add(name=name), fields, nested)
 
 
 def _fill(message, fields, nested):

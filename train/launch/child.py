@@ -199,8 +199,7 @@ def main(argv: list[str]) -> int:
             saved = save_final(tf, managers)
         if saved:
             print(f"[tfod-finetune] saved final checkpoint {saved}", flush=True)
-    except Stopped as stop:
-        guard.stopping = True
+    except Stopped as stop:  # the guard is stopping: further signals are ignored
         with guard.writing_checkpoint():
             saved = save_final(tf, managers) if managers else None
         step = int(managers[-1].checkpoint.step.numpy()) if managers else None

@@ -67,7 +67,7 @@ def check_checkpoint_path(ctx):
             "fine_tune_checkpoint",
             f"CKPT_UNREADABLE.{detail}",
             ERROR,
-            f"{message}",
+            message,
             fix,
         )
     info, error = ctx.checkpoint_info
@@ -77,7 +77,7 @@ def check_checkpoint_path(ctx):
             "fine_tune_checkpoint",
             "CKPT_UNREADABLE.truncated",
             ERROR,
-            f"{truncated}",
+            truncated,
             "download or copy the checkpoint again (the data file is incomplete)",
         )
     if error:

@@ -92,7 +92,6 @@ def check_checkpoint_version(ctx):
             "fine_tune_checkpoint_version",
             "CKPT_VERSION",
             ERROR,
-            ""
             "train_config.fine_tune_checkpoint_version "
             f"is {current} (the proto default is V1); the TF2 loop fails with "
             "'Checkpoint version should be V2'",
@@ -132,7 +131,6 @@ def check_ignored_fields(ctx):
             "load_all_detection_checkpoint_vars",
             "IGNORED_FIELD",
             ERROR,
-            ""
             "train_config.load_all_detection_checkpoint_vars: true is rejected by the TF2 loop "
             "('unsupported in TF2')",
             'delete it; fine_tune_checkpoint_type: "full" restores every variable in TF2',
