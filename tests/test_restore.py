@@ -321,7 +321,7 @@ def test_a_transplant_is_reused_only_for_the_same_checkpoint_and_config(tmp_path
     os.makedirs(os.path.dirname(first["transplant_to"]))
     open(first["transplant_to"] + ".index", "w").close()
     io.write_atomic(
-        os.path.join(os.path.dirname(first["transplant_to"]), "source.json"),
+        plan.transplant_source(first["transplant_to"]),
         json.dumps({"checkpoint": "/zoo/ckpt-0", "config": first["pipeline_config_text_sha256"]}),
     )
     assert driver._transplant_is_current(first)

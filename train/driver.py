@@ -55,9 +55,10 @@ def _write_report_json(options, preflight_report, changes, config, resolved, res
 
 def _transplant_is_current(spec: dict) -> bool:
     """True when model_dir already holds the transplant of this checkpoint for this config."""
+    from train.launch import plan as launch_plan
     from train.launch import runner
 
-    recorded = runner.read_json(os.path.join(os.path.dirname(spec["transplant_to"]), "source.json"))
+    recorded = runner.read_json(launch_plan.transplant_source(spec["transplant_to"]))
     return (
         os.path.exists(spec["transplant_to"] + ".index")
         and recorded is not None

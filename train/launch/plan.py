@@ -118,6 +118,11 @@ def transplant_prefix(model_dir: str) -> str:
     return os.path.join(os.path.abspath(model_dir), "transplant", "ckpt-0")
 
 
+def transplant_source(transplant_to: str) -> str:
+    """The record of what a transplanted checkpoint was made from (checkpoint, config hash)."""
+    return os.path.join(os.path.dirname(transplant_to), "source.json")
+
+
 def plan_json(plan: LaunchPlan) -> str:
     """The plan as written to model_dir/launch.json."""
     record = dataclasses.asdict(plan)

@@ -29,6 +29,7 @@ def main(argv: list[str]) -> int:
     from object_detection.protos import train_pb2
 
     from train.checkpoint import restore
+    from train.launch import plan
     from train.pipeline import io
 
     config = io.load(spec["pipeline_config"]).proto
@@ -51,7 +52,7 @@ def main(argv: list[str]) -> int:
         report["transplant"] = restore.transplant(model, source, spec.get("num_classes"))
         report["transplant"]["checkpoint"] = restore.write_model_checkpoint(model, target)
         io.write_atomic(
-            os.path.join(os.path.dirname(target), "source.json"),
+            plan.transplant_source(target),
             json.dumps({"checkpoint": source, "config": spec["pipeline_config_text_sha256"]}),
         )
     io.write_atomic(spec["report"], json.dumps(report, indent=2, sort_keys=True))
