@@ -7,6 +7,26 @@ import os
 _VALUE = "/.ATTRIBUTES/VARIABLE_VALUE"
 
 
+def demo_driver_args(assets, model_dir, *extra, config=None, checkpoint=None) -> list[str]:
+    """`-m train.finetune ...` arguments (for run_python) that fine-tune on the demo assets.
+
+    `config` defaults to the embedded demo config, `checkpoint` to the stand-in zoo folder.
+    """
+    from tests.conftest import DEMO_CONFIG
+
+    return [
+        "-m",
+        "train.finetune",
+        f"--pipeline_config={config or DEMO_CONFIG}",
+        f"--model_dir={model_dir}",
+        f"--checkpoint={checkpoint or assets['zoo']}",
+        f"--label_map={assets['label_map']}",
+        f"--train_input_path={assets['train']}",
+        f"--eval_input_path={assets['eval']}",
+        *extra,
+    ]
+
+
 def model_variables(prefix: str) -> dict[str, list[int]]:
     """{object path: shape} of the model/ variables of a checkpoint (no slots)."""
     import tensorflow as tf

@@ -9,6 +9,7 @@ import os
 import pytest
 
 from tests.conftest import DEMO_CONFIG, run_python
+from tests.helpers import demo_driver_args
 from train import errors
 
 CLI = ["-m", "train.finetune"]
@@ -82,16 +83,7 @@ def test_zoo_config_without_paths_fails_preflight_and_starts_nothing(tmp_path):
 
 
 def _demo_args(assets, model_dir, *extra):
-    return CLI + [
-        f"--pipeline_config={DEMO_CONFIG}",
-        f"--model_dir={model_dir}",
-        f"--checkpoint={assets['zoo']}",
-        f"--label_map={assets['label_map']}",
-        f"--train_input_path={assets['train']}",
-        f"--eval_input_path={assets['eval']}",
-        "--batch_size=2",
-        *extra,
-    ]
+    return demo_driver_args(assets, model_dir, "--batch_size=2", *extra)
 
 
 def test_preflight_only_json_report(demo_assets, tmp_path):

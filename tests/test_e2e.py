@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from tests.conftest import DEMO_CONFIG, run_python
+from tests.helpers import demo_driver_args
 from train import errors
 
 pytestmark = [pytest.mark.slow, pytest.mark.stack]
@@ -38,19 +39,9 @@ def _scalars(model_dir, tag):
 def trained(demo_assets, tmp_path_factory):
     model_dir = tmp_path_factory.mktemp("e2e") / "model"
     before = _digest(DEMO_CONFIG)
-    args = [
-        "-m",
-        "train.finetune",
-        f"--pipeline_config={DEMO_CONFIG}",
-        f"--model_dir={model_dir}",
-        f"--checkpoint={demo_assets['zoo']}",
-        f"--label_map={demo_assets['label_map']}",
-        f"--train_input_path={demo_assets['train']}",
-        f"--eval_input_path={demo_assets['eval']}",
-        "--batch_size=2",
-        "--num_train_steps=3",
-        "--checkpoint_every_n=2",
-    ]
+    args = demo_driver_args(
+        demo_assets, model_dir, "--batch_size=2", "--num_train_steps=3", "--checkpoint_every_n=2"
+    )
     result = run_python(args)
     return {"dir": str(model_dir), "result": result, "before": before, "args": args}
 

@@ -11,7 +11,7 @@ import time
 import pytest
 
 from tests.conftest import DEMO_CONFIG
-from tests.helpers import zero_learning_rate_config
+from tests.helpers import demo_driver_args, zero_learning_rate_config
 from train import errors
 
 STEPS = 40
@@ -20,19 +20,16 @@ STEPS = 40
 def _argv(assets, config, model_dir):
     return [
         sys.executable,
-        "-m",
-        "train.finetune",
-        f"--pipeline_config={config}",
-        f"--model_dir={model_dir}",
-        f"--checkpoint={assets['zoo']}",
-        f"--label_map={assets['label_map']}",
-        f"--train_input_path={assets['train']}",
-        f"--eval_input_path={assets['eval']}",
-        f"--num_train_steps={STEPS}",
-        "--batch_size=1",
-        "--checkpoint_every_n=1000",  # no periodic save: only the signal's
-        "--num_steps_per_iteration=1",
-        "--log_every_s=1",
+        *demo_driver_args(
+            assets,
+            model_dir,
+            f"--num_train_steps={STEPS}",
+            "--batch_size=1",
+            "--checkpoint_every_n=1000",  # no periodic save: only the signal's
+            "--num_steps_per_iteration=1",
+            "--log_every_s=1",
+            config=config,
+        ),
     ]
 
 

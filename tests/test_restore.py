@@ -15,7 +15,7 @@ import os
 import pytest
 
 from tests.conftest import DEMO_CONFIG, run_python
-from tests.helpers import zero_learning_rate_config
+from tests.helpers import demo_driver_args, zero_learning_rate_config
 from train.checkpoint import components
 from train.pipeline import io, rewrite
 
@@ -147,18 +147,8 @@ print("OK", len(keys))
 
 
 def _driver_argv(assets, model_dir, config=DEMO_CONFIG, checkpoint=None, *extra):
-    return [
-        "-m",
-        "train.finetune",
-        f"--pipeline_config={config}",
-        f"--model_dir={model_dir}",
-        f"--checkpoint={checkpoint or assets['zoo']}",
-        f"--label_map={assets['label_map']}",
-        f"--train_input_path={assets['train']}",
-        f"--eval_input_path={assets['eval']}",
-        f"--report_json={os.path.join(str(model_dir), 'report.json')}",
-        *extra,
-    ]
+    report = f"--report_json={os.path.join(str(model_dir), 'report.json')}"
+    return demo_driver_args(assets, model_dir, report, *extra, config=config, checkpoint=checkpoint)
 
 
 @pytest.mark.slow
