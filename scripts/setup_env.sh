@@ -36,7 +36,8 @@ pip_install() {
   "$venv/bin/python" -m pip --quiet --disable-pip-version-check install --no-warn-conflicts "$@" \
     2> >(grep -v "is ignored: it is neither a file nor a directory" >&2)
 }
-pip_install --upgrade "pip>=24" setuptools wheel
+# setuptools < 81: TensorBoard 2.15 imports pkg_resources, which setuptools 81 removed.
+pip_install --upgrade "pip>=24" "setuptools<81" wheel
 if [ "$stack" = tf215-gpu ]; then
   # Same pins, but TF with its CUDA 12.2 / cuDNN 8.9 wheels (these resolve their own deps).
   grep -v '^tensorflow-cpu==' "$lock" > "$venv/lock.txt"

@@ -136,5 +136,7 @@ def test_resolved_config_never_overwrites_the_input(demo_assets, tmp_path):
     from train.options import RunOptions
 
     options = RunOptions(pipeline_config=str(config), model_dir=str(model_dir))
-    assert driver._resolved_path(options) == os.path.join(model_dir, "pipeline.resolved.config")
+    assert driver._resolved_path(options, str(model_dir)) == os.path.join(
+        model_dir, "pipeline.resolved.config"
+    )
     assert _digest(config) == before

@@ -108,6 +108,22 @@ def test_numpy_aliases_needed_and_sufficient():
     assert stdout.strip() == "0.75"
 
 
+DRAW_BOX = """
+from train import compat; compat.apply()
+import numpy as np
+from object_detection.utils import visualization_utils as vis
+image = np.zeros((64, 64, 3), dtype=np.uint8)
+vis.draw_bounding_box_on_image_array(image, 0.1, 0.1, 0.9, 0.9, display_str_list=["cat: 90%"])
+print(int(image.sum() > 0))
+"""
+
+
+def test_pillow_getsize_shim_needed_and_sufficient():
+    # The eval loop draws labelled boxes into its image summaries with Pillow < 10's API.
+    stdout = _needed_and_sufficient(DRAW_BOX, "pillow_getsize", "has no attribute 'getsize'")
+    assert stdout.strip() == "1"
+
+
 MODEL_LIB = """
 from train import compat; compat.apply()
 from object_detection import model_lib_v2

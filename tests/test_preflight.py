@@ -13,11 +13,11 @@ from train.pipeline import io, rewrite
 from train.preflight import Context, run_preflight
 
 
-def _preflight(config_path, model_dir, **kwargs):
+def _preflight(config_path, model_dir, topology=None, **kwargs):
     options = RunOptions(pipeline_config=str(config_path), model_dir=str(model_dir), **kwargs)
     source = io.load(str(config_path))
     config, _ = rewrite.apply_overrides(source.proto, options)
-    return run_preflight(Context(options=options, source=source, config=config))
+    return run_preflight(Context(options=options, source=source, config=config, topology=topology))
 
 
 def _codes(report, severity=None):
@@ -255,6 +255,23 @@ def test_model_dir_partial_run_resumes_and_notes_optimizer(good_config, tmp_path
     assert "MODEL_DIR.optimizer" in _codes(report, "warning")
     write_checkpoint(str(tmp_path / "done"), previous, step=10, optimizer="momentum")
     assert "MODEL_DIR.finished" in _codes(_preflight(good_config, tmp_path / "done"), "error")
+    # --fresh: the finished run is no obstacle (it is moved aside); --noresume refuses it.
+    fresh = _preflight(good_config, tmp_path / "done", fresh=True)
+    assert _codes(fresh, "error") == [] and "MODEL_DIR.fresh" in _codes(fresh, "info")
+    refused = _preflight(good_config, tmp_path / "model", resume=False)
+    assert _codes(refused, "error") == ["MODEL_DIR.exists"] and "--fresh" in refused.errors()[0].fix
+    assert _codes(_preflight(good_config, tmp_path / "empty", resume=False), "error") == []
+
+
+def test_fresh_refuses_to_move_a_model_dir_holding_inputs(good_config, tmp_path, demo_assets):
+    from tests.helpers import model_variables, write_checkpoint
+
+    model_dir = tmp_path / "model"
+    write_checkpoint(str(model_dir), model_variables(demo_assets["prefix"]), step=4)
+    inside = model_dir / "mine.config"
+    shutil.copy(good_config, inside)
+    report = _preflight(inside, model_dir, fresh=True)
+    assert _codes(report, "error") == ["MODEL_DIR.fresh_holds_inputs"]
 
 
 def _records(path, examples):
@@ -345,6 +362,25 @@ def test_batch_tpu_sized_and_replicas(good_config, tmp_path, monkeypatch):
     report = _preflight(good_config, tmp_path / "model", batch_size=3)
     assert "BATCH.replicas" in _codes(report, "error")
     assert "--batch_size 2" in report.errors()[0].fix
+
+
+def test_batch_replicas_come_from_the_launch_plan(good_config, tmp_path):
+    from train.launch import cluster
+
+    slurm = {
+        "SLURM_PROCID": "0",
+        "SLURM_STEP_NUM_TASKS": "3",
+        "SLURM_STEP_NODELIST": "n[1-3]",
+        "SLURM_STEP_TASKS_PER_NODE": "1(x3)",
+    }
+    three_workers = cluster.plan_topology("all", 0, slurm)
+    report = _preflight(good_config, tmp_path / "model", topology=three_workers, batch_size=4)
+    assert _codes(report, "error") == ["BATCH.replicas"]
+    assert "the 3 replicas" in report.errors()[0].message
+    assert "--batch_size 3" in report.errors()[0].fix
+    four_gpus_two_used = cluster.plan_topology("0,1", 4, {})
+    report = _preflight(good_config, tmp_path / "model", topology=four_gpus_two_used, batch_size=4)
+    assert _codes(report, "error") == []
 
 
 def test_environment_is_clean_on_a_tested_stack(good_config, tmp_path):

@@ -246,6 +246,23 @@ def _apply_numpy_aliases() -> bool:
     return patched
 
 
+def _apply_pillow_getsize() -> bool:
+    """Pillow 10 removed FreeTypeFont.getsize; the OD API's box drawing (eval images) calls it."""
+    try:
+        from PIL import ImageFont
+    except ImportError:
+        return False
+    if hasattr(ImageFont.FreeTypeFont, "getsize"):
+        return False
+
+    def getsize(self, text, *args, **kwargs):
+        left, top, right, bottom = self.getbbox(text, *args, **kwargs)
+        return right - left, bottom
+
+    ImageFont.FreeTypeFont.getsize = getsize
+    return True
+
+
 # Order matters: the first two must run before TensorFlow is imported.
 _SHIMS = (
     ("protos", _apply_protos),
@@ -254,6 +271,7 @@ _SHIMS = (
     ("estimator", _apply_estimator),
     ("tensorflow_io", _apply_tensorflow_io),
     ("numpy_aliases", _apply_numpy_aliases),
+    ("pillow_getsize", _apply_pillow_getsize),
 )
 SHIM_NAMES = tuple(name for name, _ in _SHIMS)
 _TF_FREE = ("protos", "legacy_keras")

@@ -20,12 +20,52 @@ def _emit(line: str) -> None:
     print(line, file=sys.stderr, flush=True)
 
 
-def _resolved_path(options: RunOptions) -> str:
-    """model_dir/pipeline.config, unless that is the user's own file (never overwrite it)."""
-    path = os.path.join(options.model_dir, "pipeline.config")
+def _resolved_path(options: RunOptions, work_dir: str) -> str:
+    """work_dir/pipeline.config, unless that is the user's own file (never overwrite it)."""
+    path = os.path.join(work_dir, "pipeline.config")
     if os.path.exists(path) and os.path.samefile(path, options.pipeline_config):
-        return os.path.join(options.model_dir, "pipeline.resolved.config")
+        return os.path.join(work_dir, "pipeline.resolved.config")
     return path
+
+
+def _topology(options: RunOptions):
+    """The launch's strategy (train.launch.cluster), from --gpus, the GPUs and Slurm's env."""
+    from train import envinfo
+    from train.launch import cluster
+
+    return cluster.plan_topology(options.gpus, envinfo.visible_gpus(), os.environ)
+
+
+def _warn_config_changes(options, resolved_config, resolved_path) -> None:
+    """Warns when the run being resumed was trained with another resolved config."""
+    from train.launch import rundir
+
+    if not os.path.isfile(resolved_path):
+        return
+    try:
+        previous = io.load(resolved_path).proto
+    except io.ConfigParseError:
+        return
+    changed = rundir.config_changes(previous, resolved_config)
+    if changed:
+        _emit(
+            f"warning: MODEL_DIR.config_changed: the run in {options.model_dir} was trained with "
+            f"another {' and '.join(changed)} ({resolved_path}); resuming mixes the two\n"
+            "  fix: pass --fresh to start over (the old run is moved aside), or use a new "
+            "--model_dir"
+        )
+
+
+def _wait_for_chief_transplant(spec: dict, timeout_s: float = 1800) -> bool:
+    """A non-chief worker waits for the chief's transplant (all workers restore one file)."""
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if _transplant_is_current(spec):
+            return True
+        time.sleep(2)
+    return False
 
 
 def _config_summary(options, config, resolved: str | None) -> dict:
@@ -67,10 +107,13 @@ def _transplant_is_current(spec: dict) -> bool:
     )
 
 
-def _prepare(options, source_config, resolved_config, resolved_path) -> tuple[int, dict | None]:
+def _prepare(
+    options, source_config, resolved_config, resolved_path, is_chief=True
+) -> tuple[int, dict | None]:
     """The CPU restore dry run and/or the transplant (train/launch/prepare.py).
 
-    Returns (exit code, the prepare report for the JSON report).
+    Returns (exit code, the prepare report for the JSON report). Only the chief of a
+    multi-worker run prepares; the others wait for its transplant.
     """
     from train.checkpoint import components
     from train.launch import plan as launch_plan
@@ -93,6 +136,15 @@ def _prepare(options, source_config, resolved_config, resolved_path) -> tuple[in
     if not options.dry_run and _transplant_is_current(spec):
         _emit(f"transplant: reusing {spec['transplant_to']} (same checkpoint and config)")
         return errors.EXIT_OK, None
+    if not is_chief:
+        if options.dry_run:
+            _emit("restore: the dry run is done by worker 0")
+            return errors.EXIT_OK, None
+        _emit("transplant: waiting for worker 0 to write it ...")
+        if _wait_for_chief_transplant(spec):
+            return errors.EXIT_OK, None
+        _emit(f"error: RESTORE: worker 0 wrote no transplant to {spec['transplant_to']}")
+        return errors.EXIT_PREFLIGHT, None
     _emit("restore: building the model on CPU to measure the fine-tune restore ...")
     log_path = os.path.join(options.model_dir, "logs", "prepare.log")
     try:
@@ -138,8 +190,15 @@ def run(options: RunOptions) -> int:
             errors.EXIT_PREFLIGHT if os.path.exists(options.pipeline_config) else errors.EXIT_USAGE
         )
 
+    from train.launch import cluster
+
+    try:
+        topology = _topology(options)
+    except cluster.ClusterError as e:
+        _emit(f"error: {e}")
+        return errors.EXIT_USAGE
     config, overrides = rewrite.apply_overrides(source.proto, options)
-    ctx = Context(options=options, source=source, config=config)
+    ctx = Context(options=options, source=source, config=config, topology=topology)
     preflight_report = run_preflight(ctx)
     blocking = preflight_report.blocking(options.fix)
     fixes = [f for f in preflight_report.findings if f.fixable] if options.fix == "auto" else []
@@ -164,15 +223,27 @@ def run(options: RunOptions) -> int:
         _emit("preflight passed (--preflight_only: not training)")
         return errors.EXIT_OK
 
-    os.makedirs(options.model_dir, exist_ok=True)
-    resolved_path = _resolved_path(options)
+    from train.launch import rundir
+
+    previous_run = ctx.model_dir_run[1]  # read by the preflight's MODEL_DIR check
+    if options.fresh and ctx.model_dir_run[0] is not None:
+        previous_run = None
+        if topology.is_chief:
+            _emit(f"--fresh: moved the earlier run aside to {rundir.move_aside(options.model_dir)}")
+    work_dir = topology.work_dir(options.model_dir)
+    os.makedirs(work_dir, exist_ok=True)
+    resolved_path = _resolved_path(options, work_dir)
+    if previous_run is not None:
+        _warn_config_changes(options, resolved_config, resolved_path)
     diff_path = rewrite.write_resolved(resolved_path, source, resolved_config)
     _write_report_json(options, preflight_report, changes, resolved_config, resolved_path)
     _emit(f"resolved config: {resolved_path} (diff: {diff_path})")
 
     restore_record: dict = {}
     if options.dry_run or options.restore == "transplant":
-        code, prepared = _prepare(options, fixed_config, resolved_config, resolved_path)
+        code, prepared = _prepare(
+            options, fixed_config, resolved_config, resolved_path, topology.is_chief
+        )
         restore_record.update(prepared or {})
         _write_report_json(
             options, preflight_report, changes, resolved_config, resolved_path, restore_record
@@ -180,29 +251,66 @@ def run(options: RunOptions) -> int:
         if code != errors.EXIT_OK or options.dry_run:
             return code
 
+    from train.launch import board
     from train.launch import plan as launch_plan
-    from train.launch import runner
+
+    steps = resolved_config.train_config.num_steps
+    start_step = (previous_run.global_step or 0) if previous_run else 0
+    plan = launch_plan.build_plan(
+        options, resolved_path, steps, start_step, compat.child_environment(), topology
+    )
+    _emit(f"strategy: {topology.describe()}")
+    summaries = os.path.join(plan.model_dir, "train")
 
     def on_restore(measured: dict | None) -> None:
         if measured:
             _emit(f"restore: {measured['summary']}")
             restore_record["training"] = measured
+            if plan.is_chief:
+                board.write_run_summaries(
+                    summaries, {"tfod_finetune/restore": report.restore_text(measured)}, None, 0
+                )
 
-    steps = resolved_config.train_config.num_steps
-    _, previous_run, _ = ctx.model_dir_run  # read by the preflight's MODEL_DIR check
-    start_step = (previous_run.global_step or 0) if previous_run else 0
-    plan = launch_plan.build_plan(
-        options, resolved_path, steps, start_step, compat.child_environment()
-    )
-    code = runner.run(plan, options.log_every_s, _emit, on_restore)
+    if plan.is_chief:
+        board.write_run_summaries(
+            summaries,
+            {
+                "tfod_finetune/resolved_config": io.to_text(resolved_config),
+                "tfod_finetune/preflight": report.render_text(
+                    preflight_report, options.fix, changes
+                ),
+            },
+            board.hparams_of(resolved_config, plan),
+            start_step,
+        )
+    code = _launch(options, plan, on_restore)
     if restore_record:
         _write_report_json(
             options, preflight_report, changes, resolved_config, resolved_path, restore_record
         )
-    if code == errors.EXIT_OK:
+    if code == errors.EXIT_OK and plan.is_chief:
         _emit(
             f"done: checkpoints in {plan.model_dir} (ckpt-* at step {steps}); "
             f"resolved config {resolved_path}; TensorBoard logs in "
             f"{os.path.join(plan.model_dir, 'train')} (tensorboard --logdir {plan.model_dir})"
         )
     return code
+
+
+def _launch(options, plan, on_restore) -> int:
+    """Runs the plan, with a TensorBoard server beside it when asked (rank 0 only)."""
+    from train.launch import board, runner
+
+    if not (options.tensorboard and plan.is_chief):
+        return runner.run(plan, options.log_every_s, _emit, on_restore)
+    log_path = os.path.join(plan.work_dir, "logs", "tensorboard.log")
+    os.makedirs(os.path.dirname(log_path), exist_ok=True)
+    try:
+        with board.serve(
+            plan.model_dir, options.tensorboard_port, options.tensorboard_bind_all, log_path
+        ) as address:
+            _emit(f"tensorboard: {address} (stops with the run)")
+            return runner.run(plan, options.log_every_s, _emit, on_restore)
+    except board.ServerError as e:
+        _emit(f"warning: tensorboard: {e}; training without it")
+        return runner.run(plan, options.log_every_s, _emit, on_restore)

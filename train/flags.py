@@ -88,6 +88,42 @@ REPORT_JSON = flags.DEFINE_string("report_json", None, "Also write the report as
 LOG_EVERY_S = flags.DEFINE_float(
     "log_every_s", 30.0, "Print a progress line at least this often (seconds).", lower_bound=0.0
 )
+RESUME = flags.DEFINE_boolean(
+    "resume",
+    True,
+    "Resume when model_dir holds a compatible run (its weights replace the fine-tune "
+    "checkpoint's); --noresume refuses to start on an existing run.",
+)
+FRESH = flags.DEFINE_boolean(
+    "fresh",
+    False,
+    "Start over: move a run found in model_dir aside (renamed to DIR.moved-TIME, never "
+    "deleted) and fine-tune from the checkpoint.",
+)
+GPUS = flags.DEFINE_string(
+    "gpus",
+    "all",
+    "GPUs to train on: all (MirroredStrategy over every visible GPU), none (CPU), or "
+    "visible indices like 0,1. Several srun tasks train as MultiWorkerMirroredStrategy.",
+)
+TENSORBOARD = flags.DEFINE_boolean(
+    "tensorboard", False, "Serve TensorBoard for model_dir while training (rank 0)."
+)
+TENSORBOARD_PORT = flags.DEFINE_integer(
+    "tensorboard_port", 0, "TensorBoard port (0: a free one).", lower_bound=0, upper_bound=65535
+)
+TENSORBOARD_BIND_ALL = flags.DEFINE_boolean(
+    "tensorboard_bind_all", False, "Serve TensorBoard on every interface, not only localhost."
+)
+EVAL = flags.DEFINE_boolean(
+    "eval",
+    False,
+    "Evaluate every new checkpoint beside training (the OD API's continuous evaluation, "
+    "summaries under model_dir/eval); ends with the training.",
+)
+EVAL_ON_GPU = flags.DEFINE_boolean(
+    "eval_on_gpu", False, "Let the evaluation use the GPU (default: CPU, keeping GPU memory free)."
+)
 
 REQUIRED = ("pipeline_config", "model_dir")
 
@@ -113,4 +149,12 @@ def options_from_flags() -> RunOptions:
         restore=RESTORE.value,
         report_json=REPORT_JSON.value,
         log_every_s=LOG_EVERY_S.value,
+        resume=RESUME.value,
+        fresh=FRESH.value,
+        gpus=GPUS.value,
+        tensorboard=TENSORBOARD.value,
+        tensorboard_port=TENSORBOARD_PORT.value,
+        tensorboard_bind_all=TENSORBOARD_BIND_ALL.value,
+        eval=EVAL.value,
+        eval_on_gpu=EVAL_ON_GPU.value,
     )

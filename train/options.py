@@ -30,3 +30,11 @@ class RunOptions:
     restore: str = "type"  # "type": as fine_tune_checkpoint_type says; "transplant"
     report_json: str | None = None
     log_every_s: float = 30.0
+    resume: bool = True  # resume a compatible run found in model_dir; False: refuse it
+    fresh: bool = False  # move a run found in model_dir aside and start over
+    gpus: str = "all"  # "all", "none", or visible GPU indices "0,2"
+    tensorboard: bool = False
+    tensorboard_port: int = 0  # 0: a free port
+    tensorboard_bind_all: bool = False
+    eval: bool = False  # continuous evaluation beside training
+    eval_on_gpu: bool = False

@@ -73,3 +73,9 @@ def build_json(report, changes, config_summary: dict, restore: dict | None = Non
     if restore:
         document["restore"] = restore
     return json.dumps(document, indent=2, sort_keys=True, default=str)
+
+
+def restore_text(measured: dict) -> str:
+    """The training's fine-tune restore measurement, for the TensorBoard text summary."""
+    body = {k: v for k, v in measured.items() if k != "summary"}
+    return f"{measured.get('summary', '')}\n\n{json.dumps(body, indent=2, sort_keys=True)}"

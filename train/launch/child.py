@@ -162,6 +162,38 @@ def _measured_fine_tune_restore(model_lib_v2, report_path: str, num_classes: int
         model_lib_v2.load_fine_tune_checkpoint = original
 
 
+def make_strategy(tf, spec: dict):
+    """The tf.distribute strategy the launch plan chose (train.launch.cluster).
+
+    GPUs not chosen with --gpus are hidden from TensorFlow with `set_visible_devices`, which
+    keeps it from taking their memory, and leaves CUDA_VISIBLE_DEVICES as Slurm or the user
+    set it.
+    """
+    physical = tf.config.list_physical_devices("GPU")
+    chosen = [physical[i] for i in spec.get("gpus", []) if i < len(physical)]
+    if len(chosen) != len(physical):
+        tf.config.set_visible_devices(chosen, "GPU")
+    kind = spec.get("kind", "cpu")
+    if kind == "multi_worker":  # reads TF_CONFIG; worker 0 is the chief
+        options = tf.distribute.experimental.CommunicationOptions(
+            timeout_seconds=spec.get("communication_timeout_s")
+        )
+        return tf.distribute.MultiWorkerMirroredStrategy(communication_options=options)
+    if kind == "mirrored":
+        return tf.distribute.MirroredStrategy()
+    return tf.distribute.get_strategy()
+
+
+def _remove_worker_scratch(tf, managers, model_dir: str) -> None:
+    """Removes the temp_worker_N checkpoints a non-chief worker's final save wrote."""
+    for manager in managers:
+        directory = manager.directory
+        if os.path.abspath(directory) != os.path.abspath(model_dir) and tf.io.gfile.isdir(
+            directory
+        ):
+            tf.io.gfile.rmtree(directory)
+
+
 def main(argv: list[str]) -> int:
     """Runs the training described by the launch spec at argv[1]."""
     with open(argv[1], encoding="utf-8") as f:
@@ -182,9 +214,11 @@ def main(argv: list[str]) -> int:
     guard = SignalGuard()
     guard.install()
     try:
+        strategy = make_strategy(tf, spec.get("strategy", {}))
         with (
             _recording_checkpoint_managers(tf, managers, guard),
             _measured_fine_tune_restore(model_lib_v2, spec["restore_report"], num_classes),
+            strategy.scope(),
         ):
             model_lib_v2.train_loop(
                 pipeline_config_path=spec["pipeline_config"],
@@ -197,11 +231,13 @@ def main(argv: list[str]) -> int:
                 num_steps_per_iteration=spec["num_steps_per_iteration"],
             )
             saved = save_final(tf, managers)
+        _remove_worker_scratch(tf, managers, spec["model_dir"])
         if saved:
             print(f"[tfod-finetune] saved final checkpoint {saved}", flush=True)
     except Stopped as stop:  # the guard is stopping: further signals are ignored
         with guard.writing_checkpoint():
             saved = save_final(tf, managers) if managers else None
+        _remove_worker_scratch(tf, managers, spec["model_dir"])
         step = int(managers[-1].checkpoint.step.numpy()) if managers else None
         what = (
             f"saved {saved} at step {step}"

@@ -24,12 +24,20 @@ class LaunchPlan:
     num_steps_per_iteration: int
     log_path: str
     restore_report: str
+    work_dir: str = ""  # this process's own files (launch.json, logs); model_dir on rank 0
+    strategy: dict = dataclasses.field(default_factory=lambda: {"kind": "cpu", "gpus": []})
+    eval: dict | None = None  # the evaluation child's spec (train/launch/evaluator.py)
+
+    @property
+    def is_chief(self) -> bool:  # noqa: D102
+        return self.strategy.get("rank", 0) == 0
 
     def child_spec(self) -> dict:
         """The JSON the child reads (train/launch/child.py)."""
         return {
             "pipeline_config": self.pipeline_config,
             "model_dir": self.model_dir,
+            "strategy": self.strategy,
             "num_train_steps": self.num_train_steps,
             "checkpoint_every_n": self.checkpoint_every_n,
             "checkpoint_max_to_keep": self.checkpoint_max_to_keep,
@@ -55,17 +63,56 @@ def choose_steps_per_iteration(remaining: int, checkpoint_every_n: int, cap: int
     return 1
 
 
+COMMUNICATION_TIMEOUT_S = 300  # a collective that waits longer fails instead of hanging
+EVAL_POLL_S = 5  # how often the evaluation looks for a new checkpoint or the end of training
+
+
+def strategy_spec(topology) -> dict:
+    """What the child needs to build its tf.distribute strategy (train.launch.cluster)."""
+    return {
+        "kind": topology.kind,
+        "gpus": list(topology.gpus),
+        "rank": topology.rank,
+        "num_workers": topology.num_workers,
+        "replicas": topology.replicas,
+        "communication_timeout_s": COMMUNICATION_TIMEOUT_S,
+    }
+
+
+def eval_spec(options, resolved_config: str, num_train_steps: int, work_dir: str) -> dict:
+    """The continuous evaluation beside training (train/launch/evaluator.py)."""
+    model_dir = os.path.abspath(options.model_dir)
+    return {
+        "pipeline_config": os.path.abspath(resolved_config),
+        "model_dir": model_dir,
+        "num_train_steps": num_train_steps,
+        "poll_s": EVAL_POLL_S,
+        "training_done": os.path.join(work_dir, "logs", "training.done"),
+        "on_gpu": options.eval_on_gpu,
+        "log_path": os.path.join(work_dir, "logs", "eval.log"),
+    }
+
+
 def build_plan(
     options,
     resolved_config: str,
     num_train_steps: int,
     start_step: int,
     extra_env: dict[str, str],
+    topology=None,
     python: str = sys.executable,
     log_name: str = "train.log",
 ) -> LaunchPlan:
-    """Builds the launch plan (pure: no I/O)."""
+    """Builds the launch plan (pure: no I/O).
+
+    `topology` (train.launch.cluster.Topology) says which strategy the child builds and, for
+    several workers, its TF_CONFIG; None means the CPU/default strategy.
+    """
+    from train.launch import cluster
+
+    topology = topology or cluster.Topology(kind=cluster.CPU)
     model_dir = os.path.abspath(options.model_dir)
+    work_dir = topology.work_dir(model_dir)
     remaining = num_train_steps - start_step
     per_iteration = options.num_steps_per_iteration or choose_steps_per_iteration(
         remaining, options.checkpoint_every_n
@@ -75,7 +122,9 @@ def build_plan(
         "PYTHONUNBUFFERED": "1",
         **extra_env,
     }
-    spec_path = os.path.join(model_dir, "launch.json")
+    if topology.tf_config is not None:
+        env["TF_CONFIG"] = json.dumps(topology.tf_config, sort_keys=True)
+    spec_path = os.path.join(work_dir, "launch.json")
     return LaunchPlan(
         argv=(python, "-m", "train.launch.child", spec_path),
         env=env,
@@ -86,8 +135,15 @@ def build_plan(
         checkpoint_every_n=options.checkpoint_every_n,
         checkpoint_max_to_keep=options.checkpoint_max_to_keep,
         num_steps_per_iteration=per_iteration,
-        log_path=os.path.join(model_dir, "logs", log_name),
-        restore_report=os.path.join(model_dir, "restore.json"),
+        log_path=os.path.join(work_dir, "logs", log_name),
+        restore_report=os.path.join(work_dir, "restore.json"),
+        work_dir=work_dir,
+        strategy=strategy_spec(topology),
+        eval=(
+            eval_spec(options, resolved_config, num_train_steps, work_dir)
+            if options.eval and topology.is_chief
+            else None
+        ),
     )
 
 

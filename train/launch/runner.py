@@ -86,13 +86,55 @@ def run_prepare(spec: dict, env: dict[str, str], log_path: str) -> dict | None:
     return read_json(spec["report"]) if code == 0 else None
 
 
+EVAL_GRACE_S = 900  # how long the evaluation may take for the last checkpoint after training
+
+
+def _start_eval(plan: LaunchPlan, env: dict[str, str]):
+    """Starts train/launch/evaluator.py beside the training (CPU unless --eval_on_gpu)."""
+    spec = plan.eval
+    with contextlib.suppress(FileNotFoundError):
+        os.remove(spec["training_done"])
+    os.makedirs(os.path.dirname(spec["log_path"]), exist_ok=True)
+    eval_env = dict(env)
+    eval_env.pop("TF_CONFIG", None)
+    if not spec["on_gpu"]:
+        eval_env["CUDA_VISIBLE_DEVICES"] = "-1"
+    with open(spec["log_path"], "ab") as log:
+        return subprocess.Popen(
+            [plan.argv[0], "-m", "train.launch.evaluator", plan.argv[-1]],
+            env=eval_env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
+
+
+def _finish_eval(plan: LaunchPlan, evaluator, stopped: bool, emit) -> None:
+    """Tells the evaluation the training is over and waits for its last evaluation."""
+    io.write_atomic(plan.eval["training_done"], "done\n")
+    if stopped:
+        evaluator.terminate()
+    try:
+        evaluator.wait(timeout=EVAL_GRACE_S)
+    except subprocess.TimeoutExpired:
+        evaluator.kill()
+        evaluator.wait()
+    where = os.path.join(plan.model_dir, "eval")
+    if evaluator.returncode == 0:
+        emit(f"evaluation: finished; summaries in {where} (log: {plan.eval['log_path']})")
+    elif not stopped:
+        failure = [line for line in _tail(plan.eval["log_path"], 50) if "failed:" in line]
+        said = failure[-1].split("failed:", 1)[1].strip() if failure else "see the log"
+        emit(f"warning: evaluation failed: {said} (log: {plan.eval['log_path']})")
+
+
 def run(plan: LaunchPlan, log_every_s: float, emit=None, on_restore=None) -> int:
     """Executes the plan; returns a driver exit code (errors.EXIT_*).
 
     `on_restore(report)` is called once, when the child has measured its fine-tune restore.
     """
     emit = emit or (lambda line: print(line, file=sys.stderr, flush=True))
-    io.write_atomic(os.path.join(plan.model_dir, "launch.json"), plan_json(plan))
+    io.write_atomic(os.path.join(plan.work_dir or plan.model_dir, "launch.json"), plan_json(plan))
     with contextlib.suppress(FileNotFoundError):
         os.remove(plan.restore_report)  # an earlier run's
     restore_seen = on_restore is None
@@ -100,10 +142,16 @@ def run(plan: LaunchPlan, log_every_s: float, emit=None, on_restore=None) -> int
     env = {**os.environ, **plan.env}
     tail = EventTail(os.path.join(plan.model_dir, "train"))
     printer = ProgressPrinter(plan.num_train_steps, plan.start_step, log_every_s, emit)
+
+    def progress(final: bool = False) -> None:
+        if plan.is_chief:  # the other workers' summaries go to scratch folders
+            printer.feed(tail.poll(final=final))
+
     emit(
         f"training: {plan.num_train_steps - plan.start_step} steps from step {plan.start_step} "
         f"({plan.num_steps_per_iteration} per iteration); log: {plan.log_path}"
     )
+    evaluator = _start_eval(plan, env) if plan.eval else None
     with open(plan.log_path, "ab") as log:
         child = subprocess.Popen(
             list(plan.argv), env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
@@ -116,7 +164,7 @@ def run(plan: LaunchPlan, log_every_s: float, emit=None, on_restore=None) -> int
                     if not restore_seen and os.path.exists(plan.restore_report):
                         restore_seen = True
                         on_restore(read_json(plan.restore_report))
-                    printer.feed(tail.poll())
+                    progress()
                     if stop.signals and stop.deadline is None:
                         emit(f"{stop.signals[0]}: saving the current step, then stopping")
                         stop.deadline = time.monotonic() + STOP_GRACE_S
@@ -130,15 +178,17 @@ def run(plan: LaunchPlan, log_every_s: float, emit=None, on_restore=None) -> int
             except subprocess.TimeoutExpired:
                 child.kill()
                 child.wait()
+    if evaluator is not None:
+        _finish_eval(plan, evaluator, bool(stop.signals) or child.returncode != 0, emit)
     if not restore_seen and os.path.exists(plan.restore_report):
         on_restore(read_json(plan.restore_report))
     if child.returncode == errors.EXIT_INTERRUPTED or (stop.signals and child.returncode != 0):
-        printer.feed(tail.poll(final=True))
+        progress(final=True)
         said = [line for line in _tail(plan.log_path, 50) if "[tfod-finetune] stopped by" in line]
         what = said[-1].split("stopped by", 1)[1].strip() if said else "killed before saving"
         emit(f"stopped by {what}; rerun the same command to resume from {plan.model_dir}")
         return errors.EXIT_INTERRUPTED
-    printer.feed(tail.poll(final=True))
+    progress(final=True)
     if child.returncode != 0:
         for line in _tail(plan.log_path):
             emit(f"  | {line}")

@@ -261,6 +261,19 @@ def check_model_dir(ctx):
                 "use a new, empty --model_dir",
             )
     latest, info, error = ctx.model_dir_run
+    where = f"--model_dir {ctx.options.model_dir}"
+    if latest is not None and ctx.options.fresh:
+        yield from _fresh_start(ctx, where, latest)
+        return
+    if latest is not None and not ctx.options.resume:
+        yield Finding(
+            "MODEL_DIR.exists",
+            ERROR,
+            f"{where} holds a run ({latest}) and --noresume was given",
+            "pass --fresh to move that run aside (it is renamed, not deleted), or --resume to "
+            "continue it, or use a new --model_dir",
+        )
+        return
     if error is not None:
         yield Finding(
             "MODEL_DIR.unreadable",
@@ -271,8 +284,7 @@ def check_model_dir(ctx):
         return
     if info is None:
         return
-    where = f"--model_dir {ctx.options.model_dir}"
-    fix = "use a new --model_dir (the driver never deletes a run), or move this one aside"
+    fix = "pass --fresh to move that run aside (renamed, never deleted), or use a new --model_dir"
     for _, description in _arch_mismatches(ctx.config, info):
         yield Finding(
             "MODEL_DIR.incompatible",
@@ -320,6 +332,31 @@ def check_model_dir(ctx):
             "replace the fine-tune checkpoint's)",
             "use a new --model_dir to fine-tune from scratch instead",
         )
+
+
+def _fresh_start(ctx, where: str, latest: str):
+    from train.launch import rundir
+
+    inside = rundir.inputs_inside(
+        ctx.options.model_dir,
+        [ctx.options.pipeline_config, ctx.checkpoint.prefix if ctx.checkpoint else None]
+        + [reader.label_map_path for _, reader in fields.input_readers(ctx.config)],
+    )
+    if inside:
+        yield Finding(
+            "MODEL_DIR.fresh_holds_inputs",
+            ERROR,
+            f"--fresh would move {where} aside, but it holds this run's input {inside[0]}",
+            "keep configs, checkpoints and label maps outside model_dir, or use a new --model_dir",
+        )
+        return
+    yield Finding(
+        "MODEL_DIR.fresh",
+        INFO,
+        f"{where} holds a run ({latest}); --fresh moves it aside to "
+        f"{rundir.aside_path(ctx.options.model_dir, 'TIME')} and fine-tunes from the checkpoint",
+        "nothing to do; the moved run stays readable (tensorboard --logdir on it)",
+    )
 
 
 def _target_classes(ctx) -> int | None:

@@ -25,11 +25,14 @@ class Context:
       options: the run options.
       source: the user's pipeline file (text + parsed proto, untouched).
       config: the effective config: `source` with the command-line overrides applied.
+      topology: the launch plan's strategy (train.launch.cluster); None: one replica per
+        visible GPU, as a plain launch on this machine would use.
     """
 
     options: RunOptions
     source: PipelineFile
     config: object
+    topology: object | None = None
 
     def line(self, field: str, value: str | None = None, nth: int = 0) -> int | None:
         """Line of `field` in the user's file (see pipeline.io.find_line)."""
@@ -77,7 +80,9 @@ class Context:
 
     @property
     def replicas(self) -> int:
-        """Replicas of the training strategy: one per visible GPU, else 1 (CPU)."""
+        """Replicas in sync of the launch plan (all workers' GPUs), else one per visible GPU."""
+        if self.topology is not None:
+            return self.topology.replicas
         return max(1, self.gpus)
 
     @functools.cached_property

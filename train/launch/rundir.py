@@ -1,0 +1,58 @@
+"""What is already in model_dir: moving an earlier run aside for `--fresh` (never deleting)."""
+
+from __future__ import annotations
+
+import os
+import time
+
+
+def aside_path(model_dir: str, stamp: str) -> str:
+    """Where `--fresh` moves model_dir: a sibling DIR.moved-STAMP (never inside model_dir)."""
+    model_dir = os.path.abspath(model_dir).rstrip(os.sep)
+    return f"{model_dir}.moved-{stamp}"
+
+
+def inputs_inside(model_dir: str, paths) -> list[str]:
+    """The given input paths (config, checkpoint, data) that live inside model_dir."""
+    root = os.path.abspath(model_dir).rstrip(os.sep) + os.sep
+    return [p for p in paths if p and os.path.abspath(p).startswith(root)]
+
+
+def move_aside(model_dir: str) -> str | None:
+    """Renames model_dir to a free DIR.moved-TIME and returns it (None when there is none)."""
+    if not os.path.exists(model_dir):
+        return None
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    target, n = aside_path(model_dir, stamp), 1
+    while os.path.exists(target):
+        n += 1
+        target = aside_path(model_dir, f"{stamp}-{n}")
+    os.rename(model_dir, target)
+    return target
+
+
+RESUMABLE_CHANGES = ("num_steps", "fine_tune_checkpoint", "fine_tune_checkpoint_type")
+
+
+def config_changes(previous, resolved) -> list[str]:
+    """Sections of the resolved config that differ from the run being resumed.
+
+    The step count may change (that is how a finished run is continued), and the fine-tune
+    checkpoint does not matter once a run exists (its own checkpoint replaces it).
+    """
+    changed = []
+    for name in ("model", "train_config", "train_input_reader"):
+        before, after = getattr(previous, name), getattr(resolved, name)
+        if name == "train_config":
+            before, after = _without(before, RESUMABLE_CHANGES), _without(after, RESUMABLE_CHANGES)
+        if before != after:
+            changed.append(name)
+    return changed
+
+
+def _without(message, names):
+    copy = type(message)()
+    copy.CopyFrom(message)
+    for name in names:
+        copy.ClearField(name)
+    return copy
