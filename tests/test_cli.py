@@ -140,3 +140,42 @@ def test_resolved_config_never_overwrites_the_input(demo_assets, tmp_path):
         model_dir, "pipeline.resolved.config"
     )
     assert _digest(config) == before
+
+
+def test_gpus_flag_naming_an_absent_gpu_is_a_usage_error(demo_assets, tmp_path):
+    result = run_python(_demo_args(demo_assets, tmp_path / "m", "--gpus=3"))
+    assert result.returncode == errors.EXIT_USAGE
+    assert "--gpus=3: GPU 3 is not visible (0 visible" in result.stderr.splitlines()[0]
+    assert not (tmp_path / "m").exists()
+
+
+def _earlier_run(assets, model_dir):
+    from tests.helpers import model_variables, write_checkpoint
+
+    variables = model_variables(assets["prefix"])
+    head = (
+        "model/_box_predictor/_prediction_heads/class_predictions_with_background/"
+        "_class_predictor_layers/0/bias"
+    )
+    variables[head] = [24]  # the demo's 3-class head
+    write_checkpoint(str(model_dir), variables, step=4, optimizer="momentum")
+
+
+def test_noresume_refuses_and_fresh_moves_the_earlier_run_aside(demo_assets, tmp_path):
+    model_dir = tmp_path / "m"
+    _earlier_run(demo_assets, model_dir)
+    before = sorted(os.listdir(model_dir))
+
+    refused = run_python(_demo_args(demo_assets, model_dir, "--noresume"))
+    assert refused.returncode == errors.EXIT_PREFLIGHT
+    assert "MODEL_DIR.exists" in refused.stderr and "--fresh" in refused.stderr
+    assert sorted(os.listdir(model_dir)) == before
+
+    fresh = run_python(_demo_args(demo_assets, model_dir, "--fresh", "--dry_run"))
+    assert fresh.returncode == errors.EXIT_OK, fresh.stderr[-3000:]
+    moved = [p for p in os.listdir(tmp_path) if p.startswith("m.moved-")]
+    assert len(moved) == 1 and f"moved the earlier run aside to {tmp_path / moved[0]}" in (
+        fresh.stderr
+    )
+    assert sorted(os.listdir(tmp_path / moved[0])) == before  # nothing lost, nothing added
+    assert not (model_dir / "checkpoint").exists()

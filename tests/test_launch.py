@@ -86,3 +86,27 @@ def test_printer_cadence_short_and_long_runs():
     long.feed([progress.StepRecord(6, records[0].values)], now=31.0)
     assert [line.split()[1] for line in lines] == ["1/50000", "6/50000"]
     assert "eta 06:56:37" in lines[-1]  # 49994 steps at 2 steps/s
+
+
+def test_config_changes_ignore_what_continuing_a_run_may_change():
+    from tests.conftest import DEMO_CONFIG
+    from train.launch import rundir
+    from train.pipeline import io
+
+    previous = io.load(DEMO_CONFIG).proto
+    longer = io.load(DEMO_CONFIG).proto
+    longer.train_config.num_steps += 1000
+    longer.train_config.fine_tune_checkpoint = "/elsewhere/ckpt-0"
+    assert rundir.config_changes(previous, longer) == []
+    other = io.load(DEMO_CONFIG).proto
+    other.train_config.batch_size = 3
+    other.model.ssd.num_classes = 5
+    assert rundir.config_changes(previous, other) == ["model", "train_config"]
+
+
+def test_aside_path_is_a_sibling_and_inputs_inside_are_found(tmp_path):
+    from train.launch import rundir
+
+    assert rundir.aside_path(str(tmp_path / "m") + "/", "T") == str(tmp_path / "m.moved-T")
+    inside = rundir.inputs_inside(str(tmp_path / "m"), [str(tmp_path / "m" / "a"), "/x", None])
+    assert inside == [str(tmp_path / "m" / "a")]
