@@ -93,3 +93,34 @@ def zero_learning_rate_config(source: str, out: str) -> str:
     chosen.learning_rate.constant_learning_rate.learning_rate = 0.0
     io.write_atomic(out, io.to_text(config))
     return out
+
+
+def small_image_config(source: str, out: str, size: int = 128) -> str:
+    """A copy of `source` resizing images to size x size: the same model, ~6x cheaper steps.
+
+    For tests that run several training processes at once on a 2-core machine (Slurm,
+    multi-worker). The checkpoint's weights do not depend on the input size.
+    """
+    from train.pipeline import io
+
+    config = io.load(source).proto
+    resizer = config.model.ssd.image_resizer.fixed_shape_resizer
+    resizer.height = resizer.width = size
+    io.write_atomic(out, io.to_text(config))
+    return out
+
+
+def split_records(source: str, out_prefix: str, shards: int) -> str:
+    """Deals the records of `source` round-robin into `shards` files; returns their glob."""
+    import tensorflow as tf
+
+    from train import records
+
+    writers = [tf.io.TFRecordWriter(f"{out_prefix}-{i:05d}-of-{shards:05d}") for i in range(shards)]
+    try:
+        for i, payload in enumerate(records.read_records(source, 10**9)):
+            writers[i % shards].write(payload)
+    finally:
+        for writer in writers:
+            writer.close()
+    return f"{out_prefix}-?????-of-{shards:05d}"

@@ -383,6 +383,21 @@ def test_batch_replicas_come_from_the_launch_plan(good_config, tmp_path):
     assert _codes(report, "error") == []
 
 
+def test_multi_worker_run_needs_a_training_file_per_worker(good_config, tmp_path, demo_assets):
+    from tests.helpers import split_records
+    from train.launch import cluster
+
+    two_workers = cluster.Topology(kind=cluster.MULTI_WORKER, num_workers=2)
+    report = _preflight(good_config, tmp_path / "model", topology=two_workers)
+    assert _codes(report, "error") == ["INPUT_DATA.shards"]
+    assert "matches 1 file(s) but the run has 2 workers" in report.errors()[0].message
+    shards = split_records(demo_assets["train"], str(tmp_path / "train.record"), 2)
+    report = _preflight(
+        good_config, tmp_path / "model", topology=two_workers, train_input_path=(shards,)
+    )
+    assert _codes(report, "error") == []
+
+
 def test_environment_is_clean_on_a_tested_stack(good_config, tmp_path):
     report = _preflight(good_config, tmp_path / "model")
     assert not [c for c in _codes(report) if c.startswith("ENV")]

@@ -16,6 +16,7 @@ same command resumes from model_dir.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import signal
@@ -42,21 +43,36 @@ class SignalGuard:
     is being written the signal is held and raised when the write is done; signals after the
     first are ignored (a terminal's Ctrl-C reaches both the driver, which forwards it, and this
     process).
+
+    With several workers (`agreed=True`) a save is a collective operation (reading
+    sync-on-read variables such as batch-norm statistics all-reduces them), so every worker
+    must stop after the same iteration: the signal is only recorded, and `at_iteration_end`,
+    called by every worker after each iteration, all-reduces "has anyone been signalled" and
+    stops them all together.
     """
 
-    def __init__(self):
+    def __init__(self, agreed: bool = False):
         self.saving = 0
         self.pending: int | None = None
         self.stopping = False
+        self.agreed = agreed
 
     def handler(self, signum, frame) -> None:  # noqa: D102, ARG002
         if self.stopping:
             return
-        if self.saving:
-            self.pending = signum
+        if self.saving or self.agreed:
+            self.pending = self.pending or signum
             return
         self.stopping = True
         raise Stopped(signum)
+
+    def at_iteration_end(self, signalled_anywhere) -> None:
+        """Multi-worker: stops every worker once any of them has been signalled."""
+        if self.stopping:
+            return
+        if signalled_anywhere(self.pending is not None):
+            self.stopping = True
+            raise Stopped(self.pending or signal.SIGTERM)
 
     @contextlib.contextmanager
     def writing_checkpoint(self):
@@ -66,7 +82,12 @@ class SignalGuard:
             yield
         finally:
             self.saving -= 1
-            if not self.saving and self.pending is not None and not self.stopping:
+            if (
+                not self.saving
+                and self.pending is not None
+                and not self.stopping
+                and not self.agreed
+            ):
                 self.stopping = True
                 raise Stopped(self.pending)
 
@@ -91,7 +112,9 @@ def _recording_checkpoint_managers(tf, created: list, guard: SignalGuard):
 
         def save(self, *args, **kwargs):
             with guard.writing_checkpoint():
-                return super().save(*args, **kwargs)
+                path = super().save(*args, **kwargs)
+            self.saved_step = int(self._checkpoint.step.numpy())
+            return path
 
     tf.train.CheckpointManager = RecordingCheckpointManager
     tf.compat.v2.train.CheckpointManager = RecordingCheckpointManager
@@ -113,14 +136,60 @@ def _saved_step(tf, manager) -> int | None:
 
 
 def save_final(tf, managers) -> str | None:
-    """Saves the training state unless the latest checkpoint already holds the final step."""
+    """Saves the training state unless the latest checkpoint already holds the final step.
+
+    The decision uses the step this process's manager last saved (the same on every worker,
+    which matters: a multi-worker save is collective), else the checkpoint on disk.
+    """
     if not managers:
         return None
     manager = managers[-1]
     step = int(manager.checkpoint.step.numpy())
-    if _saved_step(tf, manager) == step:
+    saved = getattr(manager, "saved_step", None)
+    if saved is None:
+        saved = _saved_step(tf, manager)
+    if saved == step:
         return None
     return manager.save()
+
+
+@contextlib.contextmanager
+def _iteration_end_hook(model_lib_v2, callback):
+    """Calls `callback()` after every training iteration of train_loop, on every worker.
+
+    train_loop has no hook; the one call it makes once per iteration, after the distributed
+    step returns and outside any tf.function, is its `steps_per_sec` summary.
+    """
+    summary = model_lib_v2.tf.compat.v2.summary
+    original = summary.scalar
+
+    def scalar(name, *args, **kwargs):
+        result = original(name, *args, **kwargs)
+        if name == "steps_per_sec":
+            callback()
+        return result
+
+    summary.scalar = scalar
+    try:
+        yield
+    finally:
+        summary.scalar = original
+
+
+def _signalled_anywhere(tf, strategy):
+    """A function: True on every worker when any worker passes True (one tiny all-reduce)."""
+
+    def count(flag):
+        context = tf.distribute.get_replica_context()
+        return context.all_reduce(tf.distribute.ReduceOp.SUM, flag)
+
+    def signalled(local: bool) -> bool:
+        # Eager: inside a tf.function MWMS fails to place this all-reduce ("destinations can
+        # not be empty"); eagerly it costs a few milliseconds per iteration.
+        total = strategy.run(count, args=(tf.constant(1.0 if local else 0.0),))
+        return float(strategy.experimental_local_results(total)[0]) > 0
+
+    return signalled
 
 
 class RestoreFailed(RuntimeError):
@@ -211,13 +280,23 @@ def main(argv: list[str]) -> int:
     classes_path = fields.num_classes_path(config)
     num_classes = fields.get(config, classes_path) if classes_path else None
     managers: list = []
-    guard = SignalGuard()
+    multi_worker = spec.get("strategy", {}).get("kind") == "multi_worker"
+    guard = SignalGuard(agreed=multi_worker)
     guard.install()
     try:
         strategy = make_strategy(tf, spec.get("strategy", {}))
+        iteration_end = (
+            _iteration_end_hook(
+                model_lib_v2,
+                functools.partial(guard.at_iteration_end, _signalled_anywhere(tf, strategy)),
+            )
+            if multi_worker
+            else contextlib.nullcontext()
+        )
         with (
             _recording_checkpoint_managers(tf, managers, guard),
             _measured_fine_tune_restore(model_lib_v2, spec["restore_report"], num_classes),
+            iteration_end,
             strategy.scope(),
         ):
             model_lib_v2.train_loop(
@@ -239,11 +318,16 @@ def main(argv: list[str]) -> int:
             saved = save_final(tf, managers) if managers else None
         _remove_worker_scratch(tf, managers, spec["model_dir"])
         step = int(managers[-1].checkpoint.step.numpy()) if managers else None
-        what = (
-            f"saved {saved} at step {step}"
-            if saved
-            else (f"step {step} was already saved" if managers else "no training step had run")
-        )
+        rank = spec.get("strategy", {}).get("rank", 0)
+        if saved and rank:
+            saved = None  # its copy went to a scratch folder; worker 0 saved the real one
+            what = f"worker {rank} stopped with worker 0, which saved step {step}"
+        else:
+            what = (
+                f"saved {saved} at step {step}"
+                if saved
+                else (f"step {step} was already saved" if managers else "no training step had run")
+            )
         print(f"[tfod-finetune] stopped by {stop}: {what}", file=sys.stderr, flush=True)
         return errors.EXIT_INTERRUPTED
     except Exception as e:  # noqa: BLE001 - report every failure as one line + the log

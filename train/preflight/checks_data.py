@@ -45,6 +45,28 @@ def check_input_data(ctx):
                 )
 
 
+@register("input_shards")
+def check_input_shards(ctx):
+    """INPUT_DATA.shards: each worker of a multi-worker run needs its own training files."""
+    workers = ctx.topology.num_workers if ctx.topology is not None else 1
+    if workers <= 1:
+        return
+    reader = ctx.config.train_input_reader
+    patterns = [p for p in fields.input_paths(reader) if fields.PLACEHOLDER not in p]
+    files = {f for pattern in patterns for f in _expand(pattern)}
+    if patterns and 0 < len(files) < workers:
+        yield ctx.finding_at(
+            "input_path",
+            "INPUT_DATA.shards",
+            ERROR,
+            f"train_input_reader matches {len(files)} file(s) but the run has {workers} "
+            "workers: the OD API gives each worker whole files, so a worker would get no data "
+            "and fail at its first batch (StopIteration / End of sequence)",
+            f"split the training TFRecords into at least {workers} files (ideally a multiple "
+            f"of {workers}), or run {len(files)} worker(s)",
+        )
+
+
 _SAMPLE = 200  # records scanned per input reader: enough to catch systematic mistakes, < 1 s
 
 
