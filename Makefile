@@ -6,7 +6,7 @@ NEWEST_VENV ?= .venv-tf221
 PY := $(VENV)/bin/python
 export PYTHON
 
-.PHONY: setup setup-newest demo test test-newest lint fmt bench clean
+.PHONY: setup setup-newest demo test test-newest lint fmt bench gpu-smoke slurm-up slurm-down clean
 
 setup:  ## create $(VENV) with the pinned primary stack (a no-op when up to date)
 	bash scripts/setup_env.sh $(STACK) $(VENV)
@@ -33,6 +33,15 @@ fmt: setup
 
 bench: setup  ## driver vs raw train_loop overhead (prints the steady-state steps/s ratio)
 	$(PY) scripts/bench_overhead.py
+
+gpu-smoke:  ## on a GPU machine: GPU stack, driver vs raw train_loop steps/s (< 10 min)
+	bash scripts/gpu_smoke.sh
+
+slurm-up:  ## start the one-node test Slurm the Slurm tests use (root; installs slurm-wlm)
+	bash tests/slurm/slurm_up.sh
+
+slurm-down:
+	bash tests/slurm/slurm_down.sh
 
 clean:
 	rm -rf demo_out bench_out .pytest_cache .ruff_cache

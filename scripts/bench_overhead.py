@@ -27,11 +27,16 @@ RAW = """
 import sys, json
 spec = json.load(open(sys.argv[1]))["child"]
 from train import compat; compat.apply()
+import tensorflow as tf
 from object_detection import model_lib_v2
-model_lib_v2.train_loop(pipeline_config_path=spec["pipeline_config"], model_dir=sys.argv[2],
-    train_steps=spec["num_train_steps"], use_tpu=False,
-    checkpoint_every_n=spec["checkpoint_every_n"], record_summaries=True,
-    num_steps_per_iteration=spec["num_steps_per_iteration"])
+# As model_main_tf2: MirroredStrategy over the GPUs (what the driver plans too), else CPU.
+gpus = tf.config.list_physical_devices("GPU")
+strategy = tf.distribute.MirroredStrategy() if gpus else tf.distribute.get_strategy()
+with strategy.scope():
+    model_lib_v2.train_loop(pipeline_config_path=spec["pipeline_config"], model_dir=sys.argv[2],
+        train_steps=spec["num_train_steps"], use_tpu=False,
+        checkpoint_every_n=spec["checkpoint_every_n"], record_summaries=True,
+        num_steps_per_iteration=spec["num_steps_per_iteration"])
 """
 
 

@@ -2,7 +2,9 @@
 # Create (or reuse) a virtualenv with one of the tested stacks and the project installed.
 #
 # usage: scripts/setup_env.sh STACK VENV
-#   STACK: tf215-cpu (primary, CI), tf215-gpu (same pins, CUDA wheels), tf221-cpu (newest TF)
+#   STACK: tf215-cpu (primary, CI), tf215-gpu (same pins, CUDA wheels), tf221-cpu (newest TF),
+#          tf215-image (same pins over the TensorFlow of a tensorflow/tensorflow:2.15.1-gpu
+#          image: the Dockerfile's stack)
 #
 # Each stack is one lock file in constraints/, installed with --no-deps so pip never
 # re-resolves it (tf-models-official and the OD sdist declare deps, e.g. plain
@@ -17,7 +19,7 @@ lock="$root/constraints/$stack.txt"
 python=${PYTHON:-python3.11}
 
 case "$stack" in
-  tf215-gpu) lock="$root/constraints/tf215-cpu.txt" ;;
+  tf215-gpu | tf215-image) lock="$root/constraints/tf215-cpu.txt" ;;
 esac
 [ -f "$lock" ] || { echo "setup_env.sh: unknown stack '$stack' (no $lock)" >&2; exit 2; }
 
@@ -30,7 +32,11 @@ fi
 start=$(date +%s)
 echo "setup_env: creating $venv ($stack)" >&2
 rm -rf "$venv"
-"$python" -m venv "$venv"
+if [ "$stack" = tf215-image ]; then
+  "$python" -m venv --system-site-packages "$venv" # sees the image's TensorFlow + CUDA
+else
+  "$python" -m venv "$venv"
+fi
 pip_install() {
   # --no-warn-conflicts: the OD sdist and tf-models-official declare deps we leave out on purpose.
   "$venv/bin/python" -m pip --quiet --disable-pip-version-check install --no-warn-conflicts "$@" \
@@ -43,6 +49,16 @@ if [ "$stack" = tf215-gpu ]; then
   grep -v '^tensorflow-cpu==' "$lock" > "$venv/lock.txt"
   pip_install --no-deps -r "$venv/lock.txt"
   pip_install -c "$venv/lock.txt" "tensorflow[and-cuda]==2.15.1"
+elif [ "$stack" = tf215-image ]; then
+  # Every pin but TensorFlow itself, which the base image provides (with its CUDA libraries).
+  grep -v '^tensorflow-cpu==' "$lock" > "$venv/lock.txt"
+  pip_install --no-deps -r "$venv/lock.txt"
+  want=$(sed -n 's/^tensorflow-cpu==//p' "$lock")
+  have=$("$venv/bin/python" -c "import tensorflow as tf; print(tf.__version__)" 2>/dev/null || true)
+  if [ "$have" != "$want" ]; then
+    echo "setup_env: the image has TensorFlow '${have:-none}', the lock pins $want" >&2
+    exit 1
+  fi
 else
   pip_install --no-deps -r "$lock"
 fi

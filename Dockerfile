@@ -1,0 +1,33 @@
+# tfod-finetune on GPUs: the primary stack (TF 2.15.1) over the official TensorFlow GPU image.
+#
+#   docker build -t tfod-finetune .
+#   docker run --gpus all --init --rm --user "$(id -u):$(id -g)" \
+#     -v "$PWD/data:/data:ro" -v "$PWD/zoo:/checkpoints:ro" -v "$PWD/runs:/runs" \
+#     tfod-finetune --pipeline_config=/data/pipeline.config --model_dir=/runs/run1 \
+#       --checkpoint=/checkpoints/ssd_mobilenet_v2_fpnlite_320x320_coco17_tpu-8
+#
+# Volumes (README "Docker"): /data TFRecords, label map and config (read-only), /checkpoints
+# zoo checkpoints (read-only), /runs model dirs (checkpoints, logs, TensorBoard events).
+FROM tensorflow/tensorflow:2.15.1-gpu
+
+ENV PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PATH=/opt/venv/bin:$PATH
+
+WORKDIR /opt/tfod-finetune
+COPY setup.py pyproject.toml README.md ./
+COPY constraints/ constraints/
+COPY scripts/ scripts/
+COPY configs/ configs/
+COPY train/ train/
+
+# The same lock files and installer as CI (scripts/setup_env.sh), TensorFlow from the image.
+RUN PYTHON=python3 bash scripts/setup_env.sh tf215-image /opt/venv \
+    && useradd --create-home --uid 1000 --shell /bin/bash tfod \
+    && mkdir -p /data /checkpoints /runs \
+    && chown tfod:tfod /runs
+
+USER 1000:1000
+VOLUME ["/runs"]
+ENTRYPOINT ["python", "-m", "train.finetune"]
+CMD ["--helpshort"]

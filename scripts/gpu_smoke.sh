@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# GPU check (under 10 minutes on one GPU): install the GPU stack, then train the demo config
+# on the GPU for a fixed number of steps through the driver and through raw train_loop, and
+# print the GPU seen and steady-state steps/s of both (scripts/bench_overhead.py).
+#
+# usage: bash scripts/gpu_smoke.sh [STEPS]        (env: VENV, default .venv-gpu; OUT)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+steps=${1:-200}
+venv=${VENV:-.venv-gpu}
+out=${OUT:-bench_out/gpu}
+start=$(date +%s)
+
+if ! nvidia-smi -L; then
+  echo "gpu_smoke: no GPU visible (nvidia-smi failed)" >&2
+  exit 1
+fi
+bash scripts/setup_env.sh tf215-gpu "$venv"
+echo "gpu_smoke: stack ready after $(($(date +%s) - start)) s"
+"$venv/bin/python" - <<'PY'
+from train import compat
+
+compat.apply()
+import tensorflow as tf
+
+gpus = tf.config.list_physical_devices("GPU")
+print(f"gpu_smoke: TensorFlow {tf.__version__}, built with CUDA {tf.test.is_built_with_cuda()}")
+for gpu in gpus:
+    details = tf.config.experimental.get_device_details(gpu)
+    print(f"gpu_smoke: {gpu.name}: {details.get('device_name')} cc {details.get('compute_capability')}")
+if not gpus:
+    raise SystemExit("gpu_smoke: TensorFlow sees no GPU")
+PY
+"$venv/bin/python" scripts/bench_overhead.py --steps "$steps" --pairs 1 --out "$out"
+echo "gpu_smoke: done in $(($(date +%s) - start)) s"
