@@ -124,6 +124,7 @@ def test_multi_node_job_two_workers_preempted_by_usr2_requeue_and_resume(
         "--checkpoint_every_n=1000",  # only the preemption's save, and the final one
         "--num_steps_per_iteration=1",
         "--log_every_s=1",
+        "--fresh",  # harmless on the first run; the requeued run must drop it and resume
         config=config,
     )
     args = [a for a in args if not a.startswith("--train_input_path=") or a.endswith(shards)]
@@ -150,6 +151,7 @@ def test_multi_node_job_two_workers_preempted_by_usr2_requeue_and_resume(
     assert finished["Restarts"] == "1"
     assert "MultiWorkerMirroredStrategy: worker 0 of 2 (slurm)" in text
     assert "MultiWorkerMirroredStrategy: worker 1 of 2 (slurm)" in text
+    assert "requeued run: resuming (--fresh dropped)" in text
     assert text.count(f"training: {steps - at} steps from step {at}") == 2  # both resumed
     assert _final_step(model_dir) == steps
     assert not [p for p in os.listdir(model_dir) if p.startswith("temp_worker")]

@@ -6,6 +6,7 @@ for user mistakes.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
 
@@ -197,6 +198,8 @@ def run(options: RunOptions) -> int:
     except cluster.ClusterError as e:
         _emit(f"error: {e}")
         return errors.EXIT_USAGE
+    if not topology.is_chief:  # worker 0 writes the run's report; the others print theirs
+        options = dataclasses.replace(options, report_json=None)
     config, overrides = rewrite.apply_overrides(source.proto, options)
     ctx = Context(options=options, source=source, config=config, topology=topology)
     preflight_report = run_preflight(ctx)
@@ -230,6 +233,9 @@ def run(options: RunOptions) -> int:
         previous_run = None
         if topology.is_chief:
             _emit(f"--fresh: moved the earlier run aside to {rundir.move_aside(options.model_dir)}")
+        elif not rundir.wait_until_gone(ctx.model_dir_run[0] + ".index"):
+            _emit(f"error: --fresh: worker 0 did not move {options.model_dir} aside")
+            return errors.EXIT_PREFLIGHT
     work_dir = topology.work_dir(options.model_dir)
     os.makedirs(work_dir, exist_ok=True)
     resolved_path = _resolved_path(options, work_dir)
@@ -268,7 +274,10 @@ def run(options: RunOptions) -> int:
             restore_record["training"] = measured
             if plan.is_chief:
                 board.write_run_summaries(
-                    summaries, {"tfod_finetune/restore": report.restore_text(measured)}, None, 0
+                    summaries,
+                    {"tfod_finetune/restore": report.restore_text(measured)},
+                    None,
+                    plan.start_step,
                 )
 
     if plan.is_chief:

@@ -24,6 +24,18 @@ if [ "$#" -eq 0 ]; then
 fi
 shift
 
+# A requeued run must resume, not start over: drop --fresh after the first run.
+if [ "${SLURM_RESTART_COUNT:-0}" -gt 0 ]; then
+  driver_args=()
+  for arg in "$@"; do
+    case "$arg" in
+      --fresh | --fresh=true | --fresh=True) echo "run_step.sh: requeued run: resuming (--fresh dropped)" ;;
+      *) driver_args+=("$arg") ;;
+    esac
+  done
+  set -- "${driver_args[@]}"
+fi
+
 python=${TFOD_PYTHON:-python}
 root=${TFOD_ROOT:-${SLURM_SUBMIT_DIR:-$PWD}}
 cd "$root" || exit 2

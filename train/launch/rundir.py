@@ -31,6 +31,16 @@ def move_aside(model_dir: str) -> str | None:
     return target
 
 
+def wait_until_gone(path: str, timeout_s: float = 600, poll_s: float = 1.0) -> bool:
+    """Waits for another worker to move `path` away (a non-chief worker under --fresh)."""
+    deadline = time.monotonic() + timeout_s
+    while os.path.exists(path):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(poll_s)
+    return True
+
+
 RESUMABLE_CHANGES = ("num_steps", "fine_tune_checkpoint", "fine_tune_checkpoint_type")
 
 
