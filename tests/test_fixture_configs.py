@@ -149,3 +149,18 @@ def test_real_user_configs_reviewed_codes(shared_fixtures, tmp_path, name):
     config, _ = rewrite.apply_overrides(source.proto, options)
     report = run_preflight(Context(options=options, source=source, config=config))
     assert sorted({f"{f.code}:{f.severity[0]}" for f in report.findings}) == expected
+
+
+def test_hparams_of_every_tf2_zoo_config(shared_fixtures, tmp_path):
+    from train.launch import board, cluster, plan
+
+    configs = sorted(glob.glob(os.path.join(shared_fixtures, "zoo_tf2", "*.config")))
+    options = RunOptions(pipeline_config="x", model_dir=str(tmp_path / "m"))
+    launch = plan.build_plan(options, "x", 100, 0, {}, cluster.plan_topology("all", 2, {}))
+    bases = set()
+    for path in configs:
+        hparams = board.hparams_of(io.load(path).proto, launch)
+        assert hparams["num_classes"] == 90 and hparams["replicas"] == 2, path
+        assert hparams["optimizer"] and hparams["learning_rate_schedule"], path
+        bases.add(hparams["learning_rate_base"])
+    assert 0.0 not in bases  # every zoo schedule's base rate is found

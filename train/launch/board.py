@@ -90,7 +90,15 @@ def hparams_of(config, plan) -> dict:
     optimizer = train.optimizer.WhichOneof("optimizer") or ""
     rate = getattr(train.optimizer, optimizer).learning_rate if optimizer else None
     schedule = rate.WhichOneof("learning_rate") if rate is not None else None
-    base = getattr(getattr(rate, schedule), "learning_rate_base", None) if schedule else None
+    chosen = getattr(rate, schedule) if schedule else None
+    base = next(
+        (
+            getattr(chosen, name)
+            for name in ("learning_rate_base", "initial_learning_rate", "learning_rate")
+            if chosen is not None and hasattr(chosen, name)
+        ),
+        None,
+    )
     values = {
         "meta_arch": fields.meta_arch(config) or "",
         "feature_extractor": fields.feature_extractor_type(config) or "",
