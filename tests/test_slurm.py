@@ -30,6 +30,8 @@ def slurm():
     up = subprocess.run(
         ["bash", os.path.join(SLURM, "slurm_up.sh")], capture_output=True, text=True
     )
+    if up.returncode == 77:  # not root, or this machine runs a real Slurm of its own
+        pytest.skip(up.stderr.strip().splitlines()[-1])
     if up.returncode != 0:
         pytest.fail(f"slurm_up.sh failed:\n{up.stderr[-3000:]}")
     yield
