@@ -119,6 +119,11 @@ def _finish_eval(plan: LaunchPlan, evaluator, stopped: bool, emit) -> None:
     except subprocess.TimeoutExpired:
         evaluator.kill()
         evaluator.wait()
+        emit(
+            f"warning: evaluation: the last checkpoint was not evaluated within {EVAL_GRACE_S} s "
+            f"after training; stopped it (log: {plan.eval['log_path']})"
+        )
+        return
     where = os.path.join(plan.model_dir, "eval")
     if evaluator.returncode == 0:
         emit(f"evaluation: finished; summaries in {where} (log: {plan.eval['log_path']})")
