@@ -127,7 +127,7 @@ def test_write_resolved_and_diff(tmp_path):
     source = io.load(DEMO_CONFIG)
     config, _ = rewrite.apply_overrides(source.proto, _options(batch_size=2))
     target = tmp_path / "model" / "pipeline.config"
-    diff_path = rewrite.write_resolved(str(target), source, config)
+    diff_path = rewrite.write_resolved(str(target), source, io.to_text(config))
     assert io.to_text(io.load(str(target)).proto) == io.to_text(config)
     diff = open(diff_path).read()
     assert "-  batch_size: 128\n+  batch_size: 2\n" in diff

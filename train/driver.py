@@ -57,18 +57,6 @@ def _warn_config_changes(options, resolved_config, resolved_path) -> None:
         )
 
 
-def _wait_for_chief_transplant(spec: dict, timeout_s: float = 1800) -> bool:
-    """A non-chief worker waits for the chief's transplant (all workers restore one file)."""
-    import time
-
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if _transplant_is_current(spec):
-            return True
-        time.sleep(2)
-    return False
-
-
 def _config_summary(options, config, resolved: str | None) -> dict:
     path = fields.num_classes_path(config)
     return {
@@ -109,7 +97,7 @@ def _transplant_is_current(spec: dict) -> bool:
 
 
 def _prepare(
-    options, source_config, resolved_config, resolved_path, is_chief=True
+    options, source_config, resolved_config, resolved_text, resolved_path, is_chief=True
 ) -> tuple[int, dict | None]:
     """The CPU restore dry run and/or the transplant (train/launch/prepare.py).
 
@@ -128,7 +116,7 @@ def _prepare(
     spec = launch_plan.prepare_spec(
         options.model_dir,
         resolved_path,
-        io.to_text(resolved_config),
+        resolved_text,
         train_config.fine_tune_checkpoint,
         train_config.fine_tune_checkpoint_type,
         fields.get(resolved_config, classes) if classes else None,
@@ -142,7 +130,10 @@ def _prepare(
             _emit("restore: the dry run is done by worker 0")
             return errors.EXIT_OK, None
         _emit("transplant: waiting for worker 0 to write it ...")
-        if _wait_for_chief_transplant(spec):
+        from train.launch import rundir
+
+        # All workers must restore the one file worker 0 wrote (its fresh tensors are random).
+        if rundir.wait_until(lambda: _transplant_is_current(spec), timeout_s=1800, poll_s=2):
             return errors.EXIT_OK, None
         _emit(f"error: RESTORE: worker 0 wrote no transplant to {spec['transplant_to']}")
         return errors.EXIT_PREFLIGHT, None
@@ -215,7 +206,8 @@ def run(options: RunOptions) -> int:
             resolved_config, launch_plan.transplant_prefix(options.model_dir)
         )
         changes += transplant_changes
-    _emit(report.render_text(preflight_report, options.fix, changes))
+    preflight_text = report.render_text(preflight_report, options.fix, changes)
+    _emit(preflight_text)
 
     if blocking:
         _write_report_json(options, preflight_report, changes, resolved_config, None)
@@ -233,7 +225,9 @@ def run(options: RunOptions) -> int:
         previous_run = None
         if topology.is_chief:
             _emit(f"--fresh: moved the earlier run aside to {rundir.move_aside(options.model_dir)}")
-        elif not rundir.wait_until_gone(ctx.model_dir_run[0] + ".index"):
+        elif not rundir.wait_until(
+            lambda: not os.path.exists(ctx.model_dir_run[0] + ".index"), timeout_s=600
+        ):
             _emit(f"error: --fresh: worker 0 did not move {options.model_dir} aside")
             return errors.EXIT_PREFLIGHT
     work_dir = topology.work_dir(options.model_dir)
@@ -241,14 +235,15 @@ def run(options: RunOptions) -> int:
     resolved_path = _resolved_path(options, work_dir)
     if previous_run is not None:
         _warn_config_changes(options, resolved_config, resolved_path)
-    diff_path = rewrite.write_resolved(resolved_path, source, resolved_config)
+    resolved_text = io.to_text(resolved_config)
+    diff_path = rewrite.write_resolved(resolved_path, source, resolved_text)
     _write_report_json(options, preflight_report, changes, resolved_config, resolved_path)
     _emit(f"resolved config: {resolved_path} (diff: {diff_path})")
 
     restore_record: dict = {}
     if options.dry_run or options.restore == "transplant":
         code, prepared = _prepare(
-            options, fixed_config, resolved_config, resolved_path, topology.is_chief
+            options, fixed_config, resolved_config, resolved_text, resolved_path, topology.is_chief
         )
         restore_record.update(prepared or {})
         _write_report_json(
@@ -284,10 +279,8 @@ def run(options: RunOptions) -> int:
         board.write_run_summaries(
             summaries,
             {
-                "tfod_finetune/resolved_config": io.to_text(resolved_config),
-                "tfod_finetune/preflight": report.render_text(
-                    preflight_report, options.fix, changes
-                ),
+                "tfod_finetune/resolved_config": resolved_text,
+                "tfod_finetune/preflight": preflight_text,
             },
             board.hparams_of(resolved_config, plan),
             start_step,

@@ -31,10 +31,14 @@ def move_aside(model_dir: str) -> str | None:
     return target
 
 
-def wait_until_gone(path: str, timeout_s: float = 600, poll_s: float = 1.0) -> bool:
-    """Waits for another worker to move `path` away (a non-chief worker under --fresh)."""
+def wait_until(condition, timeout_s: float, poll_s: float = 1.0) -> bool:
+    """Polls `condition()` until it holds (True) or `timeout_s` passes (False).
+
+    For a non-chief worker waiting on worker 0's changes to the shared model_dir (the --fresh
+    move, the transplant).
+    """
     deadline = time.monotonic() + timeout_s
-    while os.path.exists(path):
+    while not condition():
         if time.monotonic() > deadline:
             return False
         time.sleep(poll_s)

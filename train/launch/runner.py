@@ -25,6 +25,12 @@ def _tail(path: str, lines: int = 15) -> list[str]:
         return []
 
 
+def _said(path: str, marker: str) -> str | None:
+    """What follows `marker` on the last line of the log's tail that has it (None: none)."""
+    lines = [line for line in _tail(path, 50) if marker in line]
+    return lines[-1].split(marker, 1)[1].strip() if lines else None
+
+
 STOP_GRACE_S = 120  # how long a stopping child may take to write its last checkpoint
 
 
@@ -128,8 +134,7 @@ def _finish_eval(plan: LaunchPlan, evaluator, stopped: bool, emit) -> None:
     if evaluator.returncode == 0:
         emit(f"evaluation: finished; summaries in {where} (log: {plan.eval['log_path']})")
     elif not stopped:
-        failure = [line for line in _tail(plan.eval["log_path"], 50) if "failed:" in line]
-        said = failure[-1].split("failed:", 1)[1].strip() if failure else "see the log"
+        said = _said(plan.eval["log_path"], "evaluation failed:") or "see the log"
         emit(f"warning: evaluation failed: {said} (log: {plan.eval['log_path']})")
 
 
@@ -189,20 +194,14 @@ def run(plan: LaunchPlan, log_every_s: float, emit=None, on_restore=None) -> int
         on_restore(read_json(plan.restore_report))
     if child.returncode == errors.EXIT_INTERRUPTED or (stop.signals and child.returncode != 0):
         progress(final=True)
-        said = [line for line in _tail(plan.log_path, 50) if "[tfod-finetune] stopped by" in line]
-        what = said[-1].split("stopped by", 1)[1].strip() if said else "killed before saving"
+        what = _said(plan.log_path, "[tfod-finetune] stopped by") or "killed before saving"
         emit(f"stopped by {what}; rerun the same command to resume from {plan.model_dir}")
         return errors.EXIT_INTERRUPTED
     progress(final=True)
     if child.returncode != 0:
         for line in _tail(plan.log_path):
             emit(f"  | {line}")
-        failure = [line for line in _tail(plan.log_path, 50) if "training failed:" in line]
-        summary = (
-            failure[-1].split("training failed:", 1)[1].strip()
-            if failure
-            else (f"exit status {child.returncode}")
-        )
+        summary = _said(plan.log_path, "training failed:") or f"exit status {child.returncode}"
         emit(f"error: training failed: {summary} (full log: {plan.log_path})")
         return errors.EXIT_TRAINING
     return errors.EXIT_OK

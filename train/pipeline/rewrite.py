@@ -112,12 +112,12 @@ def unified_diff(source_text: str, source_path: str, resolved_text: str) -> str:
     )
 
 
-def write_resolved(config_path: str, source, config) -> str:
-    """Writes the resolved config and its diff (`<name>.diff` beside it) atomically.
+def write_resolved(config_path: str, source, text: str) -> str:
+    """Writes the resolved config's text and its diff (`<name>.diff` beside it) atomically.
 
-    Returns the diff's path.
+    Takes the text (io.to_text of the resolved config) that the caller also records
+    elsewhere, so the config is rendered once. Returns the diff's path.
     """
-    text = io.to_text(config)
     diff_path = os.path.splitext(config_path)[0] + ".diff"
     io.write_atomic(config_path, text)
     io.write_atomic(diff_path, unified_diff(source.text, source.path, text))

@@ -393,7 +393,7 @@ def check_batch(ctx):
         )
     per_replica = batch // max(1, replicas)
     if per_replica >= 64:
-        device = "GPU" if (ctx.topology.gpus if ctx.topology else ctx.gpus) else "CPU"
+        device = "GPU" if ctx.training_gpus else "CPU"
         yield ctx.finding_at(
             "batch_size",
             "BATCH.tpu_sized",

@@ -79,6 +79,11 @@ class Context:
         return envinfo.visible_gpus()
 
     @property
+    def training_gpus(self) -> int:
+        """GPUs each worker trains on: the launch plan's, else every visible one."""
+        return len(self.topology.gpus) if self.topology is not None else self.gpus
+
+    @property
     def replicas(self) -> int:
         """Replicas in sync of the launch plan (all workers' GPUs), else one per visible GPU."""
         if self.topology is not None:
