@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import sys
 
 import pytest
 
@@ -110,3 +112,36 @@ def test_aside_path_is_a_sibling_and_inputs_inside_are_found(tmp_path):
     assert rundir.aside_path(str(tmp_path / "m") + "/", "T") == str(tmp_path / "m.moved-T")
     inside = rundir.inputs_inside(str(tmp_path / "m"), [str(tmp_path / "m" / "a"), "/x", None])
     assert inside == [str(tmp_path / "m" / "a")]
+
+
+@pytest.mark.parametrize(
+    "said,code,expected_exit,expected",
+    [
+        (
+            "[tfod-finetune] training failed: ValueError: boom",
+            4,
+            4,
+            "error: training failed: ValueError: boom (full log:",
+        ),
+        ("nothing useful", 4, 4, "error: training failed: exit status 4 (full log:"),
+        (
+            "[tfod-finetune] stopped by SIGTERM: saved /m/ckpt-2 at step 3",
+            5,
+            5,
+            "stopped by SIGTERM: saved /m/ckpt-2 at step 3; rerun the same command",
+        ),
+    ],
+)
+def test_runner_maps_the_child_outcome_to_exit_code_and_one_line(
+    tmp_path, said, code, expected_exit, expected
+):
+    from train.launch import runner
+
+    options = RunOptions(pipeline_config="in.config", model_dir=str(tmp_path / "m"))
+    built = plan.build_plan(options, str(tmp_path / "m" / "pipeline.config"), 10, 0, {})
+    # A stand-in child process that logs what the real one logs on that outcome, and exits.
+    script = f"import sys; print({said!r}); sys.exit({code})"
+    child = dataclasses.replace(built, argv=(sys.executable, "-c", script))
+    lines: list[str] = []
+    assert runner.run(child, 30.0, lines.append) == expected_exit
+    assert any(expected in line for line in lines), lines
