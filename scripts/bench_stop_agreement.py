@@ -25,7 +25,7 @@ WORKER = """
 import sys, time
 from train import compat; compat.apply()
 import tensorflow as tf
-from train.launch import child
+from train.tf import child
 strategy = tf.distribute.MultiWorkerMirroredStrategy()
 signalled = child._signalled_anywhere(tf, strategy)
 with strategy.scope():

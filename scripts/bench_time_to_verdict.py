@@ -73,7 +73,7 @@ def main() -> int:  # noqa: D103
 
     compat.apply(with_tensorflow=False)
     from train.demo import __main__ as demo
-    from train.pipeline import io
+    from train.pipeline import configfile
 
     out = os.path.abspath(args.out)
     shutil.rmtree(out, ignore_errors=True)
@@ -86,7 +86,7 @@ def main() -> int:  # noqa: D103
     finished = os.path.join(out, "finished_run")
     argv = demo.driver_argv(assets, finished, 5)
     subprocess.run(argv, check=True, env=env, capture_output=True)
-    good = io.load(os.path.join(finished, "pipeline.config")).text
+    good = configfile.load(os.path.join(finished, "pipeline.config")).text
     five = os.path.join(out, "five.pbtxt")
     with open(five, "w") as f:
         f.write("".join(f"item {{ id: {i} name: 'c{i}' }}\n" for i in range(1, 6)))

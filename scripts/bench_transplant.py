@@ -108,7 +108,7 @@ def main() -> int:  # noqa: D103
     parser.add_argument("--out", default=None)
     parser.add_argument("--reuse", action="store_true", help="report finished runs again")
     args = parser.parse_args()
-    from train.demo import standin, synthetic
+    from train.tf import standin, synthetic
 
     config, size, batch, *edit = ARCHS[args.arch]
     if not os.path.isabs(config):
@@ -126,12 +126,13 @@ def main() -> int:  # noqa: D103
         standin.build_standin(config, zoo, image_size=size)
     zoo_config = os.path.join(zoo, "pipeline.config")  # the config at the bench's image size
     if edit:
-        from train.pipeline import io
+        from train import files
+        from train.pipeline import configfile
 
-        edited = io.load(zoo_config).proto
+        edited = configfile.load(zoo_config).proto
         edit[0](edited)
         zoo_config = os.path.join(out, "bench.config")
-        io.write_atomic(zoo_config, io.to_text(edited))
+        files.write_atomic(zoo_config, configfile.to_text(edited))
     common = [f"--pipeline_config={zoo_config}", f"--batch_size={batch}", "--log_every_s=600"]
     common += [f"--num_steps_per_iteration={args.every}", "--checkpoint_every_n=100000"]
 

@@ -49,29 +49,30 @@ MODELS = [
 
 def row(label: str, config: str, size: int | None, classes: int, out: str) -> str:
     """Builds the stand-in, runs the prepare child, returns the table row."""
-    from train.demo import standin
+    from train import files
     from train.launch import plan
-    from train.pipeline import fields, io
+    from train.pipeline import configfile, fields
+    from train.tf import standin
 
     zoo = os.path.join(out, "zoo")
     standin.build_standin(config, zoo, image_size=size)
-    resolved = io.load(os.path.join(zoo, "pipeline.config")).proto
+    resolved = configfile.load(os.path.join(zoo, "pipeline.config")).proto
     fields.set_value(resolved, fields.num_classes_path(resolved), classes)
     resolved_path = os.path.join(out, "pipeline.config")
-    io.write_atomic(resolved_path, io.to_text(resolved))
+    files.write_atomic(resolved_path, configfile.to_text(resolved))
     spec = plan.prepare_spec(
         out,
         resolved_path,
-        io.to_text(resolved),
+        configfile.to_text(resolved),
         os.path.join(zoo, "checkpoint", "ckpt-0"),
         "detection",
         classes,
         transplant=True,
     )
     spec_path = os.path.join(out, "spec.json")
-    io.write_atomic(spec_path, json.dumps(spec))
+    files.write_atomic(spec_path, json.dumps(spec))
     env = {**os.environ, "CUDA_VISIBLE_DEVICES": "-1", "TF_CPP_MIN_LOG_LEVEL": "2"}
-    subprocess.run([sys.executable, "-m", "train.launch.prepare", spec_path], env=env, check=True)
+    subprocess.run([sys.executable, "-m", "train.tf.prepare", spec_path], env=env, check=True)
     with open(spec["report"], encoding="utf-8") as f:
         report = json.load(f)
     dry, moved = report["dry_run"], report["transplant"]

@@ -85,13 +85,14 @@ def zero_learning_rate_config(source: str, out: str) -> str:
     (Batch-norm moving statistics still move.) Lets tests tell restored weights from fresh
     ones exactly after real training steps.
     """
-    from train.pipeline import io
+    from train import files
+    from train.pipeline import configfile
 
-    config = io.load(source).proto
+    config = configfile.load(source).proto
     optimizer = config.train_config.optimizer
     chosen = getattr(optimizer, optimizer.WhichOneof("optimizer"))
     chosen.learning_rate.constant_learning_rate.learning_rate = 0.0
-    io.write_atomic(out, io.to_text(config))
+    files.write_atomic(out, configfile.to_text(config))
     return out
 
 
@@ -101,12 +102,13 @@ def small_image_config(source: str, out: str, size: int = 128) -> str:
     For tests that run several training processes at once on a 2-core machine (Slurm,
     multi-worker). The checkpoint's weights do not depend on the input size.
     """
-    from train.pipeline import io
+    from train import files
+    from train.pipeline import configfile
 
-    config = io.load(source).proto
+    config = configfile.load(source).proto
     resizer = config.model.ssd.image_resizer.fixed_shape_resizer
     resizer.height = resizer.width = size
-    io.write_atomic(out, io.to_text(config))
+    files.write_atomic(out, configfile.to_text(config))
     return out
 
 

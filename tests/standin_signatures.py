@@ -3,7 +3,7 @@
     python -m tests.standin_signatures CACHE_DIR CONFIG...
 
 Builds each model from its zoo config with 90 classes at a small input size (the variables do
-not depend on it) exactly as train/demo/standin.py does for the demo, saves it, and records
+not depend on it) exactly as train/tf/standin.py does for the demo, saves it, and records
 `tf.train.list_variables` of the checkpoint in CACHE_DIR/<config sha>-<TF version>.json. Run in
 a child process so dozens of model builds never accumulate in the test process.
 """
@@ -44,7 +44,7 @@ def main(argv: list[str]) -> int:  # noqa: D103
     compat.apply()
     import tensorflow as tf
 
-    from train.demo import standin
+    from train.tf import standin
 
     cache_dir, configs = argv[1], argv[2:]
     os.makedirs(cache_dir, exist_ok=True)

@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from train.checkpoint import inspect, resolve
+from train.checkpoint import identify, resolve
 
 
 def _fake_checkpoint(directory, name="ckpt-0", state=True):
@@ -95,28 +95,28 @@ def test_classify_kinds_from_roots():
             [3, 3, 3, 32],
         ),
     ]
-    info = inspect.classify(detection)
+    info = identify.classify(detection)
     assert (info.kind, info.meta_arch, info.head_slots) == ("detection", "ssd", 546)
-    assert inspect.classes_from_head(info, anchors_per_location=6) == 90
+    assert identify.classes_from_head(info, anchors_per_location=6) == 90
     training = detection + [("optimizer/iter" + S, []), ("step" + S, [])]
-    assert inspect.classify(training).kind == "training"
+    assert identify.classify(training).kind == "training"
     backbone = [
         ("_CHECKPOINTABLE_OBJECT_GRAPH", []),
         ("feature_extractor/layer_with_weights-0/kernel" + S, [3, 3, 3, 32]),
     ]
-    assert inspect.classify(backbone).kind == "classification"
+    assert identify.classify(backbone).kind == "classification"
     tf1 = [("FeatureExtractor/MobilenetV2/Conv/weights", [3, 3, 3, 32]), ("global_step", [])]
-    assert inspect.classify(tf1).kind == "tf1"
-    assert inspect.classify([]).kind == "empty"
+    assert identify.classify(tf1).kind == "tf1"
+    assert identify.classify([]).kind == "empty"
 
 
 def test_classes_from_head_per_meta_arch():
-    frcnn = inspect.CheckpointInfo("p", "detection", meta_arch="faster_rcnn", head_slots=91)
-    centernet = inspect.CheckpointInfo("p", "detection", meta_arch="center_net", head_slots=90)
-    assert inspect.classes_from_head(frcnn, None) == 90
-    assert inspect.classes_from_head(centernet, None) == 90
-    efficientdet = inspect.CheckpointInfo("p", "detection", meta_arch="ssd", head_slots=810)
-    assert inspect.classes_from_head(efficientdet, 9, add_background_class=False) == 90
+    frcnn = identify.CheckpointInfo("p", "detection", meta_arch="faster_rcnn", head_slots=91)
+    centernet = identify.CheckpointInfo("p", "detection", meta_arch="center_net", head_slots=90)
+    assert identify.classes_from_head(frcnn, None) == 90
+    assert identify.classes_from_head(centernet, None) == 90
+    efficientdet = identify.CheckpointInfo("p", "detection", meta_arch="ssd", head_slots=810)
+    assert identify.classes_from_head(efficientdet, 9, add_background_class=False) == 90
 
 
 # Real zoo checkpoint indexes (names and shapes of the real downloads).
@@ -133,7 +133,7 @@ ZOO = {
 def test_real_zoo_indexes(shared_fixtures, name):
     result = resolve.resolve(os.path.join(shared_fixtures, "zoo_checkpoints", name))
     assert result.problem == "tarball_root"
-    info = inspect.inspect(result.prefix)
+    info = identify.inspect(result.prefix)
     assert (info.kind, info.meta_arch, info.head_slots, len(info.variables)) == (
         "detection",
     ) + ZOO[name]
@@ -143,7 +143,7 @@ def test_real_tf1_index(shared_fixtures):
     folder = os.path.join(
         shared_fixtures, "zoo_checkpoints_tf1", "ssd_mobilenet_v2_coco_2018_03_29"
     )
-    info = inspect.inspect(resolve.resolve(folder).prefix)
+    info = identify.inspect(resolve.resolve(folder).prefix)
     assert info.kind == "tf1"
 
 

@@ -65,7 +65,7 @@ def test_protos_shim_survives_user_setting_pure_python_backend():
 DECODE = """
 from train import compat; compat.apply()
 import tensorflow as tf
-from train.demo import synthetic
+from train.tf import synthetic
 import numpy as np
 image, boxes, labels = synthetic.make_image(np.random.default_rng(1), 64)
 serialized = synthetic.to_example(image, boxes, labels, "a.jpg").SerializeToString()

@@ -5,19 +5,19 @@ from __future__ import annotations
 import os
 
 from tests.conftest import DEMO_CONFIG
-from train.pipeline import io
+from train.pipeline import configfile
 
 ZOO = "ssd_mobilenet_v2_fpnlite_320x320_coco17_tpu-8"
 
 
 def test_demo_config_equals_the_zoo_config(shared_fixtures):
-    ours = io.load(DEMO_CONFIG).proto
-    zoo = io.load(os.path.join(shared_fixtures, "zoo_tf2", f"{ZOO}.config")).proto
+    ours = configfile.load(DEMO_CONFIG).proto
+    zoo = configfile.load(os.path.join(shared_fixtures, "zoo_tf2", f"{ZOO}.config")).proto
     assert ours == zoo
 
 
 def test_demo_config_is_in_zoo_state():
-    config = io.load(DEMO_CONFIG).proto
+    config = configfile.load(DEMO_CONFIG).proto
     assert config.model.ssd.num_classes == 90
     assert config.train_config.fine_tune_checkpoint_type == "classification"
     assert "PATH_TO_BE_CONFIGURED" in config.train_input_reader.label_map_path

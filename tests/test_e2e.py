@@ -66,9 +66,9 @@ def test_tensorboard_has_total_loss(trained):
 
 
 def test_resolved_config_written_and_input_untouched(trained):
-    from train.pipeline import io
+    from train.pipeline import configfile
 
-    resolved = io.load(os.path.join(trained["dir"], "pipeline.config")).proto
+    resolved = configfile.load(os.path.join(trained["dir"], "pipeline.config")).proto
     assert resolved.model.ssd.num_classes == 3
     assert resolved.train_config.fine_tune_checkpoint_type == "detection"
     assert resolved.train_config.fine_tune_checkpoint.endswith("checkpoint/ckpt-0")

@@ -9,13 +9,13 @@ import pytest
 
 from train.checkpoint import resolve
 from train.options import RunOptions
-from train.pipeline import io, rewrite
+from train.pipeline import configfile, rewrite
 from train.preflight import Context, run_preflight
 
 
 def _preflight(config_path, model_dir, **kwargs):
     options = RunOptions(pipeline_config=str(config_path), model_dir=str(model_dir), **kwargs)
-    source = io.load(str(config_path))
+    source = configfile.load(str(config_path))
     config, _ = rewrite.apply_overrides(source.proto, options)
     return run_preflight(Context(options=options, source=source, config=config))
 
@@ -141,8 +141,8 @@ def test_real_user_configs_reviewed_codes(shared_fixtures, tmp_path, name):
     expected = _user_configs()[name]
     path = os.path.join(shared_fixtures, name)
     try:
-        source = io.load(path)
-    except io.ConfigParseError:
+        source = configfile.load(path)
+    except configfile.ConfigParseError:
         assert expected == ["PARSE"]
         return
     options = RunOptions(pipeline_config=path, model_dir=str(tmp_path / "m"))
@@ -159,7 +159,7 @@ def test_hparams_of_every_tf2_zoo_config(shared_fixtures, tmp_path):
     launch = plan.build_plan(options, "x", 100, 0, {}, cluster.plan_topology("all", 2, {}))
     bases = set()
     for path in configs:
-        hparams = board.hparams_of(io.load(path).proto, launch)
+        hparams = board.hparams_of(configfile.load(path).proto, launch)
         assert hparams["num_classes"] == 90 and hparams["replicas"] == 2, path
         assert hparams["optimizer"] and hparams["learning_rate_schedule"], path
         bases.add(hparams["learning_rate_base"])

@@ -80,12 +80,12 @@ def test_preflight_imports_no_tensorflow(demo_assets, tmp_path):
     code = f"""
 import sys
 from train.options import RunOptions
-from train.pipeline import io, rewrite
+from train.pipeline import configfile, rewrite
 from train.preflight import Context, run_preflight
 options = RunOptions(pipeline_config={DEMO_CONFIG!r}, model_dir={str(tmp_path)!r},
     checkpoint={demo_assets["zoo"]!r}, label_map={demo_assets["label_map"]!r},
     train_input_path=({demo_assets["train"]!r},), eval_input_path=({demo_assets["eval"]!r},))
-source = io.load(options.pipeline_config)
+source = configfile.load(options.pipeline_config)
 config, _ = rewrite.apply_overrides(source.proto, options)
 report = run_preflight(Context(options=options, source=source, config=config))
 assert report.checkpoint["kind"] == "detection", report.checkpoint

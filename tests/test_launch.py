@@ -42,7 +42,7 @@ def test_build_plan_is_pure_and_complete(tmp_path):
         {"TF_USE_LEGACY_KERAS": "1"},
         python="/py",
     )
-    assert built.argv == ("/py", "-m", "train.launch.child", str(tmp_path / "m" / "launch.json"))
+    assert built.argv == ("/py", "-m", "train.tf.child", str(tmp_path / "m" / "launch.json"))
     assert built.env["TF_USE_LEGACY_KERAS"] == "1"
     assert built.num_steps_per_iteration == 1  # 20 remaining steps -> at least 20 points
     record = json.loads(plan.plan_json(built))
@@ -93,14 +93,14 @@ def test_printer_cadence_short_and_long_runs():
 def test_config_changes_ignore_what_continuing_a_run_may_change():
     from tests.conftest import DEMO_CONFIG
     from train.launch import rundir
-    from train.pipeline import io
+    from train.pipeline import configfile
 
-    previous = io.load(DEMO_CONFIG).proto
-    longer = io.load(DEMO_CONFIG).proto
+    previous = configfile.load(DEMO_CONFIG).proto
+    longer = configfile.load(DEMO_CONFIG).proto
     longer.train_config.num_steps += 1000
     longer.train_config.fine_tune_checkpoint = "/elsewhere/ckpt-0"
     assert rundir.config_changes(previous, longer) == []
-    other = io.load(DEMO_CONFIG).proto
+    other = configfile.load(DEMO_CONFIG).proto
     other.train_config.batch_size = 3
     other.model.ssd.num_classes = 5
     assert rundir.config_changes(previous, other) == ["model", "train_config"]

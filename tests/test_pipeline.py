@@ -8,7 +8,7 @@ import pytest
 
 from tests.conftest import DEMO_CONFIG
 from train.options import RunOptions
-from train.pipeline import fields, io, rewrite
+from train.pipeline import configfile, fields, rewrite
 from train.preflight.findings import ERROR, Edit, Finding
 
 FRCNN = """
@@ -23,28 +23,28 @@ train_config { batch_size: 8 }
 
 
 def test_parse_error_has_file_line_and_column():
-    with pytest.raises(io.ConfigParseError) as info:
-        io.parse_text("model {\n  ssd {\n    num_clases: 3\n  }\n}\n", "my.config")
+    with pytest.raises(configfile.ConfigParseError) as info:
+        configfile.parse_text("model {\n  ssd {\n    num_clases: 3\n  }\n}\n", "my.config")
     assert (info.value.line, info.value.column) == (3, 5)
     assert str(info.value).startswith("my.config:3:5: ")
     assert "num_clases" in str(info.value)
 
 
 def test_load_reports_missing_and_directory(tmp_path):
-    with pytest.raises(io.ConfigParseError, match="file not found"):
-        io.load(str(tmp_path / "nope.config"))
-    with pytest.raises(io.ConfigParseError, match="is a directory"):
-        io.load(str(tmp_path))
+    with pytest.raises(configfile.ConfigParseError, match="file not found"):
+        configfile.load(str(tmp_path / "nope.config"))
+    with pytest.raises(configfile.ConfigParseError, match="is a directory"):
+        configfile.load(str(tmp_path))
 
 
 def test_find_line_matches_field_names_only():
     text = "# fine_tune_checkpoint: in a comment\ntrain_config {\n  fine_tune_checkpoint: 'x'\n}"
-    assert io.find_line(text, "fine_tune_checkpoint") == 3
-    assert io.find_line(text, "num_classes") is None
+    assert configfile.find_line(text, "fine_tune_checkpoint") == 3
+    assert configfile.find_line(text, "num_classes") is None
 
 
 def test_display_enum_unset_and_lists():
-    config = io.parse_text(FRCNN)
+    config = configfile.parse_text(FRCNN)
     assert fields.display(config, "train_config.fine_tune_checkpoint_version") == "(unset)"
     fields.set_value(config, "train_config.fine_tune_checkpoint_version", "V2")
     assert fields.display(config, "train_config.fine_tune_checkpoint_version") == "V2"
@@ -56,7 +56,7 @@ def _options(**kwargs):
 
 
 def test_num_classes_override_keeps_the_model_oneof():
-    config, changes = rewrite.apply_overrides(io.parse_text(FRCNN), _options(num_classes=3))
+    config, changes = rewrite.apply_overrides(configfile.parse_text(FRCNN), _options(num_classes=3))
     assert fields.meta_arch(config) == "faster_rcnn"
     assert config.model.faster_rcnn.num_classes == 3
     assert [str(c) for c in changes] == ["model.faster_rcnn.num_classes: 90 -> 3 (--num_classes)"]
@@ -64,7 +64,7 @@ def test_num_classes_override_keeps_the_model_oneof():
 
 def test_num_classes_override_works_on_centernet():
     # The OD API's own merge_external_params_with_configs silently leaves CenterNet at 90.
-    config, _ = rewrite.apply_overrides(io.parse_text(CENTERNET), _options(num_classes=2))
+    config, _ = rewrite.apply_overrides(configfile.parse_text(CENTERNET), _options(num_classes=2))
     assert config.model.center_net.num_classes == 2
 
 
@@ -75,7 +75,7 @@ def test_input_overrides_replace_repeated_fields_and_cover_every_reader():
         + 'tf_record_input_reader { input_path: "e1" input_path: "e2" } }'
     )
     config, _ = rewrite.apply_overrides(
-        io.parse_text(text),
+        configfile.parse_text(text),
         _options(
             label_map="lm.pbtxt", train_input_path=("t*.record",), eval_input_path=("v.record",)
         ),
@@ -89,14 +89,14 @@ def test_input_overrides_replace_repeated_fields_and_cover_every_reader():
 
 
 def test_overrides_do_not_touch_the_input_proto():
-    source = io.parse_text(FRCNN)
-    before = io.to_text(source)
+    source = configfile.parse_text(FRCNN)
+    before = configfile.to_text(source)
     rewrite.apply_overrides(source, _options(batch_size=2, num_train_steps=5))
-    assert io.to_text(source) == before
+    assert configfile.to_text(source) == before
 
 
 def test_apply_fixes_records_changes_and_clears_fields():
-    config = io.parse_text(FRCNN + "")
+    config = configfile.parse_text(FRCNN + "")
     config.train_config.sync_replicas = True
     findings = [
         Finding(
@@ -124,11 +124,11 @@ def test_apply_fixes_records_changes_and_clears_fields():
 
 
 def test_write_resolved_and_diff(tmp_path):
-    source = io.load(DEMO_CONFIG)
+    source = configfile.load(DEMO_CONFIG)
     config, _ = rewrite.apply_overrides(source.proto, _options(batch_size=2))
     target = tmp_path / "model" / "pipeline.config"
-    diff_path = rewrite.write_resolved(str(target), source, io.to_text(config))
-    assert io.to_text(io.load(str(target)).proto) == io.to_text(config)
+    diff_path = rewrite.write_resolved(str(target), source, configfile.to_text(config))
+    assert configfile.to_text(configfile.load(str(target)).proto) == configfile.to_text(config)
     diff = open(diff_path).read()
     assert "-  batch_size: 128\n+  batch_size: 2\n" in diff
     assert sum(1 for line in diff.splitlines() if line.startswith(("+ ", "- "))) == 2

@@ -9,13 +9,13 @@ import pytest
 
 from tests.conftest import DEMO_CONFIG
 from train.options import RunOptions
-from train.pipeline import io, rewrite
+from train.pipeline import configfile, rewrite
 from train.preflight import Context, run_preflight
 
 
 def _preflight(config_path, model_dir, topology=None, **kwargs):
     options = RunOptions(pipeline_config=str(config_path), model_dir=str(model_dir), **kwargs)
-    source = io.load(str(config_path))
+    source = configfile.load(str(config_path))
     config, _ = rewrite.apply_overrides(source.proto, options)
     return run_preflight(Context(options=options, source=source, config=config, topology=topology))
 
@@ -39,13 +39,13 @@ def good_options(demo_assets):
 @pytest.fixture
 def good_config(tmp_path, demo_assets, good_options):
     """The demo config with every fix applied: the correct setup."""
-    source = io.load(DEMO_CONFIG)
+    source = configfile.load(DEMO_CONFIG)
     options = RunOptions(pipeline_config=DEMO_CONFIG, model_dir=str(tmp_path / "m"), **good_options)
     config, _ = rewrite.apply_overrides(source.proto, options)
     report = run_preflight(Context(options=options, source=source, config=config))
     fixed, _ = rewrite.apply_fixes(config, [f for f in report.findings if f.fixable])
     path = tmp_path / "good.config"
-    path.write_text(io.to_text(fixed))
+    path.write_text(configfile.to_text(fixed))
     return path
 
 
@@ -224,7 +224,7 @@ def test_model_dir_is_checkpoint_dir(good_config, demo_assets):
 def test_parse_error_line_numbers_reach_messages(good_config, tmp_path):
     report = _preflight(good_config, tmp_path / "model", num_classes=7)
     finding = [f for f in report.findings if f.code == "NUM_CLASSES"][0]
-    assert finding.line == io.find_line(open(good_config).read(), "num_classes")
+    assert finding.line == configfile.find_line(open(good_config).read(), "num_classes")
     assert f"{good_config}:{finding.line}:" in finding.message
 
 
@@ -286,7 +286,7 @@ def _records(path, examples):
 def _example(labels, boxes, names=None):
     import numpy as np
 
-    from train.demo import synthetic
+    from train.tf import synthetic
 
     image, _, _ = synthetic.make_image(np.random.default_rng(0), 32)
     classes = names or {i: synthetic.CLASSES.get(i, f"class{i}") for i in labels}

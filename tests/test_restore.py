@@ -16,8 +16,9 @@ import pytest
 
 from tests.conftest import DEMO_CONFIG, run_python
 from tests.helpers import demo_driver_args, zero_learning_rate_config
+from train import files
 from train.checkpoint import components
-from train.pipeline import io, rewrite
+from train.pipeline import configfile, rewrite
 
 _VALUE = "/.ATTRIBUTES/VARIABLE_VALUE"
 
@@ -108,7 +109,7 @@ def test_summary_and_failure_texts():
 
 
 def test_restore_from_transplant_is_a_listed_change():
-    config = io.parse_text(
+    config = configfile.parse_text(
         'train_config { fine_tune_checkpoint: "/z/ckpt-0" fine_tune_checkpoint_type: "detection" }',
         "x.config",
     )
@@ -119,7 +120,7 @@ def test_restore_from_transplant_is_a_listed_change():
     ]
     assert config.train_config.fine_tune_checkpoint == "/z/ckpt-0"  # input untouched
     again, more = rewrite.restore_from_transplant(resolved, "/m/transplant/ckpt-0")
-    assert more == [] and io.to_text(again) == io.to_text(resolved)
+    assert more == [] and configfile.to_text(again) == configfile.to_text(resolved)
 
 
 # --- object paths (TF) --------------------------------------------------------------------------
@@ -129,9 +130,9 @@ def test_restore_from_transplant_is_a_listed_change():
 def test_object_variables_are_the_keys_tf_writes(tmp_path):
     code = f"""
 import tensorflow as tf
-from train.checkpoint import restore
-from train.pipeline import io
-model = restore.build_model(io.load({DEMO_CONFIG!r}).proto)
+from train.tf import restore
+from train.pipeline import configfile
+model = restore.build_model(configfile.load({DEMO_CONFIG!r}).proto)
 keys = set(restore.object_variables(tf.train.Checkpoint(model=model)))
 written = tf.train.Checkpoint(model=model).write({str(tmp_path / "ck")!r})
 names = {{n for n, _ in tf.train.list_variables(written) if n.startswith("model/")}}
@@ -205,7 +206,7 @@ def trained(request, demo_assets, tmp_path_factory):
         zoo, config = demo_assets["zoo"], DEMO_CONFIG
     else:
         fixtures = request.getfixturevalue("shared_fixtures")
-        from train.demo import standin
+        from train.tf import standin
 
         zoo = str(tmp_path_factory.mktemp(f"zoo-{name}"))
         standin.build_standin(os.path.join(fixtures, relative), zoo, image_size=size)
@@ -294,7 +295,7 @@ def test_transplant_restores_strictly_more_and_only_class_tensors_are_fresh(trai
     # Training restored the transplanted checkpoint whole, with type "full".
     training = report["training"]
     assert training["restored"] == training["variables"] == len(after)
-    resolved = io.load(os.path.join(trained["transplant"]["dir"], "pipeline.config")).proto
+    resolved = configfile.load(os.path.join(trained["transplant"]["dir"], "pipeline.config")).proto
     assert resolved.train_config.fine_tune_checkpoint_type == "full"
     assert resolved.train_config.fine_tune_checkpoint == transplant["checkpoint"]
 
@@ -310,7 +311,7 @@ def test_a_transplant_is_reused_only_for_the_same_checkpoint_and_config(tmp_path
     assert not driver._transplant_is_current(first)  # nothing there yet
     os.makedirs(os.path.dirname(first["transplant_to"]))
     open(first["transplant_to"] + ".index", "w").close()
-    io.write_atomic(
+    files.write_atomic(
         plan.transplant_source(first["transplant_to"]),
         json.dumps({"checkpoint": "/zoo/ckpt-0", "config": first["pipeline_config_text_sha256"]}),
     )

@@ -21,7 +21,7 @@ import pytest
 from tests.conftest import ROOT
 from tests.helpers import write_checkpoint
 from train.options import RunOptions
-from train.pipeline import io, labelmap, rewrite
+from train.pipeline import configfile, labelmap, rewrite
 from train.preflight import Context, run_preflight
 
 pytestmark = pytest.mark.slow
@@ -60,7 +60,7 @@ def zoo(shared_fixtures, tmp_path_factory):
     names = dict(labelmap.load(coco).items[:3])
     three = work / "three.pbtxt"
     three.write_text("".join(f"item {{ id: {i} name: '{n}' }}\n" for i, n in names.items()))
-    from train.demo import synthetic
+    from train.tf import synthetic
 
     rng = np.random.default_rng(0)
     records = str(work / "coco.record")
@@ -97,15 +97,15 @@ def test_every_zoo_config_trains_after_the_fixes(zoo):
             num_train_steps=100,
             batch_size=2,
         )
-        source = io.load(config)
+        source = configfile.load(config)
         effective, _ = rewrite.apply_overrides(source.proto, options)
         report = run_preflight(Context(options=options, source=source, config=effective))
         blocking = [f"{f.code}: {f.message}" for f in report.blocking("auto")]
         arch = [f.code for f in report.findings if f.code.startswith("CKPT_ARCH")]
         fixed, _ = rewrite.apply_fixes(effective, [f for f in report.findings if f.fixable])
         resolved = work / "resolved.config"
-        resolved.write_text(io.to_text(fixed))
-        again_source = io.load(str(resolved))
+        resolved.write_text(configfile.to_text(fixed))
+        again_source = configfile.load(str(resolved))
         again_options = RunOptions(pipeline_config=str(resolved), model_dir=str(work / "model"))
         again = run_preflight(
             Context(options=again_options, source=again_source, config=again_source.proto)

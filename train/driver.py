@@ -1,7 +1,11 @@
-"""The driver: options -> preflight -> resolved config -> launch plan -> training.
+"""The driver: one invocation is planned (reads only), then executed.
 
-`run(options)` is what the CLI calls; it returns an exit code and prints only one-line errors
-for user mistakes.
+`plan_run(options)` reads the config, checkpoint index, label maps, records and model_dir,
+runs the preflight, and returns a frozen RunPlan: what to print, where to stop (usage error,
+preflight, dry run or training), this worker's duties, the resolved config and the launch
+plan. It writes nothing, so tests can look at the plan of any invocation in-process.
+`execute(plan)` carries it out and returns the exit code; `run(options)` is both, and is
+what the CLI calls.
 """
 
 from __future__ import annotations
@@ -10,10 +14,14 @@ import dataclasses
 import os
 import sys
 
-from train import compat, errors, report
+from train import compat, errors, files, records, report
+from train.contracts import PrepareSpec, TransplantSource
+from train.launch import cluster
+from train.launch import plan as launch_plan
+from train.launch.plan import LaunchPlan
 from train.options import RunOptions
-from train.pipeline import fields, io, rewrite
-from train.preflight import Context, run_preflight
+from train.pipeline import configfile, fields, rewrite
+from train.preflight import Context, PreviousRun, Report, run_preflight
 from train.preflight.findings import ERROR, Finding
 
 
@@ -21,97 +29,132 @@ def _emit(line: str) -> None:
     print(line, file=sys.stderr, flush=True)
 
 
+@dataclasses.dataclass(frozen=True)
+class Stop:
+    """The invocation ends before any write but the report: its exit code and last line."""
+
+    code: int
+    line: str
+
+
+@dataclasses.dataclass(frozen=True)
+class Duties:
+    """What this process does beyond training; only worker 0 writes the run's shared files.
+
+    Attributes:
+      report: write --report_json.
+      move_aside: --fresh: rename model_dir's earlier run (worker 0) ...
+      wait_for_move: ... or wait until worker 0 has (the others).
+      prepare: "run" the restore dry run / transplant child, "reuse" a current transplant,
+        "wait" for worker 0's transplant, "none" (no fine-tune checkpoint), or "" (not asked).
+      summaries: write the run's text and HParams summaries.
+      tensorboard: serve TensorBoard while training.
+    """
+
+    report: bool = True
+    move_aside: bool = False
+    wait_for_move: bool = False
+    prepare: str = ""
+    summaries: bool = True
+    tensorboard: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
+class RunPlan:
+    """Everything one invocation will do, decided before anything is written."""
+
+    options: RunOptions
+    stop: Stop | None = None
+    lines: tuple[str, ...] = ()  # printed first (the preflight report, warnings)
+    findings: tuple[Finding, ...] = ()
+    preflight: Report | None = None
+    changes: tuple[rewrite.Change, ...] = ()
+    source: configfile.PipelineFile | None = None
+    resolved_config: object = None
+    resolved_text: str = ""
+    resolved_path: str | None = None
+    previous_run: PreviousRun | None = None
+    topology: cluster.Topology | None = None
+    duties: Duties = Duties()
+    prepare: PrepareSpec | None = None
+    launch: LaunchPlan | None = None
+
+    @property
+    def work_dir(self) -> str | None:  # noqa: D102
+        return os.path.dirname(self.resolved_path) if self.resolved_path else None
+
+
+# --- planning (reads, never writes) -----------------------------------------------------------
+
+
+def _report_target_problem(path: str | None) -> str | None:
+    """Why --report_json cannot be written (None when it can, or is not asked)."""
+    if path is None:
+        return None
+    if os.path.isdir(path):
+        return "is a folder; name a file, e.g. DIR/report.json"
+    problem = files.writable_dir_problem(os.path.dirname(os.path.abspath(path)))
+    return f"cannot be written: its folder {problem}" if problem else None
+
+
+def _inputs(options: RunOptions, config) -> list[str]:
+    """Every file the run reads: --report_json must never be one of them."""
+    paths = [options.pipeline_config]
+    for _, reader in fields.input_readers(config):
+        paths.append(reader.label_map_path)
+        for pattern in fields.input_paths(reader):
+            paths += records.expand(pattern)
+    checkpoint = config.train_config.fine_tune_checkpoint
+    if checkpoint:
+        paths += [checkpoint, checkpoint + ".index"]
+    return [p for p in paths if p]
+
+
 def _resolved_path(options: RunOptions, work_dir: str) -> str:
     """work_dir/pipeline.config, unless that is the user's own file (never overwrite it)."""
     path = os.path.join(work_dir, "pipeline.config")
-    if os.path.exists(path) and os.path.samefile(path, options.pipeline_config):
+    if files.same_file(path, options.pipeline_config):
         return os.path.join(work_dir, "pipeline.resolved.config")
     return path
 
 
-def _topology(options: RunOptions):
-    """The launch's strategy (train.launch.cluster), from --gpus, the GPUs and Slurm's env."""
-    from train import envinfo
-    from train.launch import cluster
-
-    return cluster.plan_topology(options.gpus, envinfo.visible_gpus(), os.environ)
-
-
-def _warn_config_changes(options, resolved_config, resolved_path) -> None:
-    """Warns when the run being resumed was trained with another resolved config."""
+def _config_change_warning(options, resolved_config, resolved_path) -> str | None:
+    """A warning when the run being resumed was trained with another resolved config."""
     from train.launch import rundir
 
-    if not os.path.isfile(resolved_path):
-        return
     try:
-        previous = io.load(resolved_path).proto
-    except io.ConfigParseError:
-        return
+        previous = configfile.load(resolved_path).proto
+    except configfile.ConfigError:
+        return None
     changed = rundir.config_changes(previous, resolved_config)
-    if changed:
-        _emit(
-            f"warning: MODEL_DIR.config_changed: the run in {options.model_dir} was trained with "
-            f"another {' and '.join(changed)} ({resolved_path}); resuming mixes the two\n"
-            "  fix: pass --fresh to start over (the old run is moved aside), or use a new "
-            "--model_dir"
-        )
-
-
-def _config_summary(options, config, resolved: str | None) -> dict:
-    path = fields.num_classes_path(config)
-    return {
-        "source": os.path.abspath(options.pipeline_config),
-        "resolved": os.path.abspath(resolved) if resolved else None,
-        "meta_arch": fields.meta_arch(config),
-        "feature_extractor": fields.feature_extractor_type(config),
-        "num_classes": fields.get(config, path) if path else None,
-        "fine_tune_checkpoint": config.train_config.fine_tune_checkpoint or None,
-        "fine_tune_checkpoint_type": config.train_config.fine_tune_checkpoint_type or None,
-        "batch_size": config.train_config.batch_size,
-        "num_steps": config.train_config.num_steps,
-    }
-
-
-def _write_report_json(options, preflight_report, changes, config, resolved, restore=None) -> None:
-    if options.report_json:
-        io.write_atomic(
-            options.report_json,
-            report.build_json(
-                preflight_report, changes, _config_summary(options, config, resolved), restore
-            ),
-        )
-
-
-def _transplant_is_current(spec: dict) -> bool:
-    """True when model_dir already holds the transplant of this checkpoint for this config."""
-    from train.launch import plan as launch_plan
-    from train.launch import runner
-
-    recorded = runner.read_json(launch_plan.transplant_source(spec["transplant_to"]))
+    if not changed:
+        return None
     return (
-        os.path.exists(spec["transplant_to"] + ".index")
-        and recorded is not None
-        and recorded.get("checkpoint") == spec["checkpoint"]
-        and recorded.get("config") == spec["pipeline_config_text_sha256"]
+        f"warning: MODEL_DIR.config_changed: the run in {options.model_dir} was trained with "
+        f"another {' and '.join(changed)} ({resolved_path}); resuming mixes the two\n"
+        "  fix: pass --fresh to start over (the old run is moved aside), or use a new "
+        "--model_dir"
     )
 
 
-def _prepare(
-    options, source_config, resolved_config, resolved_text, resolved_path, is_chief=True
-) -> tuple[int, dict | None]:
-    """The CPU restore dry run and/or the transplant (train/launch/prepare.py).
+def transplant_is_current(spec: PrepareSpec) -> bool:
+    """True when model_dir already holds the transplant of this checkpoint for this config."""
+    recorded = TransplantSource.read(launch_plan.transplant_source(spec.transplant_to))
+    return (
+        os.path.isfile(spec.transplant_to + ".index")
+        and recorded is not None
+        and recorded.checkpoint == spec.checkpoint
+        and recorded.config == spec.pipeline_config_text_sha256
+    )
 
-    Returns (exit code, the prepare report for the JSON report). Only the chief of a
-    multi-worker run prepares; the others wait for its transplant.
-    """
-    from train.checkpoint import components
-    from train.launch import plan as launch_plan
-    from train.launch import runner
 
-    train_config = source_config.train_config
+def _prepare_duty(options, fixed_config, resolved_config, resolved_text, resolved_path, chief):
+    """(duty, PrepareSpec or None) of the restore dry run / transplant stage."""
+    if not (options.dry_run or options.restore == "transplant"):
+        return "", None
+    train_config = fixed_config.train_config
     if not train_config.fine_tune_checkpoint:
-        _emit("restore: no fine_tune_checkpoint: every variable starts from its initialiser")
-        return errors.EXIT_OK, None
+        return "none", None
     classes = fields.num_classes_path(resolved_config)
     spec = launch_plan.prepare_spec(
         options.model_dir,
@@ -122,197 +165,370 @@ def _prepare(
         fields.get(resolved_config, classes) if classes else None,
         transplant=options.restore == "transplant",
     )
-    if not options.dry_run and _transplant_is_current(spec):
-        _emit(f"transplant: reusing {spec['transplant_to']} (same checkpoint and config)")
-        return errors.EXIT_OK, None
-    if not is_chief:
-        if options.dry_run:
-            _emit("restore: the dry run is done by worker 0")
-            return errors.EXIT_OK, None
-        _emit("transplant: waiting for worker 0 to write it ...")
-        from train.launch import rundir
+    if not options.dry_run and transplant_is_current(spec):
+        return "reuse", spec
+    if not chief:
+        return ("none" if options.dry_run else "wait"), spec
+    return "run", spec
 
+
+def plan_run(options: RunOptions, environ=None, visible_gpus: int | None = None) -> RunPlan:
+    """Plans one invocation (see the module docstring). Reads inputs; writes nothing."""
+    from train import envinfo
+
+    environ = os.environ if environ is None else environ
+    problem = _report_target_problem(options.report_json)
+    if problem:
+        return RunPlan(
+            options,
+            Stop(
+                errors.EXIT_USAGE,
+                errors.clip(f"error: --report_json {options.report_json} {problem}"),
+            ),
+            duties=Duties(report=False),
+        )
+    try:
+        source = configfile.load(options.pipeline_config)
+    except configfile.ConfigFileError as e:
+        line = f"error: --pipeline_config {e}\n  fix: {e.fix}"
+        return RunPlan(options, Stop(errors.EXIT_USAGE, line), duties=_report_unless(options, []))
+    except configfile.ConfigParseError as e:
+        finding = Finding("PARSE", ERROR, str(e), e.fix, file=e.path, line=e.line)
+        return RunPlan(
+            options,
+            Stop(
+                errors.EXIT_PREFLIGHT,
+                f"error: {finding.code}: {finding.message}\n  fix: {finding.fix}",
+            ),
+            findings=(finding,),
+            duties=_report_unless(options, []),
+        )
+    try:
+        topology = cluster.plan_topology(
+            options.gpus, envinfo.visible_gpus() if visible_gpus is None else visible_gpus, environ
+        )
+    except cluster.ClusterError as e:
+        return RunPlan(
+            options,
+            Stop(errors.EXIT_USAGE, f"error: {e}"),
+            source=source,
+            duties=_report_unless(options, _inputs(options, source.proto)),
+        )
+    config, overrides = rewrite.apply_overrides(source.proto, options)
+    duties = _report_unless(options, _inputs(options, config))
+    if options.report_json and not duties.report and topology.is_chief:
+        return RunPlan(
+            options,
+            Stop(
+                errors.EXIT_USAGE,
+                f"error: --report_json {options.report_json} is one of this run's inputs; "
+                "writing the report there would destroy it\n  fix: name another file, e.g. "
+                f"{os.path.join(options.model_dir, 'report.json')}",
+            ),
+            duties=duties,
+        )
+    duties = dataclasses.replace(duties, report=duties.report and topology.is_chief)
+    ctx = Context(options=options, source=source, config=config, topology=topology)
+    preflight = run_preflight(ctx)
+    blocking = preflight.blocking(options.fix)
+    fixes = [f for f in preflight.findings if f.fixable] if options.fix == "auto" else []
+    fixed_config, fix_changes = rewrite.apply_fixes(config, fixes)
+    resolved_config, changes = fixed_config, overrides + fix_changes
+    if options.restore == "transplant" and not blocking:
+        resolved_config, transplant_changes = rewrite.restore_from_transplant(
+            resolved_config, launch_plan.transplant_prefix(options.model_dir)
+        )
+        changes += transplant_changes
+    common = dict(
+        options=options,
+        lines=(report.render_text(preflight, options.fix, changes),),
+        findings=preflight.findings,
+        preflight=preflight,
+        changes=tuple(changes),
+        source=source,
+        resolved_config=resolved_config,
+        resolved_text=configfile.to_text(resolved_config),
+    )
+    if blocking:
+        line = f"error: preflight found {len(blocking)} error(s) it cannot fix; nothing was started"
+        return RunPlan(stop=Stop(errors.EXIT_PREFLIGHT, line), duties=duties, **common)
+    if options.preflight_only:
+        line = "preflight passed (--preflight_only: not training)"
+        return RunPlan(stop=Stop(errors.EXIT_OK, line), duties=duties, **common)
+
+    previous_run = preflight.previous_run
+    fresh = options.fresh and previous_run is not None
+    if fresh:
+        previous_run = None  # moved aside before training: the run starts from step 0
+    work_dir = topology.work_dir(options.model_dir)
+    resolved_path = _resolved_path(options, work_dir)
+    warning = (
+        _config_change_warning(options, resolved_config, resolved_path) if previous_run else None
+    )
+    prepare, prepare_spec = _prepare_duty(
+        options,
+        fixed_config,
+        resolved_config,
+        common["resolved_text"],
+        resolved_path,
+        topology.is_chief,
+    )
+    launch = None
+    if not options.dry_run:
+        launch = launch_plan.build_plan(
+            options,
+            resolved_path,
+            resolved_config.train_config.num_steps,
+            previous_run.step if previous_run else 0,
+            compat.child_environment(),
+            topology,
+        )
+    duties = dataclasses.replace(
+        duties,
+        move_aside=fresh and topology.is_chief,
+        wait_for_move=fresh and not topology.is_chief,
+        prepare=prepare,
+        summaries=topology.is_chief,
+        tensorboard=options.tensorboard and topology.is_chief,
+    )
+    common["lines"] += (warning,) if warning else ()
+    return RunPlan(
+        resolved_path=resolved_path,
+        previous_run=preflight.previous_run,
+        topology=topology,
+        duties=duties,
+        prepare=prepare_spec,
+        launch=launch,
+        **common,
+    )
+
+
+def _report_unless(options: RunOptions, inputs: list[str]) -> Duties:
+    """Duties with the report on, unless --report_json is absent or names one of `inputs`."""
+    target = options.report_json
+    clashes = target is not None and any(files.same_file(target, path) for path in inputs)
+    return Duties(report=target is not None and not clashes)
+
+
+# --- execution ----------------------------------------------------------------------------------
+
+
+class _Reporter:
+    """Writes --report_json (when this process's duty) at each stage, the last one wins."""
+
+    def __init__(self, plan: RunPlan):
+        self.plan = plan
+        self.restore: dict = {}
+
+    def write(self, status: str, code: int | None = None, message: str = "") -> None:
+        plan = self.plan
+        if not plan.duties.report:
+            return
+        config = (
+            plan.resolved_config
+            if plan.resolved_config is not None
+            else (plan.source.proto if plan.source else None)
+        )
+        document = report.build_json(
+            plan.findings,
+            plan.preflight,
+            plan.changes,
+            _config_summary(plan, config),
+            self.restore or None,
+            {"status": status, "exit_code": code, "message": message},
+        )
+        files.write_atomic(plan.options.report_json, document)
+
+
+def _config_summary(plan: RunPlan, config) -> dict:
+    summary = {
+        "source": os.path.abspath(plan.options.pipeline_config),
+        "resolved": os.path.abspath(plan.resolved_path) if plan.resolved_path else None,
+    }
+    if config is None:
+        return summary
+    path = fields.num_classes_path(config)
+    return {
+        **summary,
+        "meta_arch": fields.meta_arch(config),
+        "feature_extractor": fields.feature_extractor_type(config),
+        "num_classes": fields.get(config, path) if path else None,
+        "fine_tune_checkpoint": config.train_config.fine_tune_checkpoint or None,
+        "fine_tune_checkpoint_type": config.train_config.fine_tune_checkpoint_type or None,
+        "batch_size": config.train_config.batch_size,
+        "num_steps": config.train_config.num_steps,
+    }
+
+
+def _end(reporter: _Reporter, code: int, line: str) -> int:
+    _emit(line)
+    status = {errors.EXIT_OK: "ok", errors.EXIT_INTERRUPTED: "stopped"}.get(code, "failed")
+    reporter.write(status, code, line.split("\n", 1)[0])
+    return code
+
+
+def execute(plan: RunPlan) -> int:
+    """Carries out a RunPlan and returns the exit code."""
+    reporter = _Reporter(plan)
+    for line in plan.lines:
+        _emit(line)
+    if plan.stop is not None:
+        return _end(reporter, plan.stop.code, plan.stop.line)
+    options, duties = plan.options, plan.duties
+    from train.launch import rundir
+
+    if duties.move_aside:
+        _emit(f"--fresh: moved the earlier run aside to {rundir.move_aside(options.model_dir)}")
+    elif duties.wait_for_move and not rundir.wait_until(
+        lambda: not os.path.exists(plan.previous_run.prefix + ".index"), timeout_s=600
+    ):
+        return _end(
+            reporter,
+            errors.EXIT_PREFLIGHT,
+            f"error: --fresh: worker 0 did not move {options.model_dir} aside",
+        )
+    os.makedirs(plan.work_dir, exist_ok=True)
+    diff_path = rewrite.write_resolved(plan.resolved_path, plan.source, plan.resolved_text)
+    reporter.write("started")
+    _emit(f"resolved config: {plan.resolved_path} (diff: {diff_path})")
+    code = _prepare(plan, reporter)
+    if code != errors.EXIT_OK:
+        return _end(reporter, code, "nothing was trained")
+    if options.dry_run:
+        return _end(reporter, errors.EXIT_OK, "dry run done (--dry_run: not training)")
+    code = _train(plan, reporter)
+    launch = plan.launch
+    if code == errors.EXIT_OK and launch.is_chief:
+        line = (
+            f"done: checkpoints in {launch.model_dir} (ckpt-* at step {launch.num_train_steps}); "
+            f"resolved config {plan.resolved_path}; TensorBoard logs in "
+            f"{os.path.join(launch.model_dir, 'train')} (tensorboard --logdir {launch.model_dir})"
+        )
+        return _end(reporter, code, line)
+    status = {errors.EXIT_OK: "ok", errors.EXIT_INTERRUPTED: "stopped"}.get(code, "failed")
+    reporter.write(status, code)
+    return code
+
+
+def _prepare(plan: RunPlan, reporter: _Reporter) -> int:
+    """The CPU restore dry run and/or the transplant (train/tf/prepare.py), as the duty says."""
+    from train.checkpoint import components
+    from train.launch import rundir, runner
+
+    duty, spec = plan.duties.prepare, plan.prepare
+    if duty == "none" and spec is None:
+        _emit("restore: no fine_tune_checkpoint: every variable starts from its initialiser")
+        return errors.EXIT_OK
+    if duty == "none":
+        _emit("restore: the dry run is done by worker 0")
+        return errors.EXIT_OK
+    if duty == "reuse":
+        _emit(f"transplant: reusing {spec.transplant_to} (same checkpoint and config)")
+        return errors.EXIT_OK
+    if duty == "wait":
+        _emit("transplant: waiting for worker 0 to write it ...")
         # All workers must restore the one file worker 0 wrote (its fresh tensors are random).
-        if rundir.wait_until(lambda: _transplant_is_current(spec), timeout_s=1800, poll_s=2):
-            return errors.EXIT_OK, None
-        _emit(f"error: RESTORE: worker 0 wrote no transplant to {spec['transplant_to']}")
-        return errors.EXIT_PREFLIGHT, None
+        if rundir.wait_until(lambda: transplant_is_current(spec), timeout_s=1800, poll_s=2):
+            return errors.EXIT_OK
+        _emit(f"error: RESTORE: worker 0 wrote no transplant to {spec.transplant_to}")
+        return errors.EXIT_PREFLIGHT
+    if duty != "run":
+        return errors.EXIT_OK
     _emit("restore: building the model on CPU to measure the fine-tune restore ...")
-    log_path = os.path.join(options.model_dir, "logs", "prepare.log")
+    log_path = os.path.join(plan.options.model_dir, "logs", "prepare.log")
     try:
         prepared = runner.run_prepare(spec, compat.child_environment(), log_path)
-    except KeyboardInterrupt:  # subprocess.call has killed the child
+    except KeyboardInterrupt:
         _emit("interrupted: nothing was trained")
-        return errors.EXIT_INTERRUPTED, None
-    dry_run = prepared["dry_run"] if prepared else None
+        return errors.EXIT_INTERRUPTED
+    dry_run = prepared.dry_run if prepared else None
     reason = components.failure(dry_run)
+    if prepared:
+        reporter.restore.update(prepared.to_dict())
     if dry_run:
-        _emit(f"restore (type {spec['checkpoint_type']}): {dry_run['summary']}")
+        _emit(f"restore (type {spec.checkpoint_type}): {dry_run['summary']}")
     if reason:
         _emit(
-            f"error: RESTORE: {spec['checkpoint']}: {reason}\n  fix: check the CKPT_* findings "
+            f"error: RESTORE: {spec.checkpoint}: {reason}\n  fix: check the CKPT_* findings "
             f"above, or pass --checkpoint with a checkpoint of this architecture "
             f"(log: {log_path})"
         )
-        return errors.EXIT_PREFLIGHT, prepared
-    if prepared and "transplant" in prepared:
+        return errors.EXIT_PREFLIGHT
+    if prepared and prepared.transplant:
         _emit(
-            f"transplant: {prepared['transplant']['summary']}; saved as "
-            f'{prepared["transplant"]["checkpoint"]} (restored with type "full")'
+            f"transplant: {prepared.transplant['summary']}; saved as "
+            f'{prepared.transplant["checkpoint"]} (restored with type "full")'
         )
-    return errors.EXIT_OK, prepared
+    return errors.EXIT_OK
+
+
+def _train(plan: RunPlan, reporter: _Reporter) -> int:
+    """Runs the launch plan, with summaries and a TensorBoard server as the duties say."""
+    from train.launch import board, runner
+
+    launch, options = plan.launch, plan.options
+    _emit(f"strategy: {plan.topology.describe()}")
+    summaries = os.path.join(launch.model_dir, "train")
+
+    def on_restore(measured: dict | None) -> None:
+        if measured:
+            _emit(f"restore: {measured['summary']}")
+            reporter.restore["training"] = measured
+            reporter.write("training")
+            if plan.duties.summaries:
+                board.write_run_summaries(
+                    summaries,
+                    {"tfod_finetune/restore": report.restore_text(measured)},
+                    None,
+                    launch.start_step,
+                )
+
+    if plan.duties.summaries:
+        board.write_run_summaries(
+            summaries,
+            {
+                "tfod_finetune/resolved_config": plan.resolved_text,
+                "tfod_finetune/preflight": plan.lines[0],
+            },
+            board.hparams_of(plan.resolved_config, launch),
+            launch.start_step,
+        )
+    if not plan.duties.tensorboard:
+        return runner.run(launch, options.log_every_s, _emit, on_restore)
+    log_path = os.path.join(launch.work_dir, "logs", "tensorboard.log")
+    os.makedirs(os.path.dirname(log_path), exist_ok=True)
+    try:
+        with board.serve(
+            launch.model_dir, options.tensorboard_port, options.tensorboard_bind_all, log_path
+        ) as address:
+            _emit(f"tensorboard: {address} (stops with the run)")
+            return runner.run(launch, options.log_every_s, _emit, on_restore)
+    except board.ServerError as e:
+        _emit(f"warning: tensorboard: {e}; training without it")
+        return runner.run(launch, options.log_every_s, _emit, on_restore)
 
 
 def run(options: RunOptions) -> int:
     """Runs one driver invocation and returns its exit code."""
-    # Keep TensorFlow's C++ banner out of the report should anything here import it (an index
-    # format the TF-free reader does not know); the training child logs everything to a file.
+    # Keep TensorFlow's C++ banner out of the report should anything import it; the children
+    # log everything to files.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     try:
         compat.apply(with_tensorflow=False)
     except compat.CompatError as e:
         _emit(f"error: ENV: {e}")
         return errors.EXIT_PREFLIGHT
-    try:
-        source = io.load(options.pipeline_config)
-    except io.ConfigParseError as e:
-        finding = Finding("PARSE", ERROR, f"{e}", e.fix, file=e.path, line=e.line)
-        _emit(f"error: {finding.code}: {finding.message}\n  fix: {finding.fix}")
-        return (
-            errors.EXIT_PREFLIGHT if os.path.exists(options.pipeline_config) else errors.EXIT_USAGE
-        )
+    return execute(plan_run(options))
 
-    from train.launch import cluster
 
-    try:
-        topology = _topology(options)
-    except cluster.ClusterError as e:
-        _emit(f"error: {e}")
-        return errors.EXIT_USAGE
-    if not topology.is_chief:  # worker 0 writes the run's report; the others print theirs
-        options = dataclasses.replace(options, report_json=None)
-    config, overrides = rewrite.apply_overrides(source.proto, options)
-    ctx = Context(options=options, source=source, config=config, topology=topology)
-    preflight_report = run_preflight(ctx)
-    blocking = preflight_report.blocking(options.fix)
-    fixes = [f for f in preflight_report.findings if f.fixable] if options.fix == "auto" else []
-    resolved_config, fix_changes = rewrite.apply_fixes(config, fixes)
-    fixed_config = resolved_config
-    changes = overrides + fix_changes
-    if options.restore == "transplant" and not blocking:
-        from train.launch import plan as launch_plan
-
-        resolved_config, transplant_changes = rewrite.restore_from_transplant(
-            resolved_config, launch_plan.transplant_prefix(options.model_dir)
-        )
-        changes += transplant_changes
-    preflight_text = report.render_text(preflight_report, options.fix, changes)
-    _emit(preflight_text)
-
-    if blocking:
-        _write_report_json(options, preflight_report, changes, resolved_config, None)
-        _emit(f"error: preflight found {len(blocking)} error(s) it cannot fix; nothing was started")
-        return errors.EXIT_PREFLIGHT
-    if options.preflight_only:
-        _write_report_json(options, preflight_report, changes, resolved_config, None)
-        _emit("preflight passed (--preflight_only: not training)")
-        return errors.EXIT_OK
-
-    from train.launch import rundir
-
-    previous_run = ctx.model_dir_run[1]  # read by the preflight's MODEL_DIR check
-    if options.fresh and ctx.model_dir_run[0] is not None:
-        previous_run = None
-        if topology.is_chief:
-            _emit(f"--fresh: moved the earlier run aside to {rundir.move_aside(options.model_dir)}")
-        elif not rundir.wait_until(
-            lambda: not os.path.exists(ctx.model_dir_run[0] + ".index"), timeout_s=600
-        ):
-            _emit(f"error: --fresh: worker 0 did not move {options.model_dir} aside")
-            return errors.EXIT_PREFLIGHT
-    work_dir = topology.work_dir(options.model_dir)
-    os.makedirs(work_dir, exist_ok=True)
-    resolved_path = _resolved_path(options, work_dir)
-    if previous_run is not None:
-        _warn_config_changes(options, resolved_config, resolved_path)
-    resolved_text = io.to_text(resolved_config)
-    diff_path = rewrite.write_resolved(resolved_path, source, resolved_text)
-    _write_report_json(options, preflight_report, changes, resolved_config, resolved_path)
-    _emit(f"resolved config: {resolved_path} (diff: {diff_path})")
-
-    restore_record: dict = {}
-    if options.dry_run or options.restore == "transplant":
-        code, prepared = _prepare(
-            options, fixed_config, resolved_config, resolved_text, resolved_path, topology.is_chief
-        )
-        restore_record.update(prepared or {})
-        _write_report_json(
-            options, preflight_report, changes, resolved_config, resolved_path, restore_record
-        )
-        if code != errors.EXIT_OK or options.dry_run:
-            return code
-
-    from train.launch import board
-    from train.launch import plan as launch_plan
-
-    steps = resolved_config.train_config.num_steps
-    start_step = (previous_run.global_step or 0) if previous_run else 0
-    plan = launch_plan.build_plan(
-        options, resolved_path, steps, start_step, compat.child_environment(), topology
+def report_internal_error(options: RunOptions, error: BaseException) -> None:
+    """Writes --report_json for a driver bug, when it can do so without touching an input."""
+    target = options.report_json
+    if not target or _report_target_problem(target):
+        return
+    if any(files.same_file(target, p) for p in (options.pipeline_config, options.label_map) if p):
+        return
+    plan = RunPlan(options, duties=Duties(report=True))
+    _Reporter(plan).write(
+        "failed", errors.EXIT_INTERNAL, f"internal error: {errors.one_line(error)}"
     )
-    _emit(f"strategy: {topology.describe()}")
-    summaries = os.path.join(plan.model_dir, "train")
-
-    def on_restore(measured: dict | None) -> None:
-        if measured:
-            _emit(f"restore: {measured['summary']}")
-            restore_record["training"] = measured
-            if plan.is_chief:
-                board.write_run_summaries(
-                    summaries,
-                    {"tfod_finetune/restore": report.restore_text(measured)},
-                    None,
-                    plan.start_step,
-                )
-
-    if plan.is_chief:
-        board.write_run_summaries(
-            summaries,
-            {
-                "tfod_finetune/resolved_config": resolved_text,
-                "tfod_finetune/preflight": preflight_text,
-            },
-            board.hparams_of(resolved_config, plan),
-            start_step,
-        )
-    code = _launch(options, plan, on_restore)
-    if restore_record:
-        _write_report_json(
-            options, preflight_report, changes, resolved_config, resolved_path, restore_record
-        )
-    if code == errors.EXIT_OK and plan.is_chief:
-        _emit(
-            f"done: checkpoints in {plan.model_dir} (ckpt-* at step {steps}); "
-            f"resolved config {resolved_path}; TensorBoard logs in "
-            f"{os.path.join(plan.model_dir, 'train')} (tensorboard --logdir {plan.model_dir})"
-        )
-    return code
-
-
-def _launch(options, plan, on_restore) -> int:
-    """Runs the plan, with a TensorBoard server beside it when asked (rank 0 only)."""
-    from train.launch import board, runner
-
-    if not (options.tensorboard and plan.is_chief):
-        return runner.run(plan, options.log_every_s, _emit, on_restore)
-    log_path = os.path.join(plan.work_dir, "logs", "tensorboard.log")
-    os.makedirs(os.path.dirname(log_path), exist_ok=True)
-    try:
-        with board.serve(
-            plan.model_dir, options.tensorboard_port, options.tensorboard_bind_all, log_path
-        ) as address:
-            _emit(f"tensorboard: {address} (stops with the run)")
-            return runner.run(plan, options.log_every_s, _emit, on_restore)
-    except board.ServerError as e:
-        _emit(f"warning: tensorboard: {e}; training without it")
-        return runner.run(plan, options.log_every_s, _emit, on_restore)

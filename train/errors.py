@@ -1,15 +1,42 @@
-"""Exit codes of the driver.
+"""Exit codes of the driver, and how errors become one short line.
 
 The codes are part of the CLI contract (README "Exit codes"); scripts and Slurm jobs branch on
 them, so they never change meaning.
 """
 
+from __future__ import annotations
+
+import re
+
 EXIT_OK = 0
-EXIT_USAGE = 2  # bad or missing flag, unreadable --pipeline_config
+EXIT_USAGE = 2  # bad or missing flag; --pipeline_config or --report_json not a usable file
 EXIT_PREFLIGHT = 3  # the preflight found errors it may not (or cannot) fix
 EXIT_TRAINING = 4  # the training process failed
 EXIT_INTERRUPTED = 5  # stopped by a signal (Ctrl-C, SIGTERM) after saving what could be saved
 EXIT_INTERNAL = 70  # a bug in the driver itself (EX_SOFTWARE): please report it
+
+TOKEN_LIMIT = 120  # longest run of non-space characters a message repeats whole
+LINE_LIMIT = 1000  # longest message line
+
+
+def clip(text: str, token_limit: int = TOKEN_LIMIT, line_limit: int = LINE_LIMIT) -> str:
+    """`text` with overlong values cut in the middle, so a message stays readable.
+
+    A 5 MB token in a config or a 1 MB path would otherwise be echoed whole into a one-line
+    error; the start and end of a value are what identify it.
+    """
+
+    def cut(match: re.Match) -> str:
+        token = match.group(0)
+        keep = token_limit // 2
+        return f"{token[:keep]}...[{len(token) - token_limit} more characters]...{token[-keep:]}"
+
+    text = re.sub(r"\S{" + str(token_limit + 40) + ",}", cut, text)
+    lines = [
+        line if len(line) <= line_limit else f"{line[:line_limit]} ...[cut]"
+        for line in text.split("\n")
+    ]
+    return "\n".join(lines)
 
 
 def one_line(error: BaseException, limit: int = 300) -> str:
@@ -19,7 +46,7 @@ def one_line(error: BaseException, limit: int = 300) -> str:
     numpy=array(...)"); reports and logs want the gist on one line.
     """
     lines = str(error).strip().splitlines()
-    first = lines[0] if lines else ""
+    first = clip(lines[0]) if lines else ""
     if len(first) > limit:
         first = first[:limit] + " ..."
     return f"{type(error).__name__}: {first}"

@@ -4,9 +4,9 @@
         [--label_map MAP] [--num_train_steps N] [--batch_size B] [--preflight_only]
         [--dry_run] [--restore=type|transplant]
 
-Exit codes: 0 ok, 2 usage error, 3 preflight (or restore dry run) failed, 4 training failed,
-5 interrupted
-(README "Exit codes").
+Exit codes: 0 ok, 2 usage error (flags, --pipeline_config or --report_json not a usable
+file), 3 preflight (or restore dry run) failed, 4 training failed, 5 stopped by a signal
+(resume with the same command), 70 internal error (README "Exit codes").
 """
 
 from __future__ import annotations
@@ -45,20 +45,26 @@ def main(argv: list[str]) -> int:
     del argv  # everything comes from flags
     from train import driver
 
+    options = driver_flags.options_from_flags()
     try:
-        return driver.run(driver_flags.options_from_flags())
-    except Exception:  # noqa: BLE001 - a bug in the driver, not a user mistake
+        return driver.run(options)
+    except Exception as e:  # noqa: BLE001 - a bug in the driver, not a user mistake
         traceback.print_exc()
         print(
             "error: internal error in tfod-finetune (a bug: please report it with the "
             "traceback above)",
             file=sys.stderr,
         )
+        driver.report_internal_error(options, e)
         return errors.EXIT_INTERNAL
 
 
 def run() -> None:
-    """Console-script entry point (`tfod-finetune`)."""
+    """Console-script entry point (`tfod-finetune`); `--help` lists the driver's flags."""
+    main_module = sys.modules["__main__"]
+    main_module.__doc__ = main_module.__doc__ or __doc__
+    for holder in driver_flags.holders():  # absl's --help shows the main module's key flags
+        absl_flags.FLAGS.register_key_flag_for_module(sys.argv[0], absl_flags.FLAGS[holder.name])
     app.run(main, flags_parser=_parse_flags)
 
 

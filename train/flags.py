@@ -11,6 +11,11 @@ from absl import flags
 
 from train.options import RunOptions
 
+# Largest values the pipeline proto's fields hold (batch_size and num_steps are uint32,
+# num_classes int32); a larger flag would crash when written into the config.
+_UINT32 = 2**32 - 1
+MAX_CLASSES = 10_000  # as the label-map check (pipeline.labelmap.MAX_ID) says why
+
 PIPELINE_CONFIG = flags.DEFINE_string(
     "pipeline_config", None, "Pipeline config to fine-tune with (never modified)."
 )
@@ -34,16 +39,25 @@ EVAL_INPUT_PATH = flags.DEFINE_multi_string(
     "eval_input_path", [], "TFRecord path or glob for evaluation (overrides input_path)."
 )
 NUM_CLASSES = flags.DEFINE_integer(
-    "num_classes", None, "Number of classes (default: the label map's highest id).", lower_bound=1
+    "num_classes",
+    None,
+    "Number of classes (default: the label map's highest id).",
+    lower_bound=1,
+    upper_bound=MAX_CLASSES,
 )
 NUM_TRAIN_STEPS = flags.DEFINE_integer(
     "num_train_steps",
     None,
     "Train exactly this many steps (default: train_config.num_steps).",
     lower_bound=1,
+    upper_bound=_UINT32,
 )
 BATCH_SIZE = flags.DEFINE_integer(
-    "batch_size", None, "Global batch size (overrides train_config.batch_size).", lower_bound=1
+    "batch_size",
+    None,
+    "Global batch size (overrides train_config.batch_size).",
+    lower_bound=1,
+    upper_bound=_UINT32,
 )
 CHECKPOINT_EVERY_N = flags.DEFINE_integer(
     "checkpoint_every_n",
@@ -126,6 +140,25 @@ EVAL_ON_GPU = flags.DEFINE_boolean(
 )
 
 REQUIRED = ("pipeline_config", "model_dir")
+
+# A flag given as `--label_map=` would blank the field and silently skip every check of it.
+for _holder in (PIPELINE_CONFIG, MODEL_DIR, CHECKPOINT, LABEL_MAP, REPORT_JSON, GPUS):
+    flags.register_validator(
+        _holder.name,
+        lambda value: value is None or bool(value.strip()),
+        message="must not be empty (omit the flag instead)",
+    )
+for _holder in (TRAIN_INPUT_PATH, EVAL_INPUT_PATH):
+    flags.register_validator(
+        _holder.name,
+        lambda values: all(v.strip() for v in values),
+        message="must not be empty (omit the flag instead)",
+    )
+
+
+def holders() -> list:
+    """Every flag this module defines (the CLI's key flags, shown by --help)."""
+    return [value for value in globals().values() if isinstance(value, flags.FlagHolder)]
 
 
 def options_from_flags() -> RunOptions:

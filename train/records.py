@@ -1,15 +1,23 @@
 """Read TFRecord files without TensorFlow (for the preflight's bounded data scan).
 
 Framing per record: uint64 length, uint32 masked CRC-32C of the length, the bytes, uint32
-masked CRC-32C of the bytes. The length CRC is checked (8 bytes: cheap in Python), so a file
-that is not a TFRecord is caught at its first record; the payload CRC is not (a pure-Python
-CRC over megabytes of JPEG would cost seconds), so payload corruption shows up only when the
-payload does not parse.
+masked CRC-32C of the bytes. Both checksums are verified, as TensorFlow's reader does (a
+corrupted payload fails training with "corrupted record at N" and no file name): with
+google-crc32c (C, GB/s) when installed, else in pure Python (~6 MB/s).
 """
 
 from __future__ import annotations
 
+import glob
+import os
 import struct
+
+from train import files
+
+try:
+    import google_crc32c as _fast_crc
+except ImportError:  # pragma: no cover - the locks install it; the fallback is correct, slow
+    _fast_crc = None
 
 _POLY = 0x82F63B78  # CRC-32C (Castagnoli), reflected
 
@@ -29,6 +37,13 @@ _TABLE = _table()
 
 def crc32c(data: bytes) -> int:
     """CRC-32C of `data`."""
+    if _fast_crc is not None:
+        return _fast_crc.value(bytes(data))
+    return crc32c_python(data)
+
+
+def crc32c_python(data: bytes) -> int:
+    """CRC-32C of `data`, table-driven in Python (the reference the fast path is tested on)."""
     crc = 0xFFFFFFFF
     for byte in data:
         crc = _TABLE[(crc ^ byte) & 0xFF] ^ (crc >> 8)
@@ -41,15 +56,27 @@ def masked_crc32c(data: bytes) -> int:
     return (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF
 
 
+IMAGE_SIGNATURES = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n")  # JPEG, PNG: what the OD API decodes
+
+
+def expand(pattern: str) -> list[str]:
+    """Paths an input_path matches, the way tf.io.gfile.glob does for local paths."""
+    if "\0" in pattern:
+        return []
+    if any(ch in pattern for ch in "*?["):
+        return sorted(glob.glob(pattern))
+    return [pattern] if os.path.lexists(pattern) else []
+
+
 class RecordError(Exception):
     """The file is not a well-formed TFRecord file."""
 
 
-def _next_record(f) -> tuple[bytes | None, str | None]:
+def _next_record(f, verify_payload: bool = True) -> tuple[bytes | None, str | None]:
     """(payload, None) for the record at f's position; (None, problem) otherwise.
 
     The problem is None at a clean end of file, else "truncated header", "bad length
-    checksum" or "truncated".
+    checksum", "truncated" or "bad data checksum".
     """
     header = f.read(12)
     if not header:
@@ -62,20 +89,31 @@ def _next_record(f) -> tuple[bytes | None, str | None]:
     body = f.read(length + 4)  # payload + its CRC
     if len(body) < length + 4:
         return None, "truncated"
-    return body[:length], None
+    payload = body[:length]
+    if verify_payload and masked_crc32c(payload) != struct.unpack("<I", body[length:])[0]:
+        return None, "bad data checksum"
+    return payload, None
+
+
+_EXPLAINED = {
+    "bad length checksum": "bad length checksum (not a TFRecord file?)",
+    "truncated": "truncated (file cut short?)",
+    "bad data checksum": "bad data checksum (the record's bytes are corrupted)",
+}
 
 
 def read_records(path: str, limit: int):
-    """Yields the payloads of the first `limit` records of a TFRecord file."""
-    with open(path, "rb") as f:
+    """Yields the payloads of the first `limit` records of a TFRecord file.
+
+    Raises:
+      files.InputError: the path is not a readable regular file (a FIFO, a folder, ...).
+      RecordError: a record is malformed; the message starts with "record N:".
+    """
+    with files.open_input(path) as f:
         for index in range(limit):
             payload, problem = _next_record(f)
-            if problem == "bad length checksum":
-                raise RecordError(f"record {index}: bad length checksum (not a TFRecord file?)")
-            if problem == "truncated":
-                problem = "truncated (file cut short?)"
             if problem:
-                raise RecordError(f"record {index}: {problem}")
+                raise RecordError(f"record {index}: {_EXPLAINED.get(problem, problem)}")
             if payload is None:
                 return
             yield payload
@@ -88,10 +126,10 @@ def read_new_records(path: str, offset: int) -> tuple[list[bytes], int]:
     the next call.
     """
     payloads = []
-    with open(path, "rb") as f:
+    with files.open_input(path) as f:
         f.seek(offset)
         while True:
-            payload, problem = _next_record(f)
+            payload, problem = _next_record(f, verify_payload=False)
             if problem == "bad length checksum":
                 raise RecordError(f"{path}: bad length checksum at byte {offset}")
             if payload is None:

@@ -56,11 +56,20 @@ def render_text(report, fix: str, changes) -> str:
     return "\n".join(lines)
 
 
-def build_json(report, changes, config_summary: dict, restore: dict | None = None) -> str:
-    """The --report_json document."""
+def build_json(
+    findings, preflight, changes, config_summary: dict, restore: dict | None, outcome: dict
+) -> str:
+    """The --report_json document.
+
+    Written on every exit once the flags have parsed: `outcome` says how the run ended
+    (status ok/failed/stopped, or started/training while it runs; the exit code; the last
+    line), `findings` what the preflight found (a PARSE finding when the config does not
+    parse), `preflight_wall_s` null when no preflight ran.
+    """
     document = {
-        "findings": [f.as_dict() for f in report.findings],
-        "checkpoint": report.checkpoint,
+        "outcome": outcome,
+        "findings": [f.as_dict() for f in findings],
+        "checkpoint": preflight.checkpoint if preflight else None,
         "config": {
             **config_summary,
             "changes": [
@@ -68,7 +77,7 @@ def build_json(report, changes, config_summary: dict, restore: dict | None = Non
             ],
         },
         "versions": versions(),
-        "preflight_wall_s": round(report.wall_s, 3),
+        "preflight_wall_s": round(preflight.wall_s, 3) if preflight else None,
     }
     if restore:
         document["restore"] = restore

@@ -14,6 +14,8 @@ import glob
 import os
 import re
 
+from train import files
+
 _SHARD = re.compile(r"\.data-\d{5}-of-\d{5}$")
 _STATE_LINE = re.compile(r'^model_checkpoint_path:\s*"(.*)"\s*$', re.M)
 
@@ -37,25 +39,21 @@ class Resolution:
     message: str = ""
 
 
-def windows_hint(path: str) -> str:
-    """' (a Windows path; ...)' when that is why a path cannot exist on this system."""
-    if os.sep == "/" and ("\\" in path or (len(path) > 1 and path[1] == ":")):
-        return " (a Windows path; on Linux use forward slashes and the local location)"
-    return ""
-
-
 def latest_in_dir(directory: str) -> str | None:
     """The newest checkpoint prefix in a directory (state file first, else highest step)."""
     state = os.path.join(directory, "checkpoint")
     if os.path.isfile(state):
-        with open(state, encoding="utf-8", errors="replace") as f:
-            match = _STATE_LINE.search(f.read())
+        try:
+            with files.open_input(state) as f:
+                match = _STATE_LINE.search(f.read(1 << 20).decode("utf-8", "replace"))
+        except OSError:
+            match = None  # unreadable state file: fall back to the highest step
         if match:
             name = match[1]
             prefix = name if os.path.isabs(name) else os.path.join(directory, name)
             if os.path.exists(prefix + ".index"):
                 return prefix
-    indexes = glob.glob(os.path.join(directory, "*.index"))
+    indexes = glob.glob(os.path.join(glob.escape(directory), "*.index"))
     if not indexes:
         return None
 
@@ -81,8 +79,12 @@ def _near_misses(path: str) -> list[tuple[str, str]]:
     parts = directory.split(os.sep)
     candidates.append((os.path.join(directory, "checkpoint", name), "nested"))
     # A missing separator: ".../checkpointckpt-0" for ".../checkpoint/ckpt-0".
-    if os.path.isdir(directory):
-        for entry in sorted(os.listdir(directory)):
+    try:
+        entries = sorted(os.listdir(directory)) if os.path.isdir(directory) else []
+    except OSError:  # an unreadable folder: no candidates from it
+        entries = []
+    if entries:
+        for entry in entries:
             if (
                 name.startswith(entry)
                 and name != entry

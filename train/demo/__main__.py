@@ -23,7 +23,7 @@ ZOO_NAME = "ssd_mobilenet_v2_fpnlite_320x320_coco17_tpu-8"
 
 def prepare(out: str) -> dict[str, str]:
     """Makes the dataset and the stand-in zoo folder under `out` (reused when present)."""
-    from train.demo import standin, synthetic
+    from train.tf import standin, synthetic
 
     data_dir = os.path.join(out, "data")
     zoo_dir = os.path.join(out, "zoo", ZOO_NAME)

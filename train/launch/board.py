@@ -109,8 +109,8 @@ def hparams_of(config, plan) -> dict:
         "learning_rate_schedule": schedule or "",
         "learning_rate_base": float(base) if base is not None else 0.0,
         "fine_tune_checkpoint_type": train.fine_tune_checkpoint_type or "",
-        "strategy": plan.strategy.get("kind", "cpu"),
-        "replicas": plan.strategy.get("replicas", 1),
+        "strategy": plan.strategy.kind,
+        "replicas": plan.strategy.replicas,
     }
     return values
 

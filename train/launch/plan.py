@@ -8,42 +8,58 @@ import json
 import os
 import sys
 
+from train.contracts import EvalSpec, PrepareSpec, StrategySpec, TrainSpec
+
 
 @dataclasses.dataclass(frozen=True)
 class LaunchPlan:
-    """How the training child is started (written to model_dir/launch.json for the record)."""
+    """How the training child (and the evaluation beside it) are started.
+
+    Attributes:
+      argv: the training child's command line (its spec file is the last argument).
+      env: variables added to the driver's environment for the children.
+      train: the training child's spec (written to `train_spec_path`).
+      start_step: the step training resumes from (0 for a new run).
+      log_path: the training child's log.
+      work_dir: this process's own files (specs, logs, outcome); model_dir on rank 0.
+      eval: the evaluation child's spec, or None without --eval (or on other workers).
+    """
 
     argv: tuple[str, ...]
     env: dict[str, str]
-    pipeline_config: str
-    model_dir: str
-    num_train_steps: int
+    train: TrainSpec
     start_step: int
-    checkpoint_every_n: int
-    checkpoint_max_to_keep: int
-    num_steps_per_iteration: int
     log_path: str
-    restore_report: str
-    work_dir: str = ""  # this process's own files (launch.json, logs); model_dir on rank 0
-    strategy: dict = dataclasses.field(default_factory=lambda: {"kind": "cpu", "gpus": []})
-    eval: dict | None = None  # the evaluation child's spec (train/launch/evaluator.py)
+    work_dir: str
+    eval: EvalSpec | None = None
+
+    @property
+    def model_dir(self) -> str:  # noqa: D102
+        return self.train.model_dir
+
+    @property
+    def num_train_steps(self) -> int:  # noqa: D102
+        return self.train.num_train_steps
+
+    @property
+    def strategy(self) -> StrategySpec:  # noqa: D102
+        return self.train.strategy
 
     @property
     def is_chief(self) -> bool:  # noqa: D102
-        return self.strategy.get("rank", 0) == 0
+        return self.train.strategy.rank == 0
 
-    def child_spec(self) -> dict:
-        """The JSON the child reads (train/launch/child.py)."""
-        return {
-            "pipeline_config": self.pipeline_config,
-            "model_dir": self.model_dir,
-            "strategy": self.strategy,
-            "num_train_steps": self.num_train_steps,
-            "checkpoint_every_n": self.checkpoint_every_n,
-            "checkpoint_max_to_keep": self.checkpoint_max_to_keep,
-            "num_steps_per_iteration": self.num_steps_per_iteration,
-            "restore_report": self.restore_report,
-        }
+    @property
+    def train_spec_path(self) -> str:  # noqa: D102
+        return self.argv[-1]
+
+    @property
+    def eval_spec_path(self) -> str:  # noqa: D102
+        return os.path.join(self.work_dir, "eval_spec.json")
+
+    def eval_argv(self) -> tuple[str, ...]:
+        """The evaluation child's command line."""
+        return (self.argv[0], "-m", "train.tf.evaluator", self.eval_spec_path)
 
 
 def choose_steps_per_iteration(remaining: int, checkpoint_every_n: int, cap: int = 100) -> int:
@@ -67,30 +83,30 @@ COMMUNICATION_TIMEOUT_S = 300  # a collective that waits longer fails instead of
 EVAL_POLL_S = 5  # how often the evaluation looks for a new checkpoint or the end of training
 
 
-def strategy_spec(topology) -> dict:
+def strategy_spec(topology) -> StrategySpec:
     """What the child needs to build its tf.distribute strategy (train.launch.cluster)."""
-    return {
-        "kind": topology.kind,
-        "gpus": list(topology.gpus),
-        "rank": topology.rank,
-        "num_workers": topology.num_workers,
-        "replicas": topology.replicas,
-        "communication_timeout_s": COMMUNICATION_TIMEOUT_S,
-    }
+    return StrategySpec(
+        kind=topology.kind,
+        gpus=tuple(topology.gpus),
+        rank=topology.rank,
+        num_workers=topology.num_workers,
+        replicas=topology.replicas,
+        communication_timeout_s=COMMUNICATION_TIMEOUT_S,
+    )
 
 
-def eval_spec(options, resolved_config: str, num_train_steps: int, work_dir: str) -> dict:
-    """The continuous evaluation beside training (train/launch/evaluator.py)."""
-    model_dir = os.path.abspath(options.model_dir)
-    return {
-        "pipeline_config": os.path.abspath(resolved_config),
-        "model_dir": model_dir,
-        "num_train_steps": num_train_steps,
-        "poll_s": EVAL_POLL_S,
-        "training_done": os.path.join(work_dir, "logs", "training.done"),
-        "on_gpu": options.eval_on_gpu,
-        "log_path": os.path.join(work_dir, "logs", "eval.log"),
-    }
+def eval_spec(options, resolved_config: str, num_train_steps: int, work_dir: str) -> EvalSpec:
+    """The continuous evaluation beside training (train/tf/evaluator.py)."""
+    return EvalSpec(
+        pipeline_config=os.path.abspath(resolved_config),
+        model_dir=os.path.abspath(options.model_dir),
+        num_train_steps=num_train_steps,
+        poll_s=EVAL_POLL_S,
+        training_done=os.path.join(work_dir, "logs", "training.done"),
+        on_gpu=options.eval_on_gpu,
+        log_path=os.path.join(work_dir, "logs", "eval.log"),
+        outcome=os.path.join(work_dir, "logs", "eval.outcome.json"),
+    )
 
 
 def build_plan(
@@ -124,21 +140,24 @@ def build_plan(
     }
     if topology.tf_config is not None:
         env["TF_CONFIG"] = json.dumps(topology.tf_config, sort_keys=True)
-    spec_path = os.path.join(work_dir, "launch.json")
-    return LaunchPlan(
-        argv=(python, "-m", "train.launch.child", spec_path),
-        env=env,
+    train = TrainSpec(
         pipeline_config=os.path.abspath(resolved_config),
         model_dir=model_dir,
         num_train_steps=num_train_steps,
-        start_step=start_step,
         checkpoint_every_n=options.checkpoint_every_n,
         checkpoint_max_to_keep=options.checkpoint_max_to_keep,
         num_steps_per_iteration=per_iteration,
-        log_path=os.path.join(work_dir, "logs", log_name),
         restore_report=os.path.join(work_dir, "restore.json"),
-        work_dir=work_dir,
+        outcome=os.path.join(work_dir, "logs", "train.outcome.json"),
         strategy=strategy_spec(topology),
+    )
+    return LaunchPlan(
+        argv=(python, "-m", "train.tf.child", os.path.join(work_dir, "train_spec.json")),
+        env=env,
+        train=train,
+        start_step=start_step,
+        log_path=os.path.join(work_dir, "logs", log_name),
+        work_dir=work_dir,
         eval=(
             eval_spec(options, resolved_config, num_train_steps, work_dir)
             if options.eval and topology.is_chief
@@ -155,18 +174,18 @@ def prepare_spec(
     checkpoint_type: str,
     num_classes: int | None,
     transplant: bool,
-) -> dict:
-    """What train/launch/prepare.py does: the restore dry run, and the transplant if asked."""
+) -> PrepareSpec:
+    """What train/tf/prepare.py does: the restore dry run, and the transplant if asked."""
     model_dir = os.path.abspath(model_dir)
-    return {
-        "pipeline_config": os.path.abspath(resolved_config),
-        "pipeline_config_text_sha256": hashlib.sha256(resolved_text.encode()).hexdigest(),
-        "checkpoint": checkpoint,
-        "checkpoint_type": checkpoint_type,
-        "num_classes": num_classes,
-        "transplant_to": transplant_prefix(model_dir) if transplant else None,
-        "report": os.path.join(model_dir, "prepare.json"),
-    }
+    return PrepareSpec(
+        pipeline_config=os.path.abspath(resolved_config),
+        pipeline_config_text_sha256=hashlib.sha256(resolved_text.encode()).hexdigest(),
+        checkpoint=checkpoint,
+        checkpoint_type=checkpoint_type,
+        num_classes=num_classes,
+        transplant_to=transplant_prefix(model_dir) if transplant else None,
+        report=os.path.join(model_dir, "prepare.json"),
+    )
 
 
 def transplant_prefix(model_dir: str) -> str:
@@ -180,7 +199,5 @@ def transplant_source(transplant_to: str) -> str:
 
 
 def plan_json(plan: LaunchPlan) -> str:
-    """The plan as written to model_dir/launch.json."""
-    record = dataclasses.asdict(plan)
-    record["child"] = plan.child_spec()
-    return json.dumps(record, indent=2, sort_keys=True)
+    """The plan as written to model_dir/launch.json (for the record; children read specs)."""
+    return json.dumps(dataclasses.asdict(plan), indent=2, sort_keys=True)

@@ -1,9 +1,8 @@
-"""Runs a LaunchPlan: starts the child, prints progress, maps the outcome to an exit code."""
+"""Runs a LaunchPlan: starts the children, prints progress, maps their Outcome to an exit code."""
 
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import signal
 import subprocess
@@ -11,34 +10,28 @@ import sys
 import threading
 import time
 
-from train import errors
+from train import errors, files
+from train.contracts import (
+    FAILED,
+    OK,
+    STOPPED,
+    Outcome,
+    PrepareReport,
+    PrepareSpec,
+    TrainingRestore,
+)
 from train.launch.plan import LaunchPlan, plan_json
 from train.launch.progress import EventTail, ProgressPrinter
-from train.pipeline import io
-
-
-def _tail(path: str, lines: int = 15) -> list[str]:
-    try:
-        with open(path, encoding="utf-8", errors="replace") as f:
-            return f.read().splitlines()[-lines:]
-    except OSError:
-        return []
-
-
-def _said(path: str, marker: str) -> str | None:
-    """What follows `marker` on the last line of the log's tail that has it (None: none)."""
-    lines = [line for line in _tail(path, 50) if marker in line]
-    return lines[-1].split(marker, 1)[1].strip() if lines else None
-
 
 STOP_GRACE_S = 120  # how long a stopping child may take to write its last checkpoint
+POLL_S = 1.0  # progress and restore-report cadence while the child trains
 
 
 class _Forwarder:
     """Forwards SIGTERM / SIGUSR2 received by the driver to the training child.
 
     Slurm (`--signal=B:USR2@T`, preemption) and `kill` signal the driver; the child saves the
-    current step and exits (train/launch/child.py). Installed only in the main thread.
+    current step and exits (train/tf/child.py). Installed only in the main thread.
     """
 
     def __init__(self, child):
@@ -63,61 +56,53 @@ class _Forwarder:
             signal.signal(signum, previous)
 
 
-def read_json(path: str) -> dict | None:
-    """A JSON report a child wrote, or None when it is absent or unreadable."""
-    try:
-        with open(path, encoding="utf-8") as f:
-            return json.load(f)
-    except (OSError, ValueError):
-        return None
-
-
-def run_prepare(spec: dict, env: dict[str, str], log_path: str) -> dict | None:
-    """Runs train/launch/prepare.py on CPU and returns its report (None if it crashed)."""
-    spec_path = os.path.join(os.path.dirname(spec["report"]), "prepare_spec.json")
-    io.write_atomic(spec_path, json.dumps(spec, indent=2, sort_keys=True))
-    with contextlib.suppress(FileNotFoundError):
-        os.remove(spec["report"])
+def _start(argv, env: dict[str, str], log_path: str):
     os.makedirs(os.path.dirname(log_path), exist_ok=True)
+    with open(log_path, "ab") as log:
+        return subprocess.Popen(
+            list(argv), env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+        )
+
+
+def run_prepare(spec: PrepareSpec, env: dict[str, str], log_path: str) -> PrepareReport | None:
+    """Runs train/tf/prepare.py on CPU and returns its report (None if it crashed)."""
+    spec_path = os.path.join(os.path.dirname(spec.report), "prepare_spec.json")
+    spec.write(spec_path)
+    with contextlib.suppress(FileNotFoundError):
+        os.remove(spec.report)
     # CPU only: the report does not need a GPU, and must not hold one the training needs.
     child_env = {**os.environ, **env, "CUDA_VISIBLE_DEVICES": "-1"}
-    with open(log_path, "ab") as log:
-        code = subprocess.call(
-            [sys.executable, "-m", "train.launch.prepare", spec_path],
-            env=child_env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-        )
-    return read_json(spec["report"]) if code == 0 else None
+    child = _start([sys.executable, "-m", "train.tf.prepare", spec_path], child_env, log_path)
+    try:
+        code = child.wait()
+    except KeyboardInterrupt:
+        child.kill()
+        child.wait()
+        raise
+    return PrepareReport.read(spec.report) if code == 0 else None
 
 
 EVAL_GRACE_S = 900  # how long the evaluation may take for the last checkpoint after training
 
 
 def _start_eval(plan: LaunchPlan, env: dict[str, str]):
-    """Starts train/launch/evaluator.py beside the training (CPU unless --eval_on_gpu)."""
+    """Starts train/tf/evaluator.py beside the training (CPU unless --eval_on_gpu)."""
     spec = plan.eval
-    with contextlib.suppress(FileNotFoundError):
-        os.remove(spec["training_done"])
-    os.makedirs(os.path.dirname(spec["log_path"]), exist_ok=True)
+    for stale in (spec.training_done, spec.outcome):
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(stale)
+    spec.write(plan.eval_spec_path)
     eval_env = dict(env)
     eval_env.pop("TF_CONFIG", None)
-    if not spec["on_gpu"]:
+    if not spec.on_gpu:
         eval_env["CUDA_VISIBLE_DEVICES"] = "-1"
-    with open(spec["log_path"], "ab") as log:
-        return subprocess.Popen(
-            [plan.argv[0], "-m", "train.launch.evaluator", plan.argv[-1]],
-            env=eval_env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-        )
+    return _start(plan.eval_argv(), eval_env, spec.log_path)
 
 
 def _finish_eval(plan: LaunchPlan, evaluator, stopped: bool, emit) -> None:
     """Tells the evaluation the training is over and waits for its last evaluation."""
-    io.write_atomic(plan.eval["training_done"], "done\n")
+    spec = plan.eval
+    files.write_atomic(spec.training_done, "done\n")
     if stopped:
         evaluator.terminate()
     try:
@@ -127,15 +112,26 @@ def _finish_eval(plan: LaunchPlan, evaluator, stopped: bool, emit) -> None:
         evaluator.wait()
         emit(
             f"warning: evaluation: the last checkpoint was not evaluated within {EVAL_GRACE_S} s "
-            f"after training; stopped it (log: {plan.eval['log_path']})"
+            f"after training; stopped it (log: {spec.log_path})"
         )
         return
-    where = os.path.join(plan.model_dir, "eval")
-    if evaluator.returncode == 0:
-        emit(f"evaluation: finished; summaries in {where} (log: {plan.eval['log_path']})")
+    outcome = Outcome.read(spec.outcome)
+    if outcome is not None and outcome.status == OK:
+        where = os.path.join(plan.model_dir, "eval")
+        emit(f"evaluation: finished; summaries in {where} (log: {spec.log_path})")
     elif not stopped:
-        said = _said(plan.eval["log_path"], "evaluation failed:") or "see the log"
-        emit(f"warning: evaluation failed: {said} (log: {plan.eval['log_path']})")
+        said = outcome.error if outcome is not None else f"exit status {evaluator.returncode}"
+        emit(f"warning: evaluation failed: {said} (log: {spec.log_path})")
+
+
+def _outcome(plan: LaunchPlan, returncode: int, signals: list[str]) -> Outcome:
+    """What the child wrote as its Outcome, or what its exit status says when it wrote none."""
+    outcome = Outcome.read(plan.train.outcome)
+    if outcome is not None:
+        return outcome
+    if signals:
+        return Outcome(STOPPED, signal=signals[0], detail="killed before saving")
+    return Outcome(FAILED, error=f"the training process ended with exit status {returncode}")
 
 
 def run(plan: LaunchPlan, log_every_s: float, emit=None, on_restore=None) -> int:
@@ -144,11 +140,12 @@ def run(plan: LaunchPlan, log_every_s: float, emit=None, on_restore=None) -> int
     `on_restore(report)` is called once, when the child has measured its fine-tune restore.
     """
     emit = emit or (lambda line: print(line, file=sys.stderr, flush=True))
-    io.write_atomic(os.path.join(plan.work_dir or plan.model_dir, "launch.json"), plan_json(plan))
-    with contextlib.suppress(FileNotFoundError):
-        os.remove(plan.restore_report)  # an earlier run's
+    files.write_atomic(os.path.join(plan.work_dir, "launch.json"), plan_json(plan))
+    plan.train.write(plan.train_spec_path)
+    for stale in (plan.train.restore_report, plan.train.outcome):  # an earlier run's
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(stale)
     restore_seen = on_restore is None
-    os.makedirs(os.path.dirname(plan.log_path), exist_ok=True)
     env = {**os.environ, **plan.env}
     tail = EventTail(os.path.join(plan.model_dir, "train"))
     printer = ProgressPrinter(plan.num_train_steps, plan.start_step, log_every_s, emit)
@@ -157,51 +154,56 @@ def run(plan: LaunchPlan, log_every_s: float, emit=None, on_restore=None) -> int
         if plan.is_chief:  # the other workers' summaries go to scratch folders
             printer.feed(tail.poll(final=final))
 
+    def check_restore() -> None:
+        nonlocal restore_seen
+        if not restore_seen:
+            measured = TrainingRestore.read(plan.train.restore_report)
+            if measured is not None:
+                restore_seen = True
+                on_restore(measured.as_report())
+
     emit(
         f"training: {plan.num_train_steps - plan.start_step} steps from step {plan.start_step} "
-        f"({plan.num_steps_per_iteration} per iteration); log: {plan.log_path}"
+        f"({plan.train.num_steps_per_iteration} per iteration); log: {plan.log_path}"
     )
     evaluator = _start_eval(plan, env) if plan.eval else None
-    with open(plan.log_path, "ab") as log:
-        child = subprocess.Popen(
-            list(plan.argv), env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
-        )
-        stop = _Forwarder(child)
+    child = _start(plan.argv, env, plan.log_path)
+    stop = _Forwarder(child)
+    try:
+        with stop:
+            while True:
+                try:  # returns as soon as the child ends: no idle second at the end of a run
+                    child.wait(timeout=POLL_S)
+                    break
+                except subprocess.TimeoutExpired:
+                    pass
+                check_restore()
+                progress()
+                if stop.signals and stop.deadline is None:
+                    emit(f"{stop.signals[0]}: saving the current step, then stopping")
+                    stop.deadline = time.monotonic() + STOP_GRACE_S
+                if stop.deadline is not None and time.monotonic() > stop.deadline:
+                    child.kill()  # it had its chance to save; the last checkpoint stays
+    except KeyboardInterrupt:
+        emit("interrupted: saving the current step, then stopping")
+        stop.forward(signal.SIGINT, None)
         try:
-            with stop:
-                while child.poll() is None:
-                    time.sleep(1.0)
-                    if not restore_seen and os.path.exists(plan.restore_report):
-                        restore_seen = True
-                        on_restore(read_json(plan.restore_report))
-                    progress()
-                    if stop.signals and stop.deadline is None:
-                        emit(f"{stop.signals[0]}: saving the current step, then stopping")
-                        stop.deadline = time.monotonic() + STOP_GRACE_S
-                    if stop.deadline is not None and time.monotonic() > stop.deadline:
-                        child.kill()  # it had its chance to save; the last checkpoint stays
-        except KeyboardInterrupt:
-            emit("interrupted: saving the current step, then stopping")
-            stop.forward(signal.SIGINT, None)
-            try:
-                child.wait(timeout=STOP_GRACE_S)
-            except subprocess.TimeoutExpired:
-                child.kill()
-                child.wait()
+            child.wait(timeout=STOP_GRACE_S)
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.wait()
+    outcome = _outcome(plan, child.returncode, stop.signals)
     if evaluator is not None:
-        _finish_eval(plan, evaluator, bool(stop.signals) or child.returncode != 0, emit)
-    if not restore_seen and os.path.exists(plan.restore_report):
-        on_restore(read_json(plan.restore_report))
-    if child.returncode == errors.EXIT_INTERRUPTED or (stop.signals and child.returncode != 0):
-        progress(final=True)
-        what = _said(plan.log_path, "[tfod-finetune] stopped by") or "killed before saving"
-        emit(f"stopped by {what}; rerun the same command to resume from {plan.model_dir}")
-        return errors.EXIT_INTERRUPTED
+        _finish_eval(plan, evaluator, outcome.status != OK, emit)
+    check_restore()
     progress(final=True)
-    if child.returncode != 0:
-        for line in _tail(plan.log_path):
-            emit(f"  | {line}")
-        summary = _said(plan.log_path, "training failed:") or f"exit status {child.returncode}"
-        emit(f"error: training failed: {summary} (full log: {plan.log_path})")
+    if outcome.status == STOPPED:
+        emit(
+            f"stopped by {outcome.signal}: {outcome.detail}; rerun the same command to resume "
+            f"from {plan.model_dir}"
+        )
+        return errors.EXIT_INTERRUPTED
+    if outcome.status != OK:
+        emit(f"error: training failed: {outcome.error} (full log: {plan.log_path})")
         return errors.EXIT_TRAINING
     return errors.EXIT_OK

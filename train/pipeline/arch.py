@@ -1,6 +1,6 @@
 """What checkpoint structure a config expects: meta-architecture, backbone family, neck, heads.
 
-Compared by the preflight against `checkpoint.inspect.BackboneSignature` to catch a checkpoint
+Compared by the preflight against `checkpoint.identify.BackboneSignature` to catch a checkpoint
 of another architecture (F3/F9 in the failure catalogue) from the index alone.
 """
 

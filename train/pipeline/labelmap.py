@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 
-from train import compat
+from train import compat, errors, files
+
+MAX_ID = 10_000  # see check_label_maps: an id sizes the class head, so a huge one is a typo
 
 
 class LabelMapError(Exception):
@@ -30,6 +32,15 @@ class LabelMap:
     def max_id(self) -> int:  # noqa: D102
         return max(self.ids, default=0)
 
+    @property
+    def usable(self) -> bool:
+        """Whether it can size a model: items, ids in 1..MAX_ID, none repeated."""
+        return (
+            bool(self.items)
+            and all(1 <= i <= MAX_ID for i in self.ids)
+            and len(set(self.ids)) == len(self.ids)
+        )
+
 
 def load(path: str) -> LabelMap:
     """Parses a label map file; raises LabelMapError with a one-line reason."""
@@ -38,13 +49,12 @@ def load(path: str) -> LabelMap:
     from object_detection.protos import string_int_label_map_pb2
 
     try:
-        with open(path, encoding="utf-8") as f:
-            text = f.read()
-    except OSError as e:
-        raise LabelMapError(f"cannot be read: {e.strerror or e}") from None
+        text = files.read_text(path)
+    except files.InputError as e:
+        raise LabelMapError(e.reason) from None
     proto = string_int_label_map_pb2.StringIntLabelMap()
     try:
         text_format.Merge(text, proto)
     except text_format.ParseError as e:
-        raise LabelMapError(f"does not parse: {e}") from None
+        raise LabelMapError(errors.clip(f"does not parse: {e}")) from None
     return LabelMap(path, tuple((item.id, item.name or item.display_name) for item in proto.item))

@@ -12,7 +12,8 @@ import dataclasses
 import difflib
 import os
 
-from train.pipeline import fields, io
+from train import files
+from train.pipeline import configfile, fields
 
 
 @dataclasses.dataclass(frozen=True)
@@ -101,7 +102,7 @@ def restore_from_transplant(config, prefix: str) -> tuple[object, list[Change]]:
 
 def unified_diff(source_text: str, source_path: str, resolved_text: str) -> str:
     """Diff between the canonical text of the input and the resolved config."""
-    canonical = io.to_text(io.parse_text(source_text, source_path))
+    canonical = configfile.to_text(configfile.parse_text(source_text, source_path))
     return "".join(
         difflib.unified_diff(
             canonical.splitlines(keepends=True),
@@ -115,10 +116,10 @@ def unified_diff(source_text: str, source_path: str, resolved_text: str) -> str:
 def write_resolved(config_path: str, source, text: str) -> str:
     """Writes the resolved config's text and its diff (`<name>.diff` beside it) atomically.
 
-    Takes the text (io.to_text of the resolved config) that the caller also records
+    Takes the text (configfile.to_text of the resolved config) that the caller also records
     elsewhere, so the config is rendered once. Returns the diff's path.
     """
     diff_path = os.path.splitext(config_path)[0] + ".diff"
-    io.write_atomic(config_path, text)
-    io.write_atomic(diff_path, unified_diff(source.text, source.path, text))
+    files.write_atomic(config_path, text)
+    files.write_atomic(diff_path, unified_diff(source.text, source.path, text))
     return diff_path

@@ -4,17 +4,16 @@ from __future__ import annotations
 
 import os
 
-from train.checkpoint import inspect as ckpt_inspect
-from train.checkpoint.resolve import windows_hint
+from train import errors, files
+from train.checkpoint import identify
+from train.files import windows_hint
 from train.pipeline import arch as pipeline_arch
 from train.pipeline import fields
 from train.preflight.findings import ERROR, INFO, WARNING, Edit, Finding
-from train.preflight.registry import register
 
 _TYPES = ("classification", "detection", "full", "fine_tune")
 
 
-@register("checkpoint_path")
 def check_checkpoint_path(ctx):
     """CKPT_PATH / CKPT_UNREADABLE: the path resolves to a readable checkpoint prefix."""
     resolution = ctx.checkpoint
@@ -134,32 +133,62 @@ def _truncated(prefix: str) -> str | None:
 
 
 def _shard_problems(prefix: str):
-    """(detail, message, fix) for data shards that are absent or Git LFS pointers.
+    """(detail, message, fix) for data shards that are absent, not files, or Git LFS pointers.
 
     `tf.train.list_variables` reads only the .index, so these pass every early check and fail
     at restore time.
     """
+    from train.checkpoint import bundle
+
     directory = os.path.dirname(prefix) or "."
     base = os.path.basename(prefix) + ".data-"
-    shards = sorted(f for f in os.listdir(directory) if f.startswith(base))
+    try:
+        shards = sorted(f for f in os.listdir(directory) if f.startswith(base))
+    except OSError as e:
+        yield (
+            "folder",
+            f"the checkpoint folder {directory} cannot be listed ({e.strerror or e})",
+            "make the checkpoint folder readable for this user",
+        )
+        return
     if not shards:
         yield (
             "missing_shard",
             f"{prefix}.index has no data shard beside it ({base}*)",
             "copy or re-extract the whole checkpoint (index and data files)",
         )
+        return
+    try:
+        count, _ = bundle.read_index(prefix)
+    except (bundle.UnsupportedIndex, OSError):
+        count = None  # the index itself is reported by the CKPT_UNREADABLE check
+    if count is not None:
+        wanted = [bundle.shard_path(prefix, i, count) for i in range(count)]
+        absent = [os.path.basename(p) for p in wanted if os.path.basename(p) not in shards]
+        if absent:
+            yield (
+                "shard_count",
+                f"{prefix}.index expects {count} data shard(s) but {absent[0]} is missing "
+                f"(found: {', '.join(shards[:3])}{' ...' if len(shards) > 3 else ''})",
+                "copy the whole checkpoint again: the index and its data shards must come from "
+                "the same save",
+            )
     for name in shards:
-        with open(os.path.join(directory, name), "rb") as f:
-            head = f.read(64)
+        path = os.path.join(directory, name)
+        try:
+            with files.open_input(path) as f:
+                head = f.read(64)
+        except files.InputError as e:
+            yield ("not_a_file", f"data shard {path} {e.reason}", "replace it with the real file")
+            continue
         if head.startswith(b"version https://git-lfs"):
             yield (
                 "lfs_pointer",
-                f"{os.path.join(directory, name)} is a Git LFS pointer, not the checkpoint data",
+                f"{path} is a Git LFS pointer, not the checkpoint data",
                 "run `git lfs pull` in that repository",
             )
 
 
-@register("checkpoint_kind")
 def check_checkpoint_kind(ctx):
     """CKPT_TF1 / CKPT_TYPE: the checkpoint's kind agrees with fine_tune_checkpoint_type."""
     info, _ = ctx.checkpoint_info
@@ -240,13 +269,25 @@ def check_checkpoint_kind(ctx):
 def head_classes(config, info) -> int | None:
     """The class count the checkpoint's head was trained for (None when unknown)."""
     if info.meta_arch == "ssd":
-        return ckpt_inspect.classes_from_head(
+        return identify.classes_from_head(
             info, pipeline_arch.anchors_per_location(config), config.model.ssd.add_background_class
         )
-    return ckpt_inspect.classes_from_head(info, None)
+    return identify.classes_from_head(info, None)
 
 
-@register("model_dir")
+def check_model_dir_usable(ctx):
+    """MODEL_DIR.unusable: model_dir must be a folder this user can create files in."""
+    problem = files.writable_dir_problem(ctx.options.model_dir)
+    if problem:
+        yield Finding(
+            "MODEL_DIR.unusable",
+            ERROR,
+            f"--model_dir {errors.clip(repr(ctx.options.model_dir))} {problem}: checkpoints, "
+            "logs and the resolved config could not be written",
+            "pass --model_dir naming a folder you can write to (it is created when missing)",
+        )
+
+
 def check_model_dir(ctx):
     """MODEL_DIR: a finished run, or the checkpoint's own folder."""
     model_dir = os.path.abspath(ctx.options.model_dir)
@@ -260,7 +301,8 @@ def check_model_dir(ctx):
                 "training would resume from it instead of fine-tuning",
                 "use a new, empty --model_dir",
             )
-    latest, info, error = ctx.model_dir_run
+    run = ctx.previous_run
+    latest, info, error = (run.prefix, run.info, run.error) if run else (None, None, None)
     where = f"--model_dir {ctx.options.model_dir}"
     if latest is not None and ctx.options.fresh:
         yield from _fresh_start(ctx, where, latest)
@@ -369,7 +411,6 @@ def _target_classes(ctx) -> int | None:
     return fields.get(ctx.config, path) if path else None
 
 
-@register("checkpoint_cadence")
 def check_checkpoint_cadence(ctx):
     """CKPT_CADENCE: checkpoint_every_n vs num_train_steps (the driver always saves the end)."""
     steps = ctx.num_train_steps
@@ -456,7 +497,6 @@ def _arch_mismatches(config, info) -> list[tuple[str, str]]:
     return problems
 
 
-@register("checkpoint_architecture")
 def check_checkpoint_architecture(ctx):
     """CKPT_ARCH: the checkpoint was trained for another architecture, backbone or width."""
     info, _ = ctx.checkpoint_info
@@ -476,7 +516,6 @@ def check_checkpoint_architecture(ctx):
         )
 
 
-@register("restore_mode")
 def check_restore_mode(ctx):
     """RESTORE.transplant: --restore=transplant needs a detection checkpoint to copy from."""
     if ctx.options.restore != "transplant":

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import re
 
-from train.checkpoint.resolve import windows_hint
-from train.pipeline import extractors, fields
+from train.files import windows_hint
+from train.pipeline import extractors, fields, labelmap
 from train.preflight.findings import ERROR, INFO, WARNING, Edit, Finding
-from train.preflight.registry import register
 
 _PLACEHOLDER = re.compile(r"PATH_TO_BE_CONFIGURED|\$\{\w+\}|\$[A-Z_][A-Z0-9_]*")
 
@@ -41,7 +40,6 @@ def _string_fields(message, prefix=""):
                 yield leaf, field.name, item
 
 
-@register("placeholders")
 def check_placeholders(ctx):
     """PLACEHOLDER: zoo `PATH_TO_BE_CONFIGURED`, unexpanded `${VAR}`, empty required paths."""
     seen: dict[tuple[str, str], int] = {}
@@ -80,7 +78,6 @@ def check_placeholders(ctx):
         )
 
 
-@register("checkpoint_version")
 def check_checkpoint_version(ctx):
     """CKPT_VERSION: the proto default is V1, which the TF2 loop rejects."""
     tc = ctx.train_config
@@ -122,7 +119,6 @@ _IGNORED = {
 }
 
 
-@register("ignored_fields")
 def check_ignored_fields(ctx):
     """IGNORED_FIELD: TF1-only fields the TF2 loop silently ignores, or rejects."""
     tc = ctx.train_config
@@ -184,7 +180,6 @@ def check_ignored_fields(ctx):
         )
 
 
-@register("tf1_config")
 def check_tf1_config(ctx):
     """TF1_CONFIG: a feature extractor only the TF1 OD API has."""
     arch = fields.meta_arch(ctx.config)
@@ -240,7 +235,6 @@ def check_tf1_config(ctx):
     )
 
 
-@register("label_maps")
 def check_label_maps(ctx):
     """LABEL_MAP: unreadable map, id 0, duplicate ids or names, train/eval maps differ."""
     for path, value in ctx.label_maps.items():
@@ -272,6 +266,28 @@ def check_label_maps(ctx):
                 "number the classes from 1",
                 file=path,
             )
+        negative = sorted({i for i in value.ids if i < 0})
+        huge = sorted({i for i in value.ids if i > labelmap.MAX_ID})
+        if negative or huge:
+            yield Finding(
+                "LABEL_MAP.id_range",
+                ERROR,
+                f"{path}: label map ids must be 1..N, found "
+                + "; ".join(
+                    part
+                    for part in (
+                        f"negative ids {negative[:5]}" if negative else "",
+                        f"ids above {labelmap.MAX_ID} {huge[:5]} (the class head gets one "
+                        "output per id up to the highest, so such an id is almost always a "
+                        "typo or another dataset's numbering)"
+                        if huge
+                        else "",
+                    )
+                    if part
+                ),
+                "number the classes 1, 2, ..., N (N = the number of classes)",
+                file=path,
+            )
         dup_ids = sorted({i for i in value.ids if value.ids.count(i) > 1})
         dup_names = sorted({n for n in value.names if value.names.count(n) > 1})
         if dup_ids:
@@ -300,14 +316,25 @@ def check_label_maps(ctx):
         )
 
 
-@register("num_classes")
 def check_num_classes(ctx):
     """NUM_CLASSES: num_classes must equal the label map's highest id."""
     path = fields.num_classes_path(ctx.config)
     label_map = ctx.train_label_map
-    if path is None or label_map is None or not label_map.items or 0 in label_map.ids:
+    if path is None:
         return
     current = fields.get(ctx.config, path)
+    if label_map is None:  # no usable label map: the config's own value must be sane
+        if not 1 <= current <= labelmap.MAX_ID:
+            yield ctx.finding_at(
+                "num_classes",
+                "NUM_CLASSES.range",
+                ERROR,
+                f"{path} is {current}: it must be 1..{labelmap.MAX_ID} (the class head has one "
+                "output per class)",
+                "set num_classes to the number of classes in your label map (or pass "
+                "--label_map and it is set for you)",
+            )
+        return
     wanted = label_map.max_id
     if current == wanted:
         return
@@ -326,7 +353,6 @@ def check_num_classes(ctx):
     )
 
 
-@register("learning_rate")
 def check_learning_rate(ctx):
     """LR_SCHEDULE: cosine schedule vs num_steps, warmup vs total, base vs warmup rate."""
     optimizer = ctx.train_config.optimizer
@@ -377,11 +403,19 @@ def check_learning_rate(ctx):
         )
 
 
-@register("batch")
 def check_batch(ctx):
     """BATCH: global batch vs replicas, and TPU-sized zoo batches on CPU/GPU."""
     batch = ctx.train_config.batch_size
     replicas = ctx.replicas
+    if batch == 0:
+        yield ctx.finding_at(
+            "batch_size",
+            "BATCH.zero",
+            ERROR,
+            "train_config.batch_size is 0: every step would train on no image",
+            f"pass --batch_size {8 * replicas} (8 per replica is a safe start)",
+        )
+        return
     if batch and replicas > 1 and batch % replicas:
         yield ctx.finding_at(
             "batch_size",

@@ -2,87 +2,126 @@
 
 from __future__ import annotations
 
-import glob
+import dataclasses
 import os
 
+from train import errors, files, records
 from train.pipeline import fields
 from train.preflight.findings import ERROR, WARNING, Finding
-from train.preflight.registry import register
 
 
-def _expand(pattern: str) -> list[str]:
-    """Files an input_path matches, the way tf.io.gfile.glob does for local paths."""
-    if any(ch in pattern for ch in "*?["):
-        return sorted(glob.glob(pattern))
-    return [pattern] if os.path.exists(pattern) else []
+def _patterns(reader) -> list[str]:
+    return [p for p in fields.input_paths(reader) if fields.PLACEHOLDER not in p]
 
 
-@register("input_data")
+def _record_files(reader) -> list[str]:
+    """The regular, non-empty files a reader's globs match (what training will read)."""
+    found = []
+    for pattern in _patterns(reader):
+        for path in records.expand(pattern):
+            if files.problem(path) is None and os.path.getsize(path):
+                found.append(path)
+    return found
+
+
 def check_input_data(ctx):
-    """INPUT_DATA: every input glob matches files, and they are not empty."""
+    """INPUT_DATA: every input glob matches readable files, and they are not all empty."""
     for reader_path, reader in fields.input_readers(ctx.config):
-        for pattern in fields.input_paths(reader):
-            if fields.PLACEHOLDER in pattern:
-                continue  # PLACEHOLDER reports it
-            files = _expand(pattern)
-            if not files:
+        for pattern in _patterns(reader):
+            where = f"{reader_path}.tf_record_input_reader.input_path {errors.clip(repr(pattern))}"
+            if "\0" in pattern:
+                yield ctx.finding_at(
+                    "input_path",
+                    "INPUT_DATA.bad_path",
+                    ERROR,
+                    f"{where} contains a NUL byte",
+                    "retype the path (a NUL byte cannot be part of a file name)",
+                )
+                continue
+            paths = records.expand(pattern)
+            if not paths:
                 yield ctx.finding_at(
                     "input_path",
                     "INPUT_DATA.no_match",
                     ERROR,
-                    f"{reader_path}.tf_record_input_reader.input_path {pattern!r} matches no file",
+                    f"{where} matches no file",
                     "fix the path or glob (relative paths are relative to the current directory)",
+                    value=pattern,
                 )
                 continue
-            empty = [f for f in files if os.path.isfile(f) and os.path.getsize(f) == 0]
-            if empty and len(empty) == len(files):
-                yield Finding(
+            problems = {p: files.problem(p) for p in paths}
+            unusable = [(p, why) for p, why in problems.items() if why]
+            if unusable:
+                path, why = unusable[0]
+                yield ctx.finding_at(
+                    "input_path",
+                    "INPUT_DATA.not_a_file",
+                    ERROR,
+                    f"{where}: {path} {why}"
+                    + (f" (and {len(unusable) - 1} more)" if len(unusable) > 1 else "")
+                    + "; training would fail on it",
+                    "point input_path at the TFRecord files themselves (a glob like "
+                    "'DIR/train-*.record' for a folder of shards)",
+                    value=pattern,
+                )
+            empty = [p for p, why in problems.items() if not why and os.path.getsize(p) == 0]
+            if empty and len(empty) == len(paths):
+                yield ctx.finding_at(
+                    "input_path",
                     "INPUT_DATA.empty",
                     ERROR,
-                    f"{reader_path}: every file matched by {pattern!r} is empty "
-                    f"({len(empty)} files); the OD API would hang at the first batch",
+                    f"{where}: every file it matches is empty ({len(empty)} files); the OD API "
+                    "would hang at the first batch",
                     "regenerate the TFRecords (the converter found no images or annotations)",
+                    value=pattern,
                 )
 
 
-@register("input_shards")
 def check_input_shards(ctx):
     """INPUT_DATA.shards: each worker of a multi-worker run needs its own training files."""
     workers = ctx.topology.num_workers if ctx.topology is not None else 1
     if workers <= 1:
         return
     reader = ctx.config.train_input_reader
-    patterns = [p for p in fields.input_paths(reader) if fields.PLACEHOLDER not in p]
-    files = {f for pattern in patterns for f in _expand(pattern)}
-    if patterns and 0 < len(files) < workers:
+    train_files = set(_record_files(reader))
+    if _patterns(reader) and 0 < len(train_files) < workers:
         yield ctx.finding_at(
             "input_path",
             "INPUT_DATA.shards",
             ERROR,
-            f"train_input_reader matches {len(files)} file(s) but the run has {workers} "
+            f"train_input_reader matches {len(train_files)} file(s) but the run has {workers} "
             "workers: the OD API gives each worker whole files, so a worker would get no data "
             "and fail at its first batch (StopIteration / End of sequence)",
             f"split the training TFRecords into at least {workers} files (ideally a multiple "
-            f"of {workers}), or run {len(files)} worker(s)",
+            f"of {workers}), or run {len(train_files)} worker(s)",
         )
 
 
 _SAMPLE = 200  # records scanned per input reader: enough to catch systematic mistakes, < 1 s
+_NORMALISED = (-0.5, 1.5)  # a coordinate beyond these is a pixel value, not a normalised one
 
 
-def _scan(files: list[str], limit: int):
-    """Yields (file, parsed Example or exception) for the first `limit` records in all files."""
-    from train import records, wireprotos
+def _scan(paths: list[str], limit: int):
+    """Yields (file, record index, parsed Example or exception) for the first `limit` records."""
+    from train import wireprotos
 
     example_class = wireprotos.example()
     count = 0
-    for path in files:
+    for path in paths:
+        index = 0
         try:
             for payload in records.read_records(path, limit - count):
-                yield path, example_class.FromString(payload)
+                try:
+                    example = example_class.FromString(payload)
+                except Exception as e:  # noqa: BLE001 - a payload that is no Example
+                    yield path, index, e
+                    return
+                yield path, index, example
+                index += 1
                 count += 1
-        except Exception as e:  # noqa: BLE001 - corrupt data is a finding
-            yield path, e
+        except (OSError, records.RecordError) as e:
+            yield path, index, e
+            return
         if count >= limit:
             return
 
@@ -95,34 +134,66 @@ def _feature(example, key):
     return list(getattr(feature, kind).value) if kind else []
 
 
-@register("input_records")
+@dataclasses.dataclass
+class _Tally:
+    """How many scanned records have one problem, and where it first occurs."""
+
+    count: int = 0
+    first: str = ""
+
+    def add(self, where: str) -> None:
+        self.count += 1
+        self.first = self.first or where
+
+
+def _box_problems(example) -> tuple[bool, bool, bool]:
+    """(pixel coordinates, min > max, slightly outside [0, 1]) for one example's boxes."""
+    box = [_feature(example, f"image/object/bbox/{k}") for k in ("xmin", "ymin", "xmax", "ymax")]
+    values = [v for values in box for v in values]
+    pixels = any(not _NORMALISED[0] <= v <= _NORMALISED[1] for v in values)
+    inverted = any(lo > hi for lo, hi in zip(box[0] + box[1], box[2] + box[3], strict=False))
+    edge = any(not 0.0 <= v <= 1.0 for v in values)
+    return pixels, inverted, edge and not pixels
+
+
 def check_input_records(ctx):
-    """INPUT_DATA: a bounded scan of each reader's records against the label map."""
+    """INPUT_DATA: a bounded scan of each reader's records: framing, checksums, images, labels.
+
+    Everything here would otherwise surface only in training: a corrupted record ("corrupted
+    record at 12", no file name), a record without an image or with an image that is no
+    JPEG/PNG (a decode error deep in the input pipeline), class names or labels the OD API
+    silently turns into background, boxes in pixel coordinates (training on garbage).
+    """
     label_map = ctx.train_label_map
     names = set(label_map.names) if label_map else None
     num_classes = label_map.max_id if label_map else None
     for reader_path, reader in fields.input_readers(ctx.config):
-        files = []
-        for pattern in fields.input_paths(reader):
-            if fields.PLACEHOLDER not in pattern:
-                files += [f for f in _expand(pattern) if os.path.isfile(f) and os.path.getsize(f)]
-        if not files:
+        paths = _record_files(reader)
+        if not paths:
             continue
         unknown: dict[str, int] = {}
         out_of_range: set[int] = set()
-        bad_boxes = records = 0
-        for path, example in _scan(files, _SAMPLE):
+        no_image, not_image, pixels, inverted, edge = (_Tally() for _ in range(5))
+        scanned = 0
+        for path, index, example in _scan(paths, _SAMPLE):
+            where = f"{path} record {index}"
             if isinstance(example, Exception):
-                first = str(example).strip().splitlines()[0] if str(example).strip() else ""
+                reason = example.reason if isinstance(example, files.InputError) else example
                 yield Finding(
                     "INPUT_DATA.corrupt",
                     ERROR,
-                    f"{path}: not a readable TFRecord of tf.train.Example "
-                    f"({type(example).__name__}: {first[:200]})",
+                    f"{reader_path}: {path}: not a readable TFRecord of tf.train.Example "
+                    f"({errors.one_line(reason) if isinstance(reason, Exception) else reason})",
                     "regenerate the file; check it was copied whole (not a Git LFS pointer)",
+                    file=path,
                 )
                 break
-            records += 1
+            scanned += 1
+            encoded = _feature(example, "image/encoded")
+            if not encoded:
+                no_image.add(where)
+            elif not encoded[0].startswith(records.IMAGE_SIGNATURES):
+                not_image.add(f"{where} (starts with {encoded[0][:8]!r})")
             texts = [
                 t.decode("utf-8", "replace") for t in _feature(example, "image/object/class/text")
             ]
@@ -133,15 +204,29 @@ def check_input_records(ctx):
                         unknown[text] = unknown.get(text, 0) + 1
             elif num_classes and labels:
                 out_of_range.update(x for x in labels if not 1 <= x <= num_classes)
-            box = [
-                _feature(example, f"image/object/bbox/{k}")
-                for k in ("xmin", "ymin", "xmax", "ymax")
-            ]
-            if any(not 0.0 <= v <= 1.0 for values in box for v in values) or any(
-                lo > hi for lo, hi in zip(box[0] + box[1], box[2] + box[3], strict=False)
-            ):
-                bad_boxes += 1
-        where = f"{reader_path} ({files[0]}{' ...' if len(files) > 1 else ''})"
+            is_pixels, is_inverted, is_edge = _box_problems(example)
+            for tally, hit in ((pixels, is_pixels), (inverted, is_inverted), (edge, is_edge)):
+                if hit:
+                    tally.add(where)
+        where = f"{reader_path} ({paths[0]}{' ...' if len(paths) > 1 else ''})"
+        regenerate = "fix the converter that wrote the records, then regenerate them"
+        if no_image.count:
+            yield Finding(
+                "INPUT_DATA.no_image",
+                ERROR,
+                f"{reader_path}: {no_image.count} of {scanned} scanned records have no "
+                f"image/encoded (first: {no_image.first}); training fails on them",
+                regenerate + " (each tf.train.Example needs the encoded image bytes)",
+            )
+        if not_image.count:
+            yield Finding(
+                "INPUT_DATA.image_format",
+                ERROR,
+                f"{reader_path}: {not_image.count} of {scanned} scanned records hold an "
+                f"image/encoded that is not JPEG or PNG (first: {not_image.first}); the OD API "
+                "cannot decode it",
+                regenerate + " (write the JPEG or PNG file's bytes, not decoded pixels)",
+            )
         if unknown:
             listed = ", ".join(f"{t!r} x{n}" for t, n in sorted(unknown.items())[:5])
             yield Finding(
@@ -159,11 +244,28 @@ def check_input_records(ctx):
                 "those boxes silently become background",
                 "label classes 1..N as in the label map (0 is background)",
             )
-        if bad_boxes:
+        if pixels.count or inverted.count:
+            what = []
+            if pixels.count:
+                what.append(
+                    f"{pixels.count} have coordinates far outside [0, 1], i.e. pixel values "
+                    f"(first: {pixels.first})"
+                )
+            if inverted.count:
+                what.append(f"{inverted.count} have min > max (first: {inverted.first})")
             yield Finding(
                 "INPUT_DATA.boxes",
+                ERROR,
+                f"{reader_path}: of {scanned} scanned records {'; '.join(what)}: training would "
+                "learn from wrong boxes",
+                "write normalised coordinates: xmin = x / width, ymin = y / height, ..., with "
+                "xmin < xmax and ymin < ymax",
+            )
+        if edge.count:
+            yield Finding(
+                "INPUT_DATA.boxes_edge",
                 WARNING,
-                f"{where}: {bad_boxes} of {records} scanned records have boxes outside [0, 1] or "
-                "with min > max (pixel coordinates instead of normalised ones?)",
-                "write normalised coordinates: xmin = x / width, ymin = y / height, ...",
+                f"{reader_path}: {edge.count} of {scanned} scanned records have boxes slightly "
+                f"outside [0, 1] (first: {edge.first})",
+                "clip the boxes to the image when converting",
             )

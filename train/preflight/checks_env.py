@@ -7,7 +7,6 @@ from importlib import metadata
 
 from train import envinfo
 from train.preflight.findings import ERROR, WARNING, Finding
-from train.preflight.registry import register
 
 _TESTED_TF = ("2.15", "2.20", "2.21")
 
@@ -27,7 +26,6 @@ def _tf_version() -> tuple[str | None, str | None]:
     return None, None
 
 
-@register("environment")
 def check_environment(ctx):
     """ENV: TensorFlow, Keras, the OD API and its runtime deps, GPU vs TF build."""
     dist, tf_version = _tf_version()

@@ -10,11 +10,27 @@ import dataclasses
 import functools
 import os
 
+from train import errors
+from train.checkpoint import identify
 from train.checkpoint import resolve as ckpt_resolve
 from train.options import RunOptions
 from train.pipeline import fields, labelmap
-from train.pipeline.io import PipelineFile
+from train.pipeline.configfile import PipelineFile
 from train.preflight.findings import Finding
+
+
+@dataclasses.dataclass(frozen=True)
+class PreviousRun:
+    """The run found in model_dir: its latest checkpoint, what it is, or why it is unreadable."""
+
+    prefix: str
+    info: identify.CheckpointInfo | None
+    error: str | None
+
+    @property
+    def step(self) -> int:
+        """The global step the run reached (0 when unknown)."""
+        return (self.info.global_step or 0) if self.info else 0
 
 
 @dataclasses.dataclass
@@ -35,7 +51,7 @@ class Context:
     topology: object | None = None
 
     def line(self, field: str, value: str | None = None, nth: int = 0) -> int | None:
-        """Line of `field` in the user's file (see pipeline.io.find_line)."""
+        """Line of `field` in the user's file (see pipeline.configfile.find_line)."""
         return self.source.line_of(field, value, nth)
 
     def finding_at(
@@ -103,34 +119,27 @@ class Context:
         resolution = self.checkpoint
         if resolution is None or resolution.prefix is None:
             return None, None
-        from train.checkpoint import inspect
-
         try:
-            return inspect.inspect(resolution.prefix), None
+            return identify.inspect(resolution.prefix), None
         except Exception as e:  # noqa: BLE001 - any reader error is a finding, not a crash
-            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            return None, f"{type(e).__name__}: {first}"
+            return None, errors.one_line(e)
 
     @functools.cached_property
-    def model_dir_run(self):
-        """(latest checkpoint prefix, CheckpointInfo, error) of a run already in model_dir.
+    def previous_run(self) -> PreviousRun | None:
+        """The run model_dir already holds (its latest checkpoint), or None.
 
-        All None when model_dir holds no checkpoint; the info is None and the error set when
-        the latest one cannot be read. Read once: the MODEL_DIR check and the launch plan's
-        start step both need it.
+        Read once: the MODEL_DIR check and the launch plan's start step both need it.
         """
         model_dir = os.path.abspath(self.options.model_dir)
         if not os.path.isfile(os.path.join(model_dir, "checkpoint")):
-            return None, None, None
+            return None
         latest = ckpt_resolve.latest_in_dir(model_dir)
         if latest is None:
-            return None, None, None
-        from train.checkpoint import inspect
-
+            return None
         try:
-            return latest, inspect.inspect(latest), None
+            return PreviousRun(latest, identify.inspect(latest), None)
         except Exception as e:  # noqa: BLE001 - an unreadable run is a finding, not a crash
-            return latest, None, str(e)
+            return PreviousRun(latest, None, errors.one_line(e))
 
     @functools.cached_property
     def label_maps(self) -> dict[str, labelmap.LabelMap | str]:
@@ -151,6 +160,6 @@ class Context:
 
     @property
     def train_label_map(self) -> labelmap.LabelMap | None:
-        """The parsed train label map, if it parsed."""
+        """The train label map, if it parsed and its ids are usable (see LabelMap.usable)."""
         value = self.label_maps.get(self.config.train_input_reader.label_map_path)
-        return value if isinstance(value, labelmap.LabelMap) else None
+        return value if isinstance(value, labelmap.LabelMap) and value.usable else None

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 
+from train import errors
+
 ERROR, WARNING, INFO = "error", "warning", "info"
 _ORDER = {ERROR: 0, WARNING: 1, INFO: 2}
 
@@ -38,6 +40,11 @@ class Finding:
     edits: tuple[Edit, ...] = ()
     file: str | None = None
     line: int | None = None
+
+    def __post_init__(self):
+        # Values quoted in messages (tokens, paths) can be megabytes long: keep lines readable.
+        object.__setattr__(self, "message", errors.clip(self.message))
+        object.__setattr__(self, "fix", errors.clip(self.fix))
 
     @property
     def fixable(self) -> bool:  # noqa: D102

@@ -8,19 +8,44 @@ text to point at line numbers and to diff against.
 from __future__ import annotations
 
 import dataclasses
-import os
 import re
-import tempfile
 
-from train import compat
+from train import compat, errors, files
+from train.files import windows_hint
 
 
-class ConfigParseError(Exception):
-    """The config file cannot be read or parsed. `line`/`column` are 1-based when known."""
+class ConfigError(Exception):
+    """The config cannot be used: the file (ConfigFileError) or its text (ConfigParseError)."""
+
+    path: str
+    fix: str
+
+
+class ConfigFileError(ConfigError):
+    """The config path is not a readable text file (missing, a folder, a FIFO, not UTF-8...)."""
+
+    def __init__(self, path: str, reason: str):
+        super().__init__(errors.clip(f"{path} {reason}"))
+        self.path, self.reason = path, reason
+
+    @property
+    def fix(self) -> str:
+        """What to do about the path."""
+        if self.reason.startswith("is not UTF-8"):
+            return "save the config as UTF-8 text (it is a protobuf text file)"
+        if self.reason.startswith("cannot be read"):
+            return "make the file readable for this user (chmod o+r, or run as its owner)"
+        if self.reason == "does not exist":
+            return "check the --pipeline_config path" + windows_hint(self.path)
+        return "point --pipeline_config at the pipeline.config file itself"
+
+
+class ConfigParseError(ConfigError):
+    """The config text does not parse. `line`/`column` are 1-based when known."""
 
     def __init__(self, path: str, message: str, line: int | None = None, column: int | None = None):
         where = f"{path}:{line}:{column}" if line else path
-        super().__init__(f"{where}: {message}")
+        super().__init__(errors.clip(f"{where}: {message}"))
         self.path, self.detail, self.line, self.column = path, message, line, column
 
     @property
@@ -38,9 +63,7 @@ class ConfigParseError(Exception):
                 "remove or rename that field (typo, or a field of a newer OD API than the "
                 "installed 2.8)"
             )
-        if self.detail == "file not found":
-            return "check the --pipeline_config path"
-        return "fix the config text at that position"
+        return "fix the config text at that line and column"
 
 
 @dataclasses.dataclass
@@ -84,16 +107,16 @@ def parse_text(text: str, path: str = "<string>"):
 
 
 def load(path: str) -> PipelineFile:
-    """Reads and parses a pipeline config file."""
+    """Reads and parses a pipeline config file.
+
+    Raises:
+      ConfigFileError: the path is not a readable UTF-8 file (missing, a folder, a FIFO, ...).
+      ConfigParseError: the text does not parse.
+    """
     try:
-        with open(path, encoding="utf-8") as f:
-            text = f.read()
-    except FileNotFoundError:
-        raise ConfigParseError(path, "file not found") from None
-    except IsADirectoryError:
-        raise ConfigParseError(path, "is a directory, not a pipeline config file") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise ConfigParseError(path, f"cannot be read: {e}") from None
+        text = files.read_text(path)
+    except files.InputError as e:
+        raise ConfigFileError(path, e.reason) from None
     return PipelineFile(path=path, text=text, proto=parse_text(text, path))
 
 
@@ -118,18 +141,3 @@ def find_line(text: str, field: str, value: str | None = None, nth: int = 0) -> 
                 return number
             seen += 1
     return None
-
-
-def write_atomic(path: str, text: str) -> None:
-    """Writes `text` to `path` so that readers never see a partial file."""
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=os.path.basename(path))
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise

@@ -37,15 +37,15 @@ def build_standin(
     `image_size` builds at a smaller input (variables do not depend on it; EfficientDet needs
     a multiple of 128) to make big zoo models affordable on a CPU.
     """
-    from train import compat
+    from train import compat, files
 
     compat.apply()
     import tensorflow as tf
 
-    from train.checkpoint import restore
-    from train.pipeline import fields, io
+    from train.pipeline import configfile, fields
+    from train.tf import restore
 
-    source = io.load(config_path)
+    source = configfile.load(config_path)
     config = source.proto
     if num_classes is not None:
         fields.set_value(config, fields.num_classes_path(config), num_classes)
@@ -64,5 +64,5 @@ def build_standin(
         tf.train.Checkpoint(model=model), checkpoint_dir, max_to_keep=1
     )
     prefix = manager.save(checkpoint_number=0)
-    io.write_atomic(os.path.join(out_dir, "pipeline.config"), io.to_text(config))
+    files.write_atomic(os.path.join(out_dir, "pipeline.config"), configfile.to_text(config))
     return prefix

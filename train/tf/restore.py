@@ -1,7 +1,7 @@
 """What a fine-tune restore fills, measured on the real model; and the transplant restore.
 
-TensorFlow is needed here, so only the child processes (train/launch/child.py,
-train/launch/prepare.py) import this module.
+TensorFlow is needed here, so only the child processes (train/tf/child.py,
+train/tf/prepare.py) import this module.
 
 Coverage is measured, not predicted: every float variable of the built model is set to NaN,
 the OD API's own restore runs, and a variable counts as restored when it no longer is all NaN.

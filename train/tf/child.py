@@ -1,6 +1,6 @@
 """The training process: the real `object_detection.model_lib_v2.train_loop`, plus a final save.
 
-Run as `python -m train.launch.child model_dir/launch.json` by the runner, never by users. It
+Run as `python -m train.tf.child model_dir/launch.json` by the runner, never by users. It
 is a separate process so that the OD API's TensorFlow state, GPU memory and global absl flags
 never mix with the driver's, and so that its exit status is clean to map.
 
@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import json
 import os
 import signal
 import sys
@@ -203,8 +202,9 @@ def _measured_fine_tune_restore(model_lib_v2, report_path: str, num_classes: int
     The model is built first exactly as the OD API does before a restore (its dummy
     computation on one training batch), so the measurement costs no extra model build.
     """
-    from train.checkpoint import components, restore
-    from train.pipeline import io
+    from train.checkpoint import components
+    from train.contracts import TrainingRestore
+    from train.tf import restore
 
     original = model_lib_v2.load_fine_tune_checkpoint
 
@@ -218,8 +218,7 @@ def _measured_fine_tune_restore(model_lib_v2, report_path: str, num_classes: int
         else:
             model_lib_v2._ensure_model_is_built(model, dataset, unpad)  # noqa: SLF001
             report = restore.measure(model, checkpoint_type, od_api_restore, num_classes)
-        report["checkpoint"] = path
-        io.write_atomic(report_path, json.dumps(report, indent=2, sort_keys=True))
+        TrainingRestore(path, report).write(report_path)
         reason = components.failure(report) if run_on_dummy_input else None
         if reason:
             raise RestoreFailed(f"fine-tune restore from {path}: {reason}")
@@ -231,7 +230,7 @@ def _measured_fine_tune_restore(model_lib_v2, report_path: str, num_classes: int
         model_lib_v2.load_fine_tune_checkpoint = original
 
 
-def make_strategy(tf, spec: dict):
+def make_strategy(tf, spec):
     """The tf.distribute strategy the launch plan chose (train.launch.cluster).
 
     GPUs not chosen with --gpus are hidden from TensorFlow with `set_visible_devices`, which
@@ -239,13 +238,13 @@ def make_strategy(tf, spec: dict):
     set it.
     """
     physical = tf.config.list_physical_devices("GPU")
-    chosen = [physical[i] for i in spec.get("gpus", []) if i < len(physical)]
+    chosen = [physical[i] for i in spec.gpus if i < len(physical)]
     if len(chosen) != len(physical):
         tf.config.set_visible_devices(chosen, "GPU")
-    kind = spec.get("kind", "cpu")
+    kind = spec.kind
     if kind == "multi_worker":  # reads TF_CONFIG; worker 0 is the chief
         options = tf.distribute.experimental.CommunicationOptions(
-            timeout_seconds=spec.get("communication_timeout_s")
+            timeout_seconds=spec.communication_timeout_s
         )
         return tf.distribute.MultiWorkerMirroredStrategy(communication_options=options)
     if kind == "mirrored":
@@ -263,28 +262,79 @@ def _remove_worker_scratch(tf, managers, model_dir: str) -> None:
             tf.io.gfile.rmtree(directory)
 
 
+def _locate_bad_record(tf, paths: list[str]) -> str | None:
+    """'FILE record N: why' for the first training record TensorFlow cannot read, or None.
+
+    The OD API's input pipeline reports a corrupted record as "corrupted record at 12" (a byte
+    offset, no file name) and an undecodable image with no record at all. After such a failure
+    the files are read again, one at a time, with TensorFlow's own reader.
+    """
+    from train import errors, records
+
+    example = tf.train.Example()
+    for path in paths:
+        index = 0
+        try:
+            for payload in tf.compat.v1.io.tf_record_iterator(path):
+                example.ParseFromString(payload)
+                encoded = example.features.feature["image/encoded"].bytes_list.value
+                if not encoded:
+                    return f"{path} record {index}: no image/encoded"
+                if not encoded[0].startswith(records.IMAGE_SIGNATURES):
+                    return f"{path} record {index}: image/encoded is not a JPEG or PNG image"
+                index += 1
+        except Exception as e:  # noqa: BLE001 - DataLossError, DecodeError: the record is bad
+            return f"{path} record {index}: {errors.one_line(e)}"
+    return None
+
+
+_DATA_ERRORS = ("corrupted record", "Unknown image file format", "image/encoded", "DataLoss")
+
+
+def _failure_line(tf, error: Exception, config) -> str:
+    """The one line the driver prints for a failed training: names the record for data errors."""
+    from train import errors, records
+    from train.pipeline import fields
+
+    line = errors.one_line(error)
+    if any(marker in f"{type(error).__name__}: {error}" for marker in _DATA_ERRORS):
+        paths = [
+            path
+            for pattern in fields.input_paths(config.train_input_reader)
+            for path in records.expand(pattern)
+        ]
+        where = _locate_bad_record(tf, paths)
+        if where:
+            return f"bad training record: {where} ({line})"
+    return line
+
+
 def main(argv: list[str]) -> int:
-    """Runs the training described by the launch spec at argv[1]."""
-    with open(argv[1], encoding="utf-8") as f:
-        spec = json.load(f)["child"]
-
+    """Runs the training described by the TrainSpec at argv[1]; writes its Outcome."""
     from train import compat, errors
+    from train.contracts import FAILED, OK, STOPPED, Outcome, TrainSpec
 
+    with open(argv[1], encoding="utf-8") as f:
+        spec = TrainSpec.from_json(f.read())
     compat.apply()
     import tensorflow as tf
     from object_detection import model_lib_v2
 
-    from train.pipeline import fields, io
+    from train.pipeline import configfile, fields
 
-    config = io.load(spec["pipeline_config"]).proto
+    config = configfile.load(spec.pipeline_config).proto
     classes_path = fields.num_classes_path(config)
     num_classes = fields.get(config, classes_path) if classes_path else None
     managers: list = []
-    multi_worker = spec.get("strategy", {}).get("kind") == "multi_worker"
+    multi_worker = spec.strategy.kind == "multi_worker"
     guard = SignalGuard(agreed=multi_worker)
     guard.install()
+
+    def step() -> int | None:
+        return int(managers[-1].checkpoint.step.numpy()) if managers else None
+
     try:
-        strategy = make_strategy(tf, spec.get("strategy", {}))
+        strategy = make_strategy(tf, spec.strategy)
         iteration_end = (
             _iteration_end_hook(
                 model_lib_v2,
@@ -295,46 +345,44 @@ def main(argv: list[str]) -> int:
         )
         with (
             _recording_checkpoint_managers(tf, managers, guard),
-            _measured_fine_tune_restore(model_lib_v2, spec["restore_report"], num_classes),
+            _measured_fine_tune_restore(model_lib_v2, spec.restore_report, num_classes),
             iteration_end,
             strategy.scope(),
         ):
             model_lib_v2.train_loop(
-                pipeline_config_path=spec["pipeline_config"],
-                model_dir=spec["model_dir"],
-                train_steps=spec["num_train_steps"],
+                pipeline_config_path=spec.pipeline_config,
+                model_dir=spec.model_dir,
+                train_steps=spec.num_train_steps,
                 use_tpu=False,
-                checkpoint_every_n=spec["checkpoint_every_n"],
-                checkpoint_max_to_keep=spec["checkpoint_max_to_keep"],
+                checkpoint_every_n=spec.checkpoint_every_n,
+                checkpoint_max_to_keep=spec.checkpoint_max_to_keep,
                 record_summaries=True,
-                num_steps_per_iteration=spec["num_steps_per_iteration"],
+                num_steps_per_iteration=spec.num_steps_per_iteration,
             )
             saved = save_final(tf, managers)
-        _remove_worker_scratch(tf, managers, spec["model_dir"])
-        if saved:
-            print(f"[tfod-finetune] saved final checkpoint {saved}", flush=True)
+        _remove_worker_scratch(tf, managers, spec.model_dir)
+        latest = managers[-1].latest_checkpoint if managers else None
+        detail = f"saved final checkpoint {saved}" if saved else f"final step in {latest}"
+        outcome = Outcome(OK, step=step(), checkpoint=latest, detail=detail)
     except Stopped as stop:  # the guard is stopping: further signals are ignored
         with guard.writing_checkpoint():
             saved = save_final(tf, managers) if managers else None
-        _remove_worker_scratch(tf, managers, spec["model_dir"])
-        step = int(managers[-1].checkpoint.step.numpy()) if managers else None
-        rank = spec.get("strategy", {}).get("rank", 0)
+        _remove_worker_scratch(tf, managers, spec.model_dir)
+        rank = spec.strategy.rank
         if saved and rank:
             saved = None  # its copy went to a scratch folder; worker 0 saved the real one
-            what = f"worker {rank} stopped with worker 0, which saved step {step}"
+            what = f"worker {rank} stopped with worker 0, which saved step {step()}"
+        elif saved:
+            what = f"saved {saved} at step {step()}"
         else:
-            what = (
-                f"saved {saved} at step {step}"
-                if saved
-                else (f"step {step} was already saved" if managers else "no training step had run")
-            )
-        print(f"[tfod-finetune] stopped by {stop}: {what}", file=sys.stderr, flush=True)
-        return errors.EXIT_INTERRUPTED
-    except Exception as e:  # noqa: BLE001 - report every failure as one line + the log
+            what = f"step {step()} was already saved" if managers else "no training step had run"
+        outcome = Outcome(STOPPED, step=step(), checkpoint=saved, signal=str(stop), detail=what)
+    except Exception as e:  # noqa: BLE001 - one line for the driver; the traceback in the log
         traceback.print_exc()
-        print(f"[tfod-finetune] training failed: {errors.one_line(e)}", file=sys.stderr, flush=True)
-        return errors.EXIT_TRAINING
-    return 0
+        outcome = Outcome(FAILED, step=step(), error=_failure_line(tf, e, config))
+    print(f"[tfod-finetune] {outcome.status}: {outcome.error or outcome.detail}", flush=True)
+    outcome.write(spec.outcome)
+    return {OK: 0, STOPPED: errors.EXIT_INTERRUPTED}.get(outcome.status, errors.EXIT_TRAINING)
 
 
 if __name__ == "__main__":

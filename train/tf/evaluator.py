@@ -1,6 +1,6 @@
 """The evaluation beside training: the OD API's `eval_continuously`, ended with the training.
 
-Run as `python -m train.launch.evaluator model_dir/launch.json` by the runner (on CPU unless
+Run as `python -m train.tf.evaluator model_dir/launch.json` by the runner (on CPU unless
 --eval_on_gpu). `eval_continuously` evaluates each new checkpoint in model_dir and writes
 summaries under model_dir/eval; left alone it stops only after an hour without a new
 checkpoint. Here its wait for a checkpoint gives up as soon as the runner has marked the
@@ -10,7 +10,6 @@ training finished (the `training_done` file), after the last checkpoint has been
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import sys
 import traceback
@@ -38,31 +37,32 @@ def _ends_with_training(tf, done_marker: str, poll_s: float):
 
 
 def main(argv: list[str]) -> int:
-    """Evaluates model_dir's checkpoints until the training is done."""
-    with open(argv[1], encoding="utf-8") as f:
-        spec = json.load(f)["eval"]
-
+    """Evaluates model_dir's checkpoints until the training is done; writes its Outcome."""
     from train import compat, errors
+    from train.contracts import FAILED, OK, EvalSpec, Outcome
 
+    with open(argv[1], encoding="utf-8") as f:
+        spec = EvalSpec.from_json(f.read())
     compat.apply()
     import tensorflow as tf
     from object_detection import model_lib_v2
 
     try:
-        with _ends_with_training(tf, spec["training_done"], spec["poll_s"]):
+        with _ends_with_training(tf, spec.training_done, spec.poll_s):
             model_lib_v2.eval_continuously(
-                pipeline_config_path=spec["pipeline_config"],
-                train_steps=spec["num_train_steps"],
-                model_dir=spec["model_dir"],
-                checkpoint_dir=spec["model_dir"],
-                wait_interval=spec["poll_s"],
+                pipeline_config_path=spec.pipeline_config,
+                train_steps=spec.num_train_steps,
+                model_dir=spec.model_dir,
+                checkpoint_dir=spec.model_dir,
+                wait_interval=spec.poll_s,
             )
+        outcome = Outcome(OK, detail="evaluation finished")
     except Exception as e:  # noqa: BLE001 - one line for the driver, the traceback in the log
         traceback.print_exc()
-        print(f"[tfod-finetune] evaluation failed: {errors.one_line(e)}", flush=True)
-        return errors.EXIT_TRAINING
-    print("[tfod-finetune] evaluation finished", flush=True)
-    return 0
+        outcome = Outcome(FAILED, error=errors.one_line(e))
+    print(f"[tfod-finetune] evaluation {outcome.status}: {outcome.error or outcome.detail}")
+    outcome.write(spec.outcome)
+    return 0 if outcome.status == OK else errors.EXIT_TRAINING
 
 
 if __name__ == "__main__":

@@ -229,34 +229,27 @@ class CheckpointReadError(Exception):
     """The checkpoint cannot be read at all."""
 
 
-def _list_with_tensorflow(prefix: str):
-    from train import compat
-
-    compat.apply(with_tensorflow=False)  # TF >= 2.16: Keras choice must precede the TF import
-    import tensorflow as tf
-
-    return tf.train.list_variables(prefix)
-
-
 def inspect(prefix: str) -> CheckpointInfo:
-    """Reads a checkpoint index and classifies it.
-
-    Uses the TF-free index reader (milliseconds); falls back to `tf.train.list_variables` for
-    index formats it does not know.
+    """Reads a checkpoint index (TF-free, milliseconds) and classifies it.
 
     Raises:
-      CheckpointReadError, or TF's errors from the fallback: unreadable.
+      CheckpointReadError: the index is missing, not a regular file, or corrupted.
     """
+    from train import files
     from train.checkpoint import bundle
 
     try:
         names_and_shapes = bundle.list_variables(prefix)
+    except files.InputError as e:
+        raise CheckpointReadError(f"{prefix}.index {e.reason}") from None
     except FileNotFoundError:
         raise CheckpointReadError(f"{prefix}.index not found") from None
+    except OSError as e:
+        raise CheckpointReadError(f"{prefix}.index cannot be read ({e.strerror or e})") from None
     except bundle.UnsupportedIndex as e:
-        if "no table magic" in str(e):
-            raise CheckpointReadError(f"{prefix}.index is not a checkpoint index ({e})") from None
-        names_and_shapes = _list_with_tensorflow(prefix)
+        raise CheckpointReadError(
+            f"{prefix}.index is not a readable checkpoint index ({e})"
+        ) from None
     info = classify(names_and_shapes, prefix)
     if info.kind == "training":
         try:

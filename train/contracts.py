@@ -1,0 +1,198 @@
+"""What the driver and its child processes tell each other: one frozen dataclass per boundary.
+
+The driver writes a spec file and starts a child with its path; the child writes what it
+produced (an Outcome, a restore measurement, a prepare report) as files the driver reads.
+Both sides use the same classes, so a field renamed on one side cannot silently go missing
+on the other: `from_json` refuses unknown and missing fields. TF-free.
+
+    driver --TrainSpec-->   train/tf/child.py      --Outcome, TrainingRestore-->  driver
+    driver --EvalSpec-->    train/tf/evaluator.py  --Outcome-->                   driver
+    driver --PrepareSpec--> train/tf/prepare.py    --PrepareReport-->             driver
+    train/tf/prepare.py --TransplantSource--> the next driver run (is the transplant current?)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import typing
+from typing import ClassVar, TypeVar
+
+from train import files
+
+T = TypeVar("T", bound="Contract")
+
+
+class ContractError(ValueError):
+    """A contract file does not hold what its class says (a bug, or a file from another version)."""
+
+
+class Contract:
+    """JSON round trip for the frozen dataclasses below (nested contracts included)."""
+
+    _nested: ClassVar[dict[str, type]] = {}
+
+    def to_dict(self) -> dict:  # noqa: D102
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:  # noqa: D102
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_dict(cls: type[T], data: dict) -> T:
+        """Builds the contract from its dict form; ContractError on unknown or missing fields."""
+        if not isinstance(data, dict):
+            raise ContractError(f"{cls.__name__}: expected an object, got {type(data).__name__}")
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(data) - names
+        required = {
+            f.name
+            for f in dataclasses.fields(cls)
+            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+        }
+        missing = required - set(data)
+        if unknown or missing:
+            raise ContractError(
+                f"{cls.__name__}: unknown fields {sorted(unknown)}, missing {sorted(missing)}"
+            )
+        values = dict(data)
+        for name, nested in cls._nested.items():
+            if values.get(name) is not None:
+                values[name] = nested.from_dict(values[name])
+        for field in dataclasses.fields(cls):
+            if typing.get_origin(_hint(cls, field.name)) is tuple and field.name in values:
+                values[field.name] = tuple(values[field.name])
+        return cls(**values)
+
+    @classmethod
+    def from_json(cls: type[T], text: str) -> T:  # noqa: D102
+        try:
+            return cls.from_dict(json.loads(text))
+        except json.JSONDecodeError as e:
+            raise ContractError(f"{cls.__name__}: not JSON ({e})") from None
+
+    def write(self, path: str) -> None:
+        """Writes the contract atomically (readers never see half a file)."""
+        files.write_atomic(path, self.to_json())
+
+    @classmethod
+    def read(cls: type[T], path: str) -> T | None:
+        """The contract at `path`, or None when the file is absent or unreadable."""
+        try:
+            with files.open_input(path, "r") as f:
+                return cls.from_json(f.read())
+        except (OSError, ContractError):
+            return None
+
+
+def _hint(cls, name: str):
+    return typing.get_type_hints(cls).get(name)
+
+
+@dataclasses.dataclass(frozen=True)
+class StrategySpec(Contract):
+    """The tf.distribute strategy a child builds (see train.launch.cluster.Topology)."""
+
+    kind: str = "cpu"  # "cpu" | "mirrored" | "multi_worker"
+    gpus: tuple[int, ...] = ()
+    rank: int = 0
+    num_workers: int = 1
+    replicas: int = 1
+    communication_timeout_s: int | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainSpec(Contract):
+    """What the training child runs: the OD API's train_loop with these arguments."""
+
+    _nested: ClassVar[dict[str, type]] = {"strategy": StrategySpec}
+
+    pipeline_config: str
+    model_dir: str
+    num_train_steps: int
+    checkpoint_every_n: int
+    checkpoint_max_to_keep: int
+    num_steps_per_iteration: int
+    restore_report: str  # where the child writes its TrainingRestore
+    outcome: str  # where the child writes its Outcome
+    strategy: StrategySpec = StrategySpec()
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalSpec(Contract):
+    """The evaluation beside training (the OD API's eval_continuously)."""
+
+    pipeline_config: str
+    model_dir: str
+    num_train_steps: int
+    poll_s: float
+    training_done: str  # the runner creates this file when training is over
+    on_gpu: bool
+    log_path: str
+    outcome: str
+
+
+@dataclasses.dataclass(frozen=True)
+class PrepareSpec(Contract):
+    """The CPU restore dry run, and the transplant when asked (train/tf/prepare.py)."""
+
+    pipeline_config: str
+    pipeline_config_text_sha256: str
+    checkpoint: str
+    checkpoint_type: str
+    num_classes: int | None
+    transplant_to: str | None
+    report: str  # where prepare writes its PrepareReport
+
+
+@dataclasses.dataclass(frozen=True)
+class PrepareReport(Contract):
+    """What the dry run measured (train.tf.restore.measure) and the transplant it wrote."""
+
+    checkpoint: str
+    dry_run: dict
+    transplant: dict | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class TransplantSource(Contract):
+    """What a transplanted checkpoint was made from, to know when it can be reused."""
+
+    checkpoint: str
+    config: str  # sha256 of the resolved config text
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainingRestore(Contract):
+    """The fine-tune restore train_loop did, measured by the training child."""
+
+    checkpoint: str
+    measurement: dict  # train.tf.restore.measure's report (summary, components, gaps, ...)
+
+    def as_report(self) -> dict:
+        """The form the JSON report and TensorBoard carry (measurement + checkpoint)."""
+        return {**self.measurement, "checkpoint": self.checkpoint}
+
+
+OK, STOPPED, FAILED = "ok", "stopped", "failed"
+
+
+@dataclasses.dataclass(frozen=True)
+class Outcome(Contract):
+    """How a child process ended, written by the child as its last act.
+
+    Attributes:
+      status: OK, STOPPED (a stop signal: the current step was saved) or FAILED.
+      step: the global step reached (None when no step ran or it is unknown).
+      checkpoint: the checkpoint the child saved last (None when it saved none).
+      error: FAILED: one line, `Type: message`, naming the file and record for data errors.
+      signal: STOPPED: the signal's name.
+      detail: one human line about the end ("saved ... at step 12", "step 3 was already saved").
+    """
+
+    status: str
+    step: int | None = None
+    checkpoint: str | None = None
+    error: str | None = None
+    signal: str | None = None
+    detail: str = ""
