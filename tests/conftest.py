@@ -57,3 +57,44 @@ def run_python(code_or_args, env_extra=None, timeout=600):
     return subprocess.run(
         [sys.executable, *args], capture_output=True, text=True, env=env, cwd=ROOT, timeout=timeout
     )
+
+
+def preflight(config_path, model_dir, topology=None, **kwargs):
+    """The preflight report for a config file and RunOptions fields, in-process."""
+    from train.options import RunOptions
+    from train.pipeline import configfile, rewrite
+    from train.preflight import Context, run_preflight
+
+    options = RunOptions(pipeline_config=str(config_path), model_dir=str(model_dir), **kwargs)
+    source = configfile.load(str(config_path))
+    config, _ = rewrite.apply_overrides(source.proto, options)
+    return run_preflight(Context(options=options, source=source, config=config, topology=topology))
+
+
+@pytest.fixture
+def good_options(demo_assets):
+    return dict(
+        checkpoint=demo_assets["prefix"],
+        label_map=demo_assets["label_map"],
+        train_input_path=(demo_assets["train"],),
+        eval_input_path=(demo_assets["eval"],),
+        num_train_steps=10,
+        batch_size=2,
+    )
+
+
+@pytest.fixture
+def good_config(tmp_path, demo_assets, good_options):
+    """The demo config with every fix applied: the correct setup."""
+    from train.options import RunOptions
+    from train.pipeline import configfile, rewrite
+    from train.preflight import Context, run_preflight
+
+    source = configfile.load(DEMO_CONFIG)
+    options = RunOptions(pipeline_config=DEMO_CONFIG, model_dir=str(tmp_path / "m"), **good_options)
+    config, _ = rewrite.apply_overrides(source.proto, options)
+    report = run_preflight(Context(options=options, source=source, config=config))
+    fixed, _ = rewrite.apply_fixes(config, [f for f in report.findings if f.fixable])
+    path = tmp_path / "good.config"
+    path.write_text(configfile.to_text(fixed))
+    return path

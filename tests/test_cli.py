@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 
 import pytest
 
@@ -49,7 +50,7 @@ def test_missing_config_is_a_usage_error(tmp_path):
         CLI + [f"--pipeline_config={tmp_path}/nope.config", f"--model_dir={tmp_path}/m"]
     )
     assert result.returncode == errors.EXIT_USAGE
-    assert f"{tmp_path}/nope.config: file not found" in result.stderr
+    assert f"error: --pipeline_config {tmp_path}/nope.config does not exist" in result.stderr
     _assert_no_traceback(result)
 
 
@@ -82,8 +83,8 @@ def test_zoo_config_without_paths_fails_preflight_and_starts_nothing(tmp_path):
     _assert_no_traceback(result)
 
 
-def _demo_args(assets, model_dir, *extra):
-    return demo_driver_args(assets, model_dir, "--batch_size=2", *extra)
+def _demo_args(assets, model_dir, *extra, **kwargs):
+    return demo_driver_args(assets, model_dir, "--batch_size=2", *extra, **kwargs)
 
 
 def test_preflight_only_json_report(demo_assets, tmp_path):
@@ -125,27 +126,30 @@ def test_fix_never_turns_fixable_findings_into_a_failure(demo_assets, tmp_path):
     _assert_no_traceback(result)
 
 
+@pytest.mark.slow
 def test_resolved_config_never_overwrites_the_input(demo_assets, tmp_path):
     # Tutorial layout: models/my_ssd/pipeline.config with --model_dir models/my_ssd.
     model_dir = tmp_path / "my_ssd"
     model_dir.mkdir()
     config = model_dir / "pipeline.config"
-    config.write_text(open(DEMO_CONFIG).read())
+    shutil.copy(DEMO_CONFIG, config)
     before = _digest(config)
-    from train import driver
-    from train.options import RunOptions
-
-    options = RunOptions(pipeline_config=str(config), model_dir=str(model_dir))
-    assert driver._resolved_path(options, str(model_dir)) == os.path.join(
-        model_dir, "pipeline.resolved.config"
-    )
-    assert _digest(config) == before
+    result = run_python(_demo_args(demo_assets, model_dir, "--dry_run", config=config))
+    assert result.returncode == errors.EXIT_OK, result.stderr[-3000:]
+    resolved = model_dir / "pipeline.resolved.config"
+    assert f"resolved config: {resolved}" in result.stderr
+    assert "num_classes: 3" in resolved.read_text()
+    assert _digest(config) == before  # still the zoo text: 90 classes, placeholders
 
 
 def test_gpus_flag_naming_an_absent_gpu_is_a_usage_error(demo_assets, tmp_path):
-    result = run_python(_demo_args(demo_assets, tmp_path / "m", "--gpus=3"))
+    from train import envinfo
+
+    absent = envinfo.visible_gpus()  # indices run 0..N-1 on any machine, GPU or not
+    result = run_python(_demo_args(demo_assets, tmp_path / "m", f"--gpus={absent}"))
     assert result.returncode == errors.EXIT_USAGE
-    assert "--gpus=3: GPU 3 is not visible (0 visible" in result.stderr.splitlines()[0]
+    expected = f"--gpus={absent}: GPU {absent} is not visible ({absent} visible"
+    assert expected in result.stderr.splitlines()[-1]
     assert not (tmp_path / "m").exists()
 
 

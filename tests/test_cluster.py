@@ -131,20 +131,21 @@ def _plan(tmp_path, topology, **options):
 
 def test_plan_for_one_gpu_n_gpus_and_m_nodes(tmp_path):
     one = _plan(tmp_path, cluster.plan_topology("all", 1, {}))
-    assert one.strategy["kind"] == "mirrored" and one.strategy["replicas"] == 1
+    assert one.strategy.kind == "mirrored" and one.strategy.replicas == 1
     assert "TF_CONFIG" not in one.env and "CUDA_VISIBLE_DEVICES" not in one.env
 
     n = _plan(tmp_path, cluster.plan_topology("1,3", 4, {}), eval=True)
-    assert (n.strategy["gpus"], n.strategy["replicas"]) == ([1, 3], 2)
-    assert n.eval["model_dir"] == str(tmp_path / "m") and n.eval["on_gpu"] is False
+    assert (n.strategy.gpus, n.strategy.replicas) == ((1, 3), 2)
+    assert n.eval.model_dir == str(tmp_path / "m") and n.eval.on_gpu is False
 
     m = _plan(tmp_path, cluster.plan_topology("all", 2, SLURM_M_NODES), eval=True)
     assert json.loads(m.env["TF_CONFIG"])["task"]["index"] == 3
     assert "CUDA_VISIBLE_DEVICES" not in m.env  # Slurm's "3,5" is left to the child as it is
-    assert m.strategy == {**m.strategy, "kind": "multi_worker", "rank": 3, "replicas": 14}
+    assert (m.strategy.kind, m.strategy.rank, m.strategy.replicas) == ("multi_worker", 3, 14)
     assert m.model_dir == str(tmp_path / "m")  # all workers train into the shared model_dir
     assert m.work_dir == str(tmp_path / "m" / "workers" / "rank-3")
     assert m.log_path.startswith(m.work_dir) and m.argv[-1].startswith(m.work_dir)
     assert m.eval is None  # evaluation runs beside the chief only
-    assert json.loads(plan.plan_json(m))["child"]["strategy"]["kind"] == "multi_worker"
+    assert json.loads(plan.plan_json(m))["train"]["strategy"]["kind"] == "multi_worker"
+    assert m.train.outcome.startswith(m.work_dir)  # each worker reports its own end
     assert not (tmp_path / "m").exists()

@@ -8,6 +8,7 @@ import sys
 
 import pytest
 
+from train.contracts import TrainSpec
 from train.launch import plan, progress
 from train.options import RunOptions
 
@@ -42,11 +43,14 @@ def test_build_plan_is_pure_and_complete(tmp_path):
         {"TF_USE_LEGACY_KERAS": "1"},
         python="/py",
     )
-    assert built.argv == ("/py", "-m", "train.tf.child", str(tmp_path / "m" / "launch.json"))
+    spec_path = str(tmp_path / "m" / "train_spec.json")
+    assert built.argv == ("/py", "-m", "train.tf.child", spec_path)
     assert built.env["TF_USE_LEGACY_KERAS"] == "1"
-    assert built.num_steps_per_iteration == 1  # 20 remaining steps -> at least 20 points
+    assert built.train.num_steps_per_iteration == 1  # 20 remaining steps -> at least 20 points
     record = json.loads(plan.plan_json(built))
-    assert record["child"]["num_train_steps"] == 30 and record["start_step"] == 10
+    assert record["train"]["num_train_steps"] == 30 and record["start_step"] == 10
+    # The child reads back exactly the spec the driver wrote (the same class on both sides).
+    assert TrainSpec.from_json(built.train.to_json()) == built.train
     assert not (tmp_path / "m").exists()  # building a plan writes nothing
 
 
@@ -114,18 +118,27 @@ def test_aside_path_is_a_sibling_and_inputs_inside_are_found(tmp_path):
     assert inside == [str(tmp_path / "m" / "a")]
 
 
+_WRITE_OUTCOME = (
+    "import sys; from train.contracts import Outcome; "
+    "spec = sys.argv[1]; outcome = Outcome(**{fields!r}); "
+    "from train.contracts import TrainSpec; "
+    "outcome.write(TrainSpec.from_json(open(spec).read()).outcome); sys.exit({code})"
+)
+
+
 @pytest.mark.parametrize(
-    "said,code,expected_exit,expected",
+    "outcome,code,expected_exit,expected",
     [
         (
-            "[tfod-finetune] training failed: ValueError: boom",
+            {"status": "failed", "error": "ValueError: boom"},
             4,
             4,
             "error: training failed: ValueError: boom (full log:",
         ),
-        ("nothing useful", 4, 4, "error: training failed: exit status 4 (full log:"),
+        (None, 4, 4, "error: training failed: the training process ended with exit status 4"),
+        (None, 0, 4, "error: training failed: the training process ended with exit status 0"),
         (
-            "[tfod-finetune] stopped by SIGTERM: saved /m/ckpt-2 at step 3",
+            {"status": "stopped", "signal": "SIGTERM", "detail": "saved /m/ckpt-2 at step 3"},
             5,
             5,
             "stopped by SIGTERM: saved /m/ckpt-2 at step 3; rerun the same command",
@@ -133,15 +146,20 @@ def test_aside_path_is_a_sibling_and_inputs_inside_are_found(tmp_path):
     ],
 )
 def test_runner_maps_the_child_outcome_to_exit_code_and_one_line(
-    tmp_path, said, code, expected_exit, expected
+    tmp_path, outcome, code, expected_exit, expected
 ):
     from train.launch import runner
 
     options = RunOptions(pipeline_config="in.config", model_dir=str(tmp_path / "m"))
     built = plan.build_plan(options, str(tmp_path / "m" / "pipeline.config"), 10, 0, {})
-    # A stand-in child process that logs what the real one logs on that outcome, and exits.
-    script = f"import sys; print({said!r}); sys.exit({code})"
-    child = dataclasses.replace(built, argv=(sys.executable, "-c", script))
+    # A stand-in child process that ends the way the real one does on that outcome: it writes
+    # its Outcome (or dies without one) and exits with the code.
+    if outcome is None:
+        script = f"import sys; print('Traceback (most recent call last):'); sys.exit({code})"
+    else:
+        script = _WRITE_OUTCOME.format(fields=outcome, code=code)
+    child = dataclasses.replace(built, argv=(sys.executable, "-c", script, built.train_spec_path))
     lines: list[str] = []
     assert runner.run(child, 30.0, lines.append) == expected_exit
     assert any(expected in line for line in lines), lines
+    assert not any("Traceback" in line for line in lines)  # stack frames stay in the log

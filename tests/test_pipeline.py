@@ -30,11 +30,28 @@ def test_parse_error_has_file_line_and_column():
     assert "num_clases" in str(info.value)
 
 
-def test_load_reports_missing_and_directory(tmp_path):
-    with pytest.raises(configfile.ConfigParseError, match="file not found"):
-        configfile.load(str(tmp_path / "nope.config"))
-    with pytest.raises(configfile.ConfigParseError, match="is a directory"):
-        configfile.load(str(tmp_path))
+def test_load_says_what_the_path_is_and_what_to_do(tmp_path):
+    cases = {
+        str(tmp_path / "nope.config"): ("does not exist", "check the --pipeline_config path"),
+        str(tmp_path): ("is a directory, not a file", "pipeline.config file itself"),
+    }
+    fifo = tmp_path / "pipe.config"
+    os.mkfifo(fifo)  # open() on it would block forever
+    cases[str(fifo)] = ("is a named pipe (FIFO), not a file", "pipeline.config file itself")
+    latin1 = tmp_path / "latin1.config"
+    latin1.write_bytes("# caf\xe9\n".encode("latin-1"))
+    cases[str(latin1)] = ("is not UTF-8 text (byte 5", "save the config as UTF-8")
+    for path, (reason, fix) in cases.items():
+        with pytest.raises(configfile.ConfigFileError) as info:
+            configfile.load(path)
+        assert str(info.value).startswith(f"{path} {reason}"), str(info.value)
+        assert fix in info.value.fix
+
+
+def test_a_utf8_byte_order_mark_is_accepted(tmp_path):
+    config = tmp_path / "bom.config"
+    config.write_bytes(b"\xef\xbb\xbf" + FRCNN.encode())
+    assert configfile.load(str(config)).proto.model.faster_rcnn.num_classes == 90
 
 
 def test_find_line_matches_field_names_only():

@@ -16,7 +16,6 @@ import pytest
 
 from tests.conftest import DEMO_CONFIG, run_python
 from tests.helpers import demo_driver_args, zero_learning_rate_config
-from train import files
 from train.checkpoint import components
 from train.pipeline import configfile, rewrite
 
@@ -302,19 +301,20 @@ def test_transplant_restores_strictly_more_and_only_class_tensors_are_fresh(trai
 
 def test_a_transplant_is_reused_only_for_the_same_checkpoint_and_config(tmp_path):
     from train import driver
+    from train.contracts import TransplantSource
     from train.launch import plan
 
     def spec(checkpoint, text):
         return plan.prepare_spec(str(tmp_path), "p.config", text, checkpoint, "detection", 3, True)
 
     first = spec("/zoo/ckpt-0", "model {}")
-    assert not driver._transplant_is_current(first)  # nothing there yet
-    os.makedirs(os.path.dirname(first["transplant_to"]))
-    open(first["transplant_to"] + ".index", "w").close()
-    files.write_atomic(
-        plan.transplant_source(first["transplant_to"]),
-        json.dumps({"checkpoint": "/zoo/ckpt-0", "config": first["pipeline_config_text_sha256"]}),
+    assert not driver.transplant_is_current(first)  # nothing there yet
+    os.makedirs(os.path.dirname(first.transplant_to))
+    open(first.transplant_to + ".index", "w").close()
+    # Recorded by the writer train/tf/prepare.py uses.
+    TransplantSource(first.checkpoint, first.pipeline_config_text_sha256).write(
+        plan.transplant_source(first.transplant_to)
     )
-    assert driver._transplant_is_current(first)
-    assert not driver._transplant_is_current(spec("/other/ckpt-0", "model {}"))
-    assert not driver._transplant_is_current(spec("/zoo/ckpt-0", "model { ssd {} }"))
+    assert driver.transplant_is_current(first)
+    assert not driver.transplant_is_current(spec("/other/ckpt-0", "model {}"))
+    assert not driver.transplant_is_current(spec("/zoo/ckpt-0", "model { ssd {} }"))

@@ -239,13 +239,12 @@ def check_label_maps(ctx):
     """LABEL_MAP: unreadable map, id 0, duplicate ids or names, train/eval maps differ."""
     for path, value in ctx.label_maps.items():
         if isinstance(value, str):
-            missing = value == "file not found"
+            missing = value == "does not exist"
             yield ctx.finding_at(
                 "label_map_path",
                 "LABEL_MAP.missing" if missing else "LABEL_MAP",
                 ERROR,
-                f"label_map_path {path!r} "
-                + (f"does not exist{windows_hint(path)}" if missing else f"is unusable: {value}"),
+                f"label_map_path {path!r} {value}{windows_hint(path) if missing else ''}",
                 "pass --label_map PATH (sets every reader), or fix label_map_path",
                 value=path,
             )

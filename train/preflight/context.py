@@ -150,7 +150,7 @@ class Context:
             if not path or path in result or fields.PLACEHOLDER in path:
                 continue
             if not os.path.exists(path):
-                result[path] = "file not found"
+                result[path] = "does not exist"
                 continue
             try:
                 result[path] = labelmap.load(path)
