@@ -12,8 +12,11 @@ setup(
     name="tfod-finetune",
     version="0.1.0",
     description="Drop-in fine-tuning driver for the TF2 Object Detection API",
-    packages=find_packages(include=["train", "train.*"]),
-    package_data={"train": ["configs/*.config", "configs/*.pbtxt"]},
+    # configs/ (the demo's embedded zoo config) ships inside the package as train/configs, so
+    # a non-editable `pip install .` runs `python -m train.demo` too.
+    packages=[*find_packages(include=["train", "train.*"]), "train.configs"],
+    package_dir={"train.configs": "configs"},
+    package_data={"train.configs": ["*.config"]},
     python_requires=">=3.11,<3.12",
     install_requires=["absl-py"],
     entry_points={"console_scripts": ["tfod-finetune=train.finetune:run"]},

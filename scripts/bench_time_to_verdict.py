@@ -2,7 +2,7 @@
 
     python scripts/bench_time_to_verdict.py [--cap 180] [--out bench_out/verdict]
 
-For each failure from the catalogue that can be reproduced here, the same broken setup is
+For each common fine-tuning mistake that can be reproduced here, the same broken setup is
 given to the driver (`--fix=never`, so it must stop with a verdict instead of fixing it) and to
 the OD API's own `model_lib_v2.train_loop` (after the compat shims, as model_main_tf2 would run
 it). Raw runs are timed until they crash, finish (silently wrong) or hit the cap (a hang).

@@ -2,7 +2,9 @@
 
 Third-party fixtures (../shared/fixtures: real zoo configs and checkpoint indexes) are read at
 run time from $TFOD_SHARED_FIXTURES, which .ci/run sets; tests that need them skip with the
-reason when it is unset. Everything else uses data the tests generate.
+reason when it is unset (a user's clone has no ../shared). Everything else uses data the tests
+generate. In CI (.ci/run sets TFOD_REQUIRE_ALL=1) a test that cannot run for want of the
+fixtures or of root fails instead: CI must not pass while skipping the evidence.
 """
 
 from __future__ import annotations
@@ -26,12 +28,21 @@ def pytest_configure(config):
     config.addinivalue_line("markers", "stack: run on every supported TF stack in CI")
 
 
+def skip_unless_required(reason: str) -> None:
+    """Skips the test with `reason`; in CI (TFOD_REQUIRE_ALL=1) fails it instead."""
+    if os.environ.get("TFOD_REQUIRE_ALL") == "1":
+        pytest.fail(f"{reason} (CI runs every test: TFOD_REQUIRE_ALL=1)")
+    pytest.skip(reason)
+
+
 @pytest.fixture(scope="session")
 def shared_fixtures() -> str:
-    """Path of ../shared/fixtures, or skip."""
+    """Path of ../shared/fixtures, or skip (fail in CI)."""
     path = os.environ.get("TFOD_SHARED_FIXTURES")
     if not path or not os.path.isdir(path):
-        pytest.skip("third-party fixtures absent: set TFOD_SHARED_FIXTURES to ../shared/fixtures")
+        skip_unless_required(
+            "third-party fixtures absent: set TFOD_SHARED_FIXTURES to ../shared/fixtures"
+        )
     return path
 
 

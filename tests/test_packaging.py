@@ -86,3 +86,37 @@ def test_slurm_scripts_request_signal_and_requeue_and_log_per_job():
         assert re.search(r"^#SBATCH --signal=B:USR2@\d+$", text, re.M), name
         assert "#SBATCH --requeue" in text and "#SBATCH --open-mode=append" in text
         assert re.search(r"^#SBATCH --output=\S*%j\S*$", text, re.M), name
+
+
+@pytest.mark.slow
+def test_a_non_editable_install_runs_the_demo(tmp_path):
+    """`pip install .` (a wheel, not the source tree) carries the demo's config and runs it."""
+    wheels, target = tmp_path / "wheels", tmp_path / "site"
+    pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "-q"]
+    build = [*pip, "wheel", "--no-deps", "--no-build-isolation", "-w", str(wheels), ROOT]
+    subprocess.run(build, check=True, capture_output=True)
+    (wheel,) = glob.glob(str(wheels / "*.whl"))
+    install = [*pip, "install", "--no-deps", "--target", str(target), wheel]
+    subprocess.run(install, check=True, capture_output=True)
+    # Outside the source tree, with the installed copy first on the path.
+    env = {**os.environ, "PYTHONPATH": str(target), "TF_CPP_MIN_LOG_LEVEL": "2"}
+    demo = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "train.demo",
+            "--out",
+            str(tmp_path / "demo"),
+            "--num_train_steps",
+            "2",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=900,
+    )
+    assert demo.returncode == 0, demo.stdout[-2000:] + demo.stderr[-3000:]
+    config = str(target / "train" / "configs" / "ssd_mobilenet_v2_fpnlite_320x320.config")
+    assert f"--pipeline_config={config}" in demo.stdout  # the installed copy's, not the tree's
+    assert "done: checkpoints in" in demo.stderr

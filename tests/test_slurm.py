@@ -15,7 +15,7 @@ import time
 
 import pytest
 
-from tests.conftest import DEMO_CONFIG, ROOT
+from tests.conftest import DEMO_CONFIG, ROOT, skip_unless_required
 from tests.helpers import demo_driver_args, small_image_config, split_records
 
 pytestmark = pytest.mark.slow
@@ -26,12 +26,12 @@ SLURM = os.path.join(ROOT, "tests", "slurm")
 def slurm():
     """A running one-node Slurm for this module's tests."""
     if os.geteuid() != 0:
-        pytest.skip("Slurm tests start daemons and need root")
+        skip_unless_required("Slurm tests start daemons and need root")
     up = subprocess.run(
         ["bash", os.path.join(SLURM, "slurm_up.sh")], capture_output=True, text=True
     )
     if up.returncode == 77:  # not root, or this machine runs a real Slurm of its own
-        pytest.skip(up.stderr.strip().splitlines()[-1])
+        skip_unless_required(up.stderr.strip().splitlines()[-1])
     if up.returncode != 0:
         pytest.fail(f"slurm_up.sh failed:\n{up.stderr[-3000:]}")
     yield

@@ -1,9 +1,10 @@
 """What a checkpoint is, from its variable names and shapes.
 
 Reads only the index (with checkpoint.bundle, TensorFlow-free): no model build, no data shard.
-The fingerprints are those of the failure catalogue (section 3): root objects give the kind,
-head object paths give the meta-architecture, and the last dimension of the class head gives the
-number of classes it was trained for.
+The fingerprints: the root objects give the kind (`model/` for a detection export, plus
+`optimizer/` for a training checkpoint, `feature_extractor/` for a backbone, no object graph for
+a TF1 Saver checkpoint), head object paths give the meta-architecture, and the last dimension
+of the class head gives the number of classes it was trained for.
 """
 
 from __future__ import annotations

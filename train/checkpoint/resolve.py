@@ -3,8 +3,8 @@
 Pure filesystem logic (no TensorFlow): users point at `ckpt-0.index`, at a `.data-*` shard, at
 the `checkpoint/` directory, at the extracted tarball root, or at a path with the OD API's
 `PATH_TO_BE_CONFIGURED` left in. The OD API accepts some of these early and fails 20-60 s later
-(F2 in the failure catalogue); here each gets a verdict and, when there is one, the prefix it
-should have been.
+("Unable to open table file", "expected to be an object-based checkpoint"); here each gets a
+verdict and, when there is one, the prefix it should have been.
 """
 
 from __future__ import annotations

@@ -16,8 +16,22 @@ import subprocess
 import sys
 import time
 
-_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-DEMO_CONFIG = os.path.join(_ROOT, "configs", "ssd_mobilenet_v2_fpnlite_320x320.config")
+_CONFIG_NAME = "ssd_mobilenet_v2_fpnlite_320x320.config"
+
+
+def _demo_config() -> str:
+    """The embedded zoo config: configs/ in a source tree, train/configs/ when installed.
+
+    setup.py installs the repository's configs/ as the package folder train/configs.
+    """
+    package = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    installed = os.path.join(package, "configs", _CONFIG_NAME)
+    return installed if os.path.isfile(installed) else os.path.join(
+        os.path.dirname(package), "configs", _CONFIG_NAME
+    )
+
+
+DEMO_CONFIG = _demo_config()
 ZOO_NAME = "ssd_mobilenet_v2_fpnlite_320x320_coco17_tpu-8"
 
 

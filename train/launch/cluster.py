@@ -5,7 +5,7 @@ model_main_tf2 does. Several Slurm tasks (`srun` with more than one task): one w
 task, `MultiWorkerMirroredStrategy`, with TF_CONFIG built from the step's environment the way
 `tf.distribute.cluster_resolver.SlurmClusterResolver` reads it. The resolver itself is not
 used: it overwrites CUDA_VISIBLE_DEVICES with a task index (the wrong GPU when Slurm hands out
-`3,5`) and fails on machines without nvidia-smi (../shared/design/slurm_findings.md).
+`3,5`) and fails on machines without nvidia-smi (both seen on a real slurm-wlm).
 
 Everything here is a function of its arguments (the environment is passed in), so the plans
 for 1 GPU, N GPUs and M nodes are tested on their output.

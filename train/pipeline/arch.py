@@ -1,7 +1,8 @@
 """What checkpoint structure a config expects: meta-architecture, backbone family, neck, heads.
 
 Compared by the preflight against `checkpoint.identify.BackboneSignature` to catch a checkpoint
-of another architecture (F3/F9 in the failure catalogue) from the index alone.
+of another architecture from the index alone: the OD API would either fail at restore with a
+shape mismatch, or (type "detection" over a different backbone) leave layers silently random.
 """
 
 from __future__ import annotations
