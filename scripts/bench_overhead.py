@@ -8,6 +8,10 @@ checkpoint in a fresh model_dir. Steady-state speed is the median `steps_per_sec
 scalar over the second half of the steps (the first steps include tf.function tracing). The
 raw run uses the same resolved config and the same train_loop arguments the driver chose, so
 the ratio measures only what the driver adds (child process, event tailing, final save).
+
+The fixed cost is split by the events' wall times: start -> first step (interpreters,
+imports, preflight, model build, restore and its measurement, tracing) and last step -> exit
+(final save, process teardown, the driver noticing the end).
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ sys.path.insert(0, ROOT)
 
 RAW = """
 import sys, json
-spec = json.load(open(sys.argv[1]))["child"]
+spec = json.load(open(sys.argv[1]))
 from train import compat; compat.apply()
 import tensorflow as tf
 from object_detection import model_lib_v2
@@ -40,8 +44,8 @@ with strategy.scope():
 """
 
 
-def steady_steps_per_sec(model_dir: str) -> float:
-    """Median steps_per_sec over the second half of the logged steps."""
+def step_events(model_dir: str) -> dict[int, tuple[float, float]]:
+    """{step: (steps_per_sec, wall time)} from the run's TensorBoard events."""
     from tensorboard.backend.event_processing import event_file_loader
     from tensorboard.util import tensor_util
 
@@ -50,9 +54,15 @@ def steady_steps_per_sec(model_dir: str) -> float:
         for event in event_file_loader.EventFileLoader(path).Load():
             for value in event.summary.value:
                 if value.tag == "steps_per_sec":
-                    values[event.step] = float(tensor_util.make_ndarray(value.tensor))
+                    rate = float(tensor_util.make_ndarray(value.tensor))
+                    values[event.step] = (rate, event.wall_time)
+    return values
+
+
+def steady_steps_per_sec(values: dict[int, tuple[float, float]]) -> float:
+    """Median steps_per_sec over the second half of the logged steps."""
     steps = sorted(values)
-    return statistics.median(values[s] for s in steps[len(steps) // 2 :])
+    return statistics.median(values[s][0] for s in steps[len(steps) // 2 :])
 
 
 def main() -> int:  # noqa: D103
@@ -68,18 +78,20 @@ def main() -> int:  # noqa: D103
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
     results = {"driver": [], "raw": []}
     walls = {"driver": [], "raw": []}
+    first_step = {"driver": [], "raw": []}  # process start -> first step logged
+    after_last = {"driver": [], "raw": []}  # last step logged -> process exit
     for pair in range(args.pairs):
         # driver first in pair 0: the raw runs reuse its resolved config and loop arguments.
         order = ("driver", "raw") if pair % 2 == 0 else ("raw", "driver")
         for kind in order:
             model_dir = os.path.join(out, f"{kind}-{pair}")
             subprocess.run(["rm", "-rf", model_dir], check=True)
-            start = time.monotonic()
+            start, start_wall = time.monotonic(), time.time()
             if kind == "driver":
                 argv = demo.driver_argv(assets, model_dir, args.steps)
                 subprocess.run(argv, check=True, env=env, stderr=subprocess.DEVNULL)
             else:
-                spec = os.path.join(out, "driver-0", "launch.json")
+                spec = os.path.join(out, "driver-0", "train_spec.json")
                 subprocess.run(
                     [sys.executable, "-c", RAW, spec, model_dir],
                     check=True,
@@ -88,10 +100,15 @@ def main() -> int:  # noqa: D103
                     cwd=ROOT,
                 )
             walls[kind].append(time.monotonic() - start)
-            results[kind].append(steady_steps_per_sec(model_dir))
+            end_wall = time.time()
+            events = step_events(model_dir)
+            results[kind].append(steady_steps_per_sec(events))
+            first_step[kind].append(events[min(events)][1] - start_wall)
+            after_last[kind].append(end_wall - events[max(events)][1])
             print(
                 f"{kind:6s} run {pair}: {results[kind][-1]:.3f} steps/s steady, "
-                f"{walls[kind][-1]:.0f} s wall",
+                f"{walls[kind][-1]:.1f} s wall, first step at {first_step[kind][-1]:.1f} s, "
+                f"exit {after_last[kind][-1]:.1f} s after the last step",
                 flush=True,
             )
     driver, raw = statistics.median(results["driver"]), statistics.median(results["raw"])
@@ -107,9 +124,12 @@ def main() -> int:  # noqa: D103
 
     wall_driver, wall_raw = statistics.median(walls["driver"]), statistics.median(walls["raw"])
     print(
-        f"process wall (incl. preflight, startup, tracing): driver {wall_driver:.0f} s, "
-        f"raw {wall_raw:.0f} s"
+        f"process wall (incl. preflight, startup, tracing): driver {wall_driver:.1f} s, "
+        f"raw {wall_raw:.1f} s, difference {wall_driver - wall_raw:+.1f} s"
     )
+    for name, values in (("start -> first step", first_step), ("last step -> exit", after_last)):
+        d, r = statistics.median(values["driver"]), statistics.median(values["raw"])
+        print(f"{name}: driver {d:.1f} s, raw {r:.1f} s, difference {d - r:+.1f} s")
     return 0
 
 

@@ -67,7 +67,7 @@ def test_the_tf_subpackage_is_where_tensorflow_is_imported():
     assert {"child.py", "prepare.py", "evaluator.py", "restore.py", "standin.py"} <= importing
 
 
-def test_a_preflight_through_the_driver_never_imports_tensorflow(demo_assets, tmp_path):
+def test_the_driver_process_never_imports_tensorflow(demo_assets, tmp_path):
     args = demo_driver_args(demo_assets, tmp_path / "m", "--preflight_only", "--batch_size=2")
     code = (
         "import sys\n"
@@ -75,6 +75,8 @@ def test_a_preflight_through_the_driver_never_imports_tensorflow(demo_assets, tm
         "from absl import flags as absl_flags\n"
         f"absl_flags.FLAGS({['prog', *args[2:]]!r})\n"
         "code = driver.run(flags.options_from_flags())\n"
+        "from train.launch import board\n"  # what the driver writes before training starts
+        f"board.write_run_summaries({str(tmp_path / 'events')!r}, {{'t': 'x'}}, {{'h': 1}}, 0)\n"
         "loaded = sorted(m for m in sys.modules if m.split('.')[0] in "
         f"{HEAVY!r} and not m.startswith({ALLOWED!r}) and m != 'object_detection')\n"
         "print('LOADED', loaded, 'CODE', code)\n"

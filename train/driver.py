@@ -203,19 +203,16 @@ def plan_run(options: RunOptions, environ=None, visible_gpus: int | None = None)
             findings=(finding,),
             duties=_report_unless(options, []),
         )
+    config, overrides = rewrite.apply_overrides(source.proto, options)
+    duties = _report_unless(options, _inputs(options, config))
     try:
         topology = cluster.plan_topology(
             options.gpus, envinfo.visible_gpus() if visible_gpus is None else visible_gpus, environ
         )
     except cluster.ClusterError as e:
         return RunPlan(
-            options,
-            Stop(errors.EXIT_USAGE, f"error: {e}"),
-            source=source,
-            duties=_report_unless(options, _inputs(options, source.proto)),
+            options, Stop(errors.EXIT_USAGE, f"error: {e}"), source=source, duties=duties
         )
-    config, overrides = rewrite.apply_overrides(source.proto, options)
-    duties = _report_unless(options, _inputs(options, config))
     if options.report_json and not duties.report and topology.is_chief:
         return RunPlan(
             options,
@@ -304,9 +301,13 @@ def plan_run(options: RunOptions, environ=None, visible_gpus: int | None = None)
 
 
 def _report_unless(options: RunOptions, inputs: list[str]) -> Duties:
-    """Duties with the report on, unless --report_json is absent or names one of `inputs`."""
+    """Duties with the report on, unless --report_json is absent or names an input.
+
+    The config and --label_map always count as inputs, with the config's own `inputs`.
+    """
     target = options.report_json
-    clashes = target is not None and any(files.same_file(target, path) for path in inputs)
+    inputs = [options.pipeline_config, options.label_map, *inputs]
+    clashes = target is not None and any(files.same_file(target, p) for p in inputs if p)
     return Duties(report=target is not None and not clashes)
 
 

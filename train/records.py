@@ -119,6 +119,17 @@ def read_records(path: str, limit: int):
             yield payload
 
 
+def frame(payload: bytes) -> bytes:
+    """One record as a TFRecord file holds it (length, its CRC, payload, its CRC)."""
+    header = struct.pack("<Q", len(payload))
+    return (
+        header
+        + struct.pack("<I", masked_crc32c(header))
+        + payload
+        + struct.pack("<I", masked_crc32c(payload))
+    )
+
+
 def read_new_records(path: str, offset: int) -> tuple[list[bytes], int]:
     """Complete records written after byte `offset`, and the offset to resume from.
 

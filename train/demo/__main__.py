@@ -26,8 +26,10 @@ def _demo_config() -> str:
     """
     package = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     installed = os.path.join(package, "configs", _CONFIG_NAME)
-    return installed if os.path.isfile(installed) else os.path.join(
-        os.path.dirname(package), "configs", _CONFIG_NAME
+    return (
+        installed
+        if os.path.isfile(installed)
+        else os.path.join(os.path.dirname(package), "configs", _CONFIG_NAME)
     )
 
 
