@@ -1,8 +1,9 @@
 """The training process: the real `object_detection.model_lib_v2.train_loop`, plus a final save.
 
-Run as `python -m train.tf.child model_dir/launch.json` by the runner, never by users. It
-is a separate process so that the OD API's TensorFlow state, GPU memory and global absl flags
-never mix with the driver's, and so that its exit status is clean to map.
+Run as `python -m train.tf.child model_dir/train_spec.json` (a contracts.TrainSpec) by the
+runner, never by users; it ends by writing a contracts.Outcome the runner reads. It is a
+separate process so that the OD API's TensorFlow state, GPU memory and global absl flags never
+mix with the driver's.
 
 What it adds to `train_loop`: `train_loop` saves only at step 0 and whenever
 `checkpoint_every_n` steps have passed since the last save, so the last

@@ -1,10 +1,11 @@
 """The evaluation beside training: the OD API's `eval_continuously`, ended with the training.
 
-Run as `python -m train.tf.evaluator model_dir/launch.json` by the runner (on CPU unless
---eval_on_gpu). `eval_continuously` evaluates each new checkpoint in model_dir and writes
-summaries under model_dir/eval; left alone it stops only after an hour without a new
-checkpoint. Here its wait for a checkpoint gives up as soon as the runner has marked the
-training finished (the `training_done` file), after the last checkpoint has been evaluated.
+Run as `python -m train.tf.evaluator model_dir/eval_spec.json` (a contracts.EvalSpec) by the
+runner (on CPU unless --eval_on_gpu); it ends by writing a contracts.Outcome.
+`eval_continuously` evaluates each new checkpoint in model_dir and writes summaries under
+model_dir/eval; left alone it stops only after an hour without a new checkpoint. Here its wait
+for a checkpoint gives up as soon as the runner has marked the training finished (the
+`training_done` file), after the last checkpoint has been evaluated.
 """
 
 from __future__ import annotations
