@@ -412,3 +412,76 @@ def test_json_report_on_parse_errors_usage_errors_and_internal_errors(demo_asset
     outcome = json.loads(report.read_text())["outcome"]
     assert outcome["exit_code"] == errors.EXIT_INTERNAL
     assert outcome["message"] == "internal error: ZeroDivisionError: division by zero"
+
+
+# --- permission denied ------------------------------------------------------------------------
+
+
+def _without_privileges(args):
+    """The CLI as a user that permissions apply to (root keeps its uid, loses DAC override)."""
+    prefix = []
+    if os.geteuid() == 0:  # CI runs as root, which reads and writes everything
+        prefix = ["setpriv", "--bounding-set=-dac_override,-dac_read_search", "--"]
+    import subprocess
+    import sys
+
+    return subprocess.run(
+        [*prefix, sys.executable, *CLI, *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
+    )
+
+
+def test_unreadable_and_unwritable_paths_are_findings_or_usage_errors(demo_assets, tmp_path):
+    config = tmp_path / "mine.config"
+    shutil.copy(DEMO_CONFIG, config)
+    locked = tmp_path / "locked"  # a checkpoint folder this user may not list or read
+    locked.mkdir()
+    shutil.copy(demo_assets["prefix"] + ".index", locked / "ckpt-0.index")
+    labels, records = tmp_path / "labels.pbtxt", tmp_path / "train.record"
+    shutil.copy(demo_assets["label_map"], labels)
+    shutil.copy(demo_assets["train"], records)
+    read_only = tmp_path / "read_only"
+    read_only.mkdir()
+    for path, mode in ((locked, 0o000), (labels, 0o000), (records, 0o000), (read_only, 0o555)):
+        os.chmod(path, mode)
+    try:
+        result = _without_privileges(
+            _demo(
+                demo_assets,
+                read_only / "m",
+                "--preflight_only",
+                f"--checkpoint={locked / 'ckpt-0'}",
+                f"--label_map={labels}",
+                f"--train_input_path={records}",
+                config=config,
+            )
+        )
+        assert "Traceback" not in result.stderr, result.stderr[-3000:]
+        assert result.returncode == errors.EXIT_PREFLIGHT, result.stderr[-3000:]
+        for code in ("MODEL_DIR.unusable", "LABEL_MAP", "INPUT_DATA.not_a_file"):
+            assert f" {code}" in result.stderr, code
+        assert f"{read_only / 'm'}' is not writable (its existing parent {read_only})" in (
+            result.stderr
+        )
+        assert f"CKPT_PATH.unreadable: {config}:" in result.stderr
+        assert f"the folder {locked} cannot be read (permission denied)" in result.stderr
+        assert result.stderr.count("cannot be read (permission denied)") == 3
+        os.chmod(config, 0o000)
+        result = _without_privileges([f"--pipeline_config={config}", f"--model_dir={tmp_path}"])
+        assert result.returncode == errors.EXIT_USAGE and "Traceback" not in result.stderr
+        assert f"{config} cannot be read (permission denied)" in result.stderr.splitlines()[0]
+        result = _without_privileges(
+            [
+                f"--pipeline_config={DEMO_CONFIG}",
+                f"--model_dir={tmp_path / 'm'}",
+                f"--report_json={read_only / 'r.json'}",
+            ]
+        )
+        assert result.returncode == errors.EXIT_USAGE
+        assert f"--report_json {read_only / 'r.json'} cannot be written" in result.stderr
+    finally:
+        for path in (locked, labels, records, read_only, config):
+            os.chmod(path, 0o755)

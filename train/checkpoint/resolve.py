@@ -29,7 +29,7 @@ class Resolution:
       prefix: the checkpoint prefix it resolves to (None when it resolves to nothing).
       problem: None when `given` is already a valid prefix; else a short code detail
         ('placeholder', 'index_file', 'data_file', 'directory', 'tarball_root', 'missing',
-        'no_index', 'empty').
+        'no_index', 'empty', 'unreadable').
       message: one line describing the problem (empty when there is none).
     """
 
@@ -157,6 +157,11 @@ def resolve(given: str) -> Resolution:
             None,
             "no_index",
             f"{given} is a file but not a checkpoint prefix ({path}.index is missing)",
+        )
+    directory = os.path.dirname(path) or "."
+    if os.path.isdir(directory) and not os.access(directory, os.R_OK | os.X_OK):
+        return Resolution(
+            given, None, "unreadable", f"the folder {directory} cannot be read (permission denied)"
         )
     for candidate, problem in _near_misses(path):
         if os.path.exists(candidate + ".index"):
