@@ -15,7 +15,7 @@ import os
 import sys
 
 from train import compat, errors, files, records, report
-from train.contracts import PrepareSpec, TransplantSource
+from train.contracts import Outcome, PrepareSpec, TransplantSource
 from train.launch import cluster
 from train.launch import plan as launch_plan
 from train.launch.plan import LaunchPlan
@@ -361,10 +361,14 @@ def _config_summary(plan: RunPlan, config) -> dict:
     }
 
 
+def _status(code: int) -> str:
+    return {errors.EXIT_OK: "ok", errors.EXIT_INTERRUPTED: "stopped"}.get(code, "failed")
+
+
 def _end(reporter: _Reporter, code: int, line: str) -> int:
+    """Prints the last line and writes the final report; returns `code`."""
     _emit(line)
-    status = {errors.EXIT_OK: "ok", errors.EXIT_INTERRUPTED: "stopped"}.get(code, "failed")
-    reporter.write(status, code, line.split("\n", 1)[0])
+    reporter.write(_status(code), code, line.split("\n", 1)[0])
     return code
 
 
@@ -406,8 +410,8 @@ def execute(plan: RunPlan) -> int:
             f"{os.path.join(launch.model_dir, 'train')} (tensorboard --logdir {launch.model_dir})"
         )
         return _end(reporter, code, line)
-    status = {errors.EXIT_OK: "ok", errors.EXIT_INTERRUPTED: "stopped"}.get(code, "failed")
-    reporter.write(status, code)
+    outcome = Outcome.read(launch.train.outcome)  # what the child said about its end
+    reporter.write(_status(code), code, (outcome.error or outcome.detail) if outcome else "")
     return code
 
 
