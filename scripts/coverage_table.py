@@ -12,9 +12,7 @@ prints one markdown row per model.
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import subprocess
 import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -69,13 +67,14 @@ def row(label: str, config: str, size: int | None, classes: int, out: str) -> st
         classes,
         transplant=True,
     )
-    spec_path = os.path.join(out, "spec.json")
-    files.write_atomic(spec_path, json.dumps(spec))
-    env = {**os.environ, "CUDA_VISIBLE_DEVICES": "-1", "TF_CPP_MIN_LOG_LEVEL": "2"}
-    subprocess.run([sys.executable, "-m", "train.tf.prepare", spec_path], env=env, check=True)
-    with open(spec["report"], encoding="utf-8") as f:
-        report = json.load(f)
-    dry, moved = report["dry_run"], report["transplant"]
+    from train.launch import runner
+
+    report, outcome = runner.run_prepare(
+        spec, {"TF_CPP_MIN_LOG_LEVEL": "2"}, os.path.join(out, "prepare.log")
+    )
+    if report is None:
+        raise SystemExit(f"{label}: {outcome.error}")
+    dry, moved = report.dry_run, report.transplant
     fresh: dict[str, int] = {}
     from train.checkpoint import components
 

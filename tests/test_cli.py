@@ -183,3 +183,20 @@ def test_noresume_refuses_and_fresh_moves_the_earlier_run_aside(demo_assets, tmp
     )
     assert sorted(os.listdir(tmp_path / moved[0])) == before  # nothing lost, nothing added
     assert not (model_dir / "checkpoint").exists()
+
+
+@pytest.mark.slow
+def test_dry_run_says_the_model_does_not_build_instead_of_blaming_the_checkpoint(
+    demo_assets, tmp_path
+):
+    # Anchors for levels 3-6 on an FPN of levels 3-7: the OD API fails building the model.
+    config = tmp_path / "anchors.config"
+    text = open(DEMO_CONFIG).read()
+    anchors = text.index("multiscale_anchor_generator")
+    config.write_text(text[:anchors] + text[anchors:].replace("max_level: 7", "max_level: 6", 1))
+    result = run_python(_demo_args(demo_assets, tmp_path / "m", "--dry_run", config=config))
+    assert result.returncode == errors.EXIT_PREFLIGHT, result.stderr[-3000:]
+    _assert_no_traceback(result)
+    line = [x for x in result.stderr.splitlines() if x.startswith("error: RESTORE:")][0]
+    assert "the model could not be built on CPU to measure the restore" in line
+    assert "feature maps" in line and "CKPT_" not in result.stderr.split(line)[1]

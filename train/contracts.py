@@ -7,7 +7,7 @@ on the other: `from_json` refuses unknown and missing fields. TF-free.
 
     driver --TrainSpec-->   train/tf/child.py      --Outcome, TrainingRestore-->  driver
     driver --EvalSpec-->    train/tf/evaluator.py  --Outcome-->                   driver
-    driver --PrepareSpec--> train/tf/prepare.py    --PrepareReport-->             driver
+    driver --PrepareSpec--> train/tf/prepare.py    --Outcome, PrepareReport-->    driver
     train/tf/prepare.py --TransplantSource--> the next driver run (is the transplant current?)
 """
 
@@ -143,6 +143,7 @@ class PrepareSpec(Contract):
     num_classes: int | None
     transplant_to: str | None
     report: str  # where prepare writes its PrepareReport
+    outcome: str  # where prepare writes its Outcome (FAILED: the model did not build, ...)
 
 
 @dataclasses.dataclass(frozen=True)

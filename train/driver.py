@@ -442,16 +442,19 @@ def _prepare(plan: RunPlan, reporter: _Reporter) -> int:
     _emit("restore: building the model on CPU to measure the fine-tune restore ...")
     log_path = os.path.join(plan.options.model_dir, "logs", "prepare.log")
     try:
-        prepared = runner.run_prepare(spec, compat.child_environment(), log_path)
+        prepared, outcome = runner.run_prepare(spec, compat.child_environment(), log_path)
     except KeyboardInterrupt:
         _emit("interrupted: nothing was trained")
         return errors.EXIT_INTERRUPTED
-    dry_run = prepared.dry_run if prepared else None
-    reason = components.failure(dry_run)
-    if prepared:
-        reporter.restore.update(prepared.to_dict())
-    if dry_run:
-        _emit(f"restore (type {spec.checkpoint_type}): {dry_run['summary']}")
+    if prepared is None:  # it failed before restoring anything: not the checkpoint's fault
+        _emit(
+            f"error: RESTORE: the model could not be built on CPU to measure the restore: "
+            f"{outcome.error}\n  fix: check the model section of the config (log: {log_path})"
+        )
+        return errors.EXIT_PREFLIGHT
+    reporter.restore.update(prepared.to_dict())
+    _emit(f"restore (type {spec.checkpoint_type}): {prepared.dry_run['summary']}")
+    reason = components.failure(prepared.dry_run)
     if reason:
         _emit(
             f"error: RESTORE: {spec.checkpoint}: {reason}\n  fix: check the CKPT_* findings "
@@ -459,7 +462,7 @@ def _prepare(plan: RunPlan, reporter: _Reporter) -> int:
             f"(log: {log_path})"
         )
         return errors.EXIT_PREFLIGHT
-    if prepared and prepared.transplant:
+    if prepared.transplant:
         _emit(
             f"transplant: {prepared.transplant['summary']}; saved as "
             f'{prepared.transplant["checkpoint"]} (restored with type "full")'

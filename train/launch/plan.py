@@ -185,6 +185,7 @@ def prepare_spec(
         num_classes=num_classes,
         transplant_to=transplant_prefix(model_dir) if transplant else None,
         report=os.path.join(model_dir, "prepare.json"),
+        outcome=os.path.join(model_dir, "logs", "prepare.outcome.json"),
     )
 
 

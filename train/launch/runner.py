@@ -64,12 +64,15 @@ def _start(argv, env: dict[str, str], log_path: str):
         )
 
 
-def run_prepare(spec: PrepareSpec, env: dict[str, str], log_path: str) -> PrepareReport | None:
-    """Runs train/tf/prepare.py on CPU and returns its report (None if it crashed)."""
+def run_prepare(
+    spec: PrepareSpec, env: dict[str, str], log_path: str
+) -> tuple[PrepareReport | None, Outcome]:
+    """Runs train/tf/prepare.py on CPU; returns its report (None if it wrote none) and Outcome."""
     spec_path = os.path.join(os.path.dirname(spec.report), "prepare_spec.json")
     spec.write(spec_path)
-    with contextlib.suppress(FileNotFoundError):
-        os.remove(spec.report)
+    for stale in (spec.report, spec.outcome):
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(stale)
     # CPU only: the report does not need a GPU, and must not hold one the training needs.
     child_env = {**os.environ, **env, "CUDA_VISIBLE_DEVICES": "-1"}
     child = _start([sys.executable, "-m", "train.tf.prepare", spec_path], child_env, log_path)
@@ -79,7 +82,10 @@ def run_prepare(spec: PrepareSpec, env: dict[str, str], log_path: str) -> Prepar
         child.kill()
         child.wait()
         raise
-    return PrepareReport.read(spec.report) if code == 0 else None
+    outcome = Outcome.read(spec.outcome) or Outcome(
+        FAILED, error=f"the restore dry run ended with exit status {code}"
+    )
+    return (PrepareReport.read(spec.report) if outcome.status == OK else None), outcome
 
 
 EVAL_GRACE_S = 900  # how long the evaluation may take for the last checkpoint after training

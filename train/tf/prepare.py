@@ -13,20 +13,16 @@ from __future__ import annotations
 
 import os
 import sys
+import traceback
 
 
-def main(argv: list[str]) -> int:
-    """Runs the PrepareSpec at argv[1]; 0 once its PrepareReport is written (may hold an error)."""
-    from train import compat
-    from train.contracts import PrepareReport, PrepareSpec, TransplantSource
-
-    with open(argv[1], encoding="utf-8") as f:
-        spec = PrepareSpec.from_json(f.read())
-    compat.apply()
+def _prepare(spec) -> None:
+    """Builds the model, measures the restore, transplants if asked; writes the PrepareReport."""
     import tensorflow as tf
     from object_detection import model_lib_v2
     from object_detection.protos import train_pb2
 
+    from train.contracts import PrepareReport, TransplantSource
     from train.launch import plan
     from train.pipeline import configfile
     from train.tf import restore
@@ -56,7 +52,28 @@ def main(argv: list[str]) -> int:
             plan.transplant_source(spec.transplant_to)
         )
     PrepareReport(spec.checkpoint, dry_run, transplant).write(spec.report)
-    return 0
+
+
+def main(argv: list[str]) -> int:
+    """Runs the PrepareSpec at argv[1]; its Outcome says whether a PrepareReport was written.
+
+    The report itself may hold a failed restore (that is a finding about the checkpoint); a
+    failure before it (the model does not build) is the Outcome's error.
+    """
+    from train import compat, errors
+    from train.contracts import FAILED, OK, Outcome, PrepareSpec
+
+    with open(argv[1], encoding="utf-8") as f:
+        spec = PrepareSpec.from_json(f.read())
+    compat.apply()
+    try:
+        _prepare(spec)
+        outcome = Outcome(OK, detail=f"report in {spec.report}")
+    except Exception as e:  # noqa: BLE001 - one line for the driver, the traceback in the log
+        traceback.print_exc()
+        outcome = Outcome(FAILED, error=errors.one_line(e))
+    outcome.write(spec.outcome)
+    return 0 if outcome.status == OK else errors.EXIT_TRAINING
 
 
 if __name__ == "__main__":
