@@ -315,6 +315,19 @@ def test_records_training_would_die_on_are_caught_in_the_sample(
     assert found and f"{path}" in found[0].message and fragment in found[0].message
 
 
+def test_bmp_images_are_not_mistaken_for_bad_images(good_config, tmp_path):
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    bmp = io.BytesIO()
+    Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(bmp, format="BMP")
+    path = _write_records(tmp_path / "train.record", [_example_bytes(encoded=bmp.getvalue())])
+    report = preflight(good_config, tmp_path / "m", train_input_path=(path,))
+    assert "INPUT_DATA.image_format" not in _codes(report)
+
+
 @pytest.mark.slow
 def test_a_bad_record_beyond_the_sample_fails_training_with_file_and_record(demo_assets, tmp_path):
     from train import records

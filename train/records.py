@@ -56,7 +56,9 @@ def masked_crc32c(data: bytes) -> int:
     return (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF
 
 
-IMAGE_SIGNATURES = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n")  # JPEG, PNG: what the OD API decodes
+# JPEG, PNG, BMP: what the OD API's decoder (tf-slim: decode_jpeg, else decode_image) turns
+# into an RGB image; a GIF decodes to a stack of frames, anything else fails.
+IMAGE_SIGNATURES = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"BM")
 
 
 def expand(pattern: str) -> list[str]:

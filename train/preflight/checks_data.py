@@ -161,7 +161,7 @@ def check_input_records(ctx):
 
     Everything here would otherwise surface only in training: a corrupted record ("corrupted
     record at 12", no file name), a record without an image or with an image that is no
-    JPEG/PNG (a decode error deep in the input pipeline), class names or labels the OD API
+    JPEG/PNG/BMP (a decode error deep in the input pipeline), class names or labels the OD API
     silently turns into background, boxes in pixel coordinates (training on garbage).
     """
     label_map = ctx.train_label_map
@@ -190,9 +190,10 @@ def check_input_records(ctx):
                 break
             scanned += 1
             encoded = _feature(example, "image/encoded")
+            raw = _feature(example, "image/format") == [b"raw"]  # decoded pixels, on purpose
             if not encoded:
                 no_image.add(where)
-            elif not encoded[0].startswith(records.IMAGE_SIGNATURES):
+            elif not raw and not encoded[0].startswith(records.IMAGE_SIGNATURES):
                 not_image.add(f"{where} (starts with {encoded[0][:8]!r})")
             texts = [
                 t.decode("utf-8", "replace") for t in _feature(example, "image/object/class/text")
@@ -223,8 +224,8 @@ def check_input_records(ctx):
                 "INPUT_DATA.image_format",
                 ERROR,
                 f"{reader_path}: {not_image.count} of {scanned} scanned records hold an "
-                f"image/encoded that is not JPEG or PNG (first: {not_image.first}); the OD API "
-                "cannot decode it",
+                f"image/encoded that is not a JPEG, PNG or BMP image (first: {not_image.first}); "
+                "the OD API cannot decode it",
                 regenerate + " (write the JPEG or PNG file's bytes, not decoded pixels)",
             )
         if unknown:

@@ -281,8 +281,9 @@ def _locate_bad_record(tf, paths: list[str]) -> str | None:
                 encoded = example.features.feature["image/encoded"].bytes_list.value
                 if not encoded:
                     return f"{path} record {index}: no image/encoded"
-                if not encoded[0].startswith(records.IMAGE_SIGNATURES):
-                    return f"{path} record {index}: image/encoded is not a JPEG or PNG image"
+                raw = example.features.feature["image/format"].bytes_list.value == [b"raw"]
+                if not raw and not encoded[0].startswith(records.IMAGE_SIGNATURES):
+                    return f"{path} record {index}: image/encoded is not a JPEG, PNG or BMP image"
                 index += 1
         except Exception as e:  # noqa: BLE001 - DataLossError, DecodeError: the record is bad
             return f"{path} record {index}: {errors.one_line(e)}"
