@@ -116,7 +116,7 @@ def test_report_json_that_cannot_be_written_is_a_usage_error(where, tmp_path):
     [
         ("FILE", "is a file, not a folder"),
         ("/dev/null", "is a device, not a folder"),
-        ("FILE/sub", "has a file where a folder should be in its path"),
+        ("FILE/sub/run", "cannot be created: FILE is a file"),
         ("/proc/sys/kernel/tfod_run", "is not writable (its existing parent /proc/sys/kernel)"),
         ("LOOP", "is a symbolic link loop"),
     ],
@@ -130,7 +130,7 @@ def test_model_dir_must_be_a_folder_we_can_write(good_config, tmp_path, model_di
     report = preflight(good_config, model_dir)
     unusable = [f for f in report.findings if f.code == "MODEL_DIR.unusable"]
     assert len(unusable) == 1 and unusable[0].severity == "error"
-    assert reason in unusable[0].message
+    assert reason.replace("FILE", str(file)) in unusable[0].message
     assert file.read_text() == "mine"
 
 

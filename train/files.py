@@ -127,7 +127,7 @@ def writable_dir_problem(path: str) -> str | None:
     while True:
         try:
             info = os.stat(current)
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):  # the latter: a file on the way
             parent = os.path.dirname(current)
             if parent == current:
                 return "has no existing parent folder"
