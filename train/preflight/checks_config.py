@@ -267,23 +267,18 @@ def check_label_maps(ctx):
             )
         negative = sorted({i for i in value.ids if i < 0})
         huge = sorted({i for i in value.ids if i > labelmap.MAX_ID})
-        if negative or huge:
+        found = [f"negative ids {negative[:5]}"] if negative else []
+        if huge:
+            found.append(
+                f"ids above {labelmap.MAX_ID} {huge[:5]} (the class head gets one output per id "
+                "up to the highest, so such an id is almost always a typo or another dataset's "
+                "numbering)"
+            )
+        if found:
             yield Finding(
                 "LABEL_MAP.id_range",
                 ERROR,
-                f"{path}: label map ids must be 1..N, found "
-                + "; ".join(
-                    part
-                    for part in (
-                        f"negative ids {negative[:5]}" if negative else "",
-                        f"ids above {labelmap.MAX_ID} {huge[:5]} (the class head gets one "
-                        "output per id up to the highest, so such an id is almost always a "
-                        "typo or another dataset's numbering)"
-                        if huge
-                        else "",
-                    )
-                    if part
-                ),
+                f"{path}: label map ids must be 1..N, found {'; '.join(found)}",
                 "number the classes 1, 2, ..., N (N = the number of classes)",
                 file=path,
             )
