@@ -265,14 +265,15 @@ def test_report_json_naming_an_input_is_refused_and_the_input_kept(demo_assets, 
 
 
 def _write_records(path, payloads, corrupt_at=None):
+    """A TFRecord file; the record at `corrupt_at` gets a wrong data checksum."""
     from train import records
 
     with open(path, "wb") as f:
         for index, payload in enumerate(payloads):
-            header = struct.pack("<Q", len(payload))
-            crc = records.masked_crc32c(payload) ^ (1 if index == corrupt_at else 0)
-            f.write(header + struct.pack("<I", records.masked_crc32c(header)))
-            f.write(payload + struct.pack("<I", crc))
+            framed = records.frame(payload)
+            if index == corrupt_at:
+                framed = framed[:-4] + struct.pack("<I", struct.unpack("<I", framed[-4:])[0] ^ 1)
+            f.write(framed)
     return str(path)
 
 
