@@ -499,3 +499,18 @@ def test_unreadable_and_unwritable_paths_are_findings_or_usage_errors(demo_asset
     finally:
         for path in (locked, labels, records, read_only, config):
             os.chmod(path, 0o755)
+
+
+def test_ctrl_c_before_training_is_one_line_and_exit_5(tmp_path):
+    interrupted = (
+        "import sys; from train import driver\n"
+        "def plan_run(*a, **k): raise KeyboardInterrupt\n"  # Ctrl-C while the preflight reads
+        "driver.plan_run = plan_run\n"
+        "from train import finetune; sys.argv = ['finetune'] + sys.argv[1:]; finetune.run()"
+    )
+    result = run_python(
+        ["-c", interrupted, f"--pipeline_config={DEMO_CONFIG}", f"--model_dir={tmp_path / 'm'}"],
+        timeout=TIMEOUT,
+    )
+    assert result.returncode == errors.EXIT_INTERRUPTED
+    assert result.stderr.strip() == "interrupted before training started"

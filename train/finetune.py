@@ -1,8 +1,7 @@
 """Fine-tune a TF2 Object Detection API model: preflight, rewrite, train.
 
     python -m train.finetune --pipeline_config PATH --model_dir DIR [--checkpoint CKPT]
-        [--label_map MAP] [--num_train_steps N] [--batch_size B] [--preflight_only]
-        [--dry_run] [--restore=type|transplant]
+        [--label_map MAP] [--num_train_steps N] [--batch_size B] [--preflight_only] [...]
 
 Exit codes: 0 ok, 2 usage error (flags, --pipeline_config or --report_json not a usable
 file), 3 preflight (or restore dry run) failed, 4 training failed, 5 stopped by a signal
@@ -62,6 +61,9 @@ def main(argv: list[str]) -> int:
         )
         driver.report_internal_error(options, e)
         return errors.EXIT_INTERNAL
+    except KeyboardInterrupt:  # Ctrl-C before training (the training saves on its own Ctrl-C)
+        print("interrupted before training started", file=sys.stderr)
+        return errors.EXIT_INTERRUPTED
 
 
 def run() -> None:
