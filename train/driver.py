@@ -534,9 +534,7 @@ def report_internal_error(options: RunOptions, error: BaseException) -> None:
     target = options.report_json
     if not target or _report_target_problem(target):
         return
-    if any(files.same_file(target, p) for p in (options.pipeline_config, options.label_map) if p):
-        return
-    plan = RunPlan(options, duties=Duties(report=True))
+    plan = RunPlan(options, duties=_report_unless(options, []))  # never over the config
     _Reporter(plan).write(
         "failed", errors.EXIT_INTERNAL, f"internal error: {errors.one_line(error)}"
     )

@@ -61,6 +61,26 @@ def masked_crc32c(data: bytes) -> int:
 IMAGE_SIGNATURES = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"BM")
 
 
+def image_problem(example) -> tuple[str, bytes] | None:
+    """Why training could not decode a tf.train.Example's image, or None when it could.
+
+    ("no_image", b"") when there is no image/encoded; ("not_image", its first bytes) when the
+    bytes are no JPEG, PNG or BMP (`image/format: raw` holds decoded pixels on purpose). Works on
+    TensorFlow's Example and on train.wireprotos' (the same fields).
+    """
+    feature = example.features.feature
+    encoded = feature.get("image/encoded")
+    values = list(encoded.bytes_list.value) if encoded is not None else []
+    if not values:
+        return "no_image", b""
+    declared = feature.get("image/format")
+    if declared is not None and list(declared.bytes_list.value) == [b"raw"]:
+        return None
+    if not values[0].startswith(IMAGE_SIGNATURES):
+        return "not_image", values[0][:8]
+    return None
+
+
 def expand(pattern: str) -> list[str]:
     """Paths an input_path matches, the way tf.io.gfile.glob does for local paths."""
     if "\0" in pattern:

@@ -189,12 +189,11 @@ def check_input_records(ctx):
                 )
                 break
             scanned += 1
-            encoded = _feature(example, "image/encoded")
-            raw = _feature(example, "image/format") == [b"raw"]  # decoded pixels, on purpose
-            if not encoded:
+            image = records.image_problem(example)
+            if image and image[0] == "no_image":
                 no_image.add(where)
-            elif not raw and not encoded[0].startswith(records.IMAGE_SIGNATURES):
-                not_image.add(f"{where} (starts with {encoded[0][:8]!r})")
+            elif image:
+                not_image.add(f"{where} (starts with {image[1]!r})")
             texts = [
                 t.decode("utf-8", "replace") for t in _feature(example, "image/object/class/text")
             ]

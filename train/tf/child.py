@@ -278,11 +278,10 @@ def _locate_bad_record(tf, paths: list[str]) -> str | None:
         try:
             for payload in tf.compat.v1.io.tf_record_iterator(path):
                 example.ParseFromString(payload)
-                encoded = example.features.feature["image/encoded"].bytes_list.value
-                if not encoded:
+                image = records.image_problem(example)
+                if image and image[0] == "no_image":
                     return f"{path} record {index}: no image/encoded"
-                raw = example.features.feature["image/format"].bytes_list.value == [b"raw"]
-                if not raw and not encoded[0].startswith(records.IMAGE_SIGNATURES):
+                if image:
                     return f"{path} record {index}: image/encoded is not a JPEG, PNG or BMP image"
                 index += 1
         except Exception as e:  # noqa: BLE001 - DataLossError, DecodeError: the record is bad
