@@ -19,6 +19,12 @@ class LabelMap:
 
     path: str
     items: tuple[tuple[int, str], ...]  # (id, name)
+    keypoint_items: tuple[tuple[str, tuple[int, ...]], ...] = ()  # (name, keypoint ids)
+
+    @property
+    def keypoints(self) -> dict[str, tuple[int, ...]]:
+        """{class name: its keypoint ids} for the items that list keypoints (CenterNet)."""
+        return dict(self.keypoint_items)
 
     @property
     def ids(self) -> list[int]:  # noqa: D102
@@ -57,4 +63,12 @@ def load(path: str) -> LabelMap:
         text_format.Merge(text, proto)
     except text_format.ParseError as e:
         raise LabelMapError(errors.clip(f"does not parse: {e}")) from None
-    return LabelMap(path, tuple((item.id, item.name or item.display_name) for item in proto.item))
+    return LabelMap(
+        path,
+        tuple((item.id, item.name or item.display_name) for item in proto.item),
+        tuple(
+            (item.name, tuple(k.id for k in item.keypoints))
+            for item in proto.item
+            if item.keypoints
+        ),
+    )

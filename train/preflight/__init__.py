@@ -13,7 +13,7 @@ import traceback
 from collections.abc import Callable, Iterable
 
 from train import errors
-from train.preflight import checks_checkpoint, checks_config, checks_data, checks_env
+from train.preflight import checks_checkpoint, checks_config, checks_data, checks_env, checks_model
 from train.preflight.context import Context, PreviousRun
 from train.preflight.findings import ERROR, Finding, sort_key
 
@@ -35,10 +35,17 @@ CHECKS: tuple[Check, ...] = (
     checks_config.check_num_classes,
     checks_config.check_learning_rate,
     checks_config.check_batch,
+    checks_model.check_duplicate_fields,
+    checks_model.check_ssd_anchors,
+    checks_model.check_faster_rcnn,
+    checks_model.check_post_processing,
+    checks_model.check_losses_and_resizer,
+    checks_model.check_keypoints_and_masks,
     checks_data.check_input_data,
     checks_data.check_input_shards,
     checks_data.check_input_records,
     checks_env.check_environment,
+    checks_env.check_offline_weights,
 )
 
 
