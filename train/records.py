@@ -81,6 +81,47 @@ def image_problem(example) -> tuple[str, bytes] | None:
     return None
 
 
+def top_level_fields(payload: bytes) -> set[int]:
+    """The field numbers at the top level of a serialized proto (what kind of record it is).
+
+    A tf.train.SequenceExample parses as a tf.train.Example (its context is field 1, like an
+    Example's features); only its field 2 (feature_lists) tells the two apart. Stops quietly at
+    the first malformed tag.
+    """
+
+    def varint(at: int) -> tuple[int, int]:
+        value = shift = 0
+        while True:
+            byte = payload[at]
+            value |= (byte & 0x7F) << shift
+            at += 1
+            if not byte & 0x80:
+                return value, at
+            shift += 7
+
+    found: set[int] = set()
+    at = 0
+    try:
+        while at < len(payload):
+            tag, at = varint(at)
+            wire = tag & 7
+            if wire == 0:
+                _, at = varint(at)
+            elif wire == 1:
+                at += 8
+            elif wire == 2:
+                length, at = varint(at)
+                at += length
+            elif wire == 5:
+                at += 4
+            else:
+                break
+            found.add(tag >> 3)
+    except IndexError:
+        pass
+    return found
+
+
 def expand(pattern: str) -> list[str]:
     """Paths an input_path matches, the way tf.io.gfile.glob does for local paths."""
     if "\0" in pattern:

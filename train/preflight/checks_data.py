@@ -7,7 +7,7 @@ import os
 
 from train import errors, files, records
 from train.pipeline import fields
-from train.preflight.findings import ERROR, WARNING, Finding
+from train.preflight.findings import ERROR, WARNING, Edit, Finding
 
 
 def _patterns(reader) -> list[str]:
@@ -102,7 +102,7 @@ _NORMALISED = (-0.5, 1.5)  # a coordinate beyond these is a pixel value, not a n
 
 
 def _scan(paths: list[str], limit: int):
-    """Yields (file, record index, parsed Example or exception) for the first `limit` records."""
+    """Yields (file, record index, parsed Example or exception, payload) for the first records."""
     from train import wireprotos
 
     example_class = wireprotos.example()
@@ -114,13 +114,13 @@ def _scan(paths: list[str], limit: int):
                 try:
                     example = example_class.FromString(payload)
                 except Exception as e:  # noqa: BLE001 - a payload that is no Example
-                    yield path, index, e
+                    yield path, index, e, payload
                     return
-                yield path, index, example
+                yield path, index, example, payload
                 index += 1
                 count += 1
         except (OSError, records.RecordError) as e:
-            yield path, index, e
+            yield path, index, e, b""
             return
         if count >= limit:
             return
@@ -175,7 +175,9 @@ def check_input_records(ctx):
         out_of_range: set[int] = set()
         no_image, not_image, pixels, inverted, edge = (_Tally() for _ in range(5))
         scanned = 0
-        for path, index, example in _scan(paths, _SAMPLE):
+        needs = _ReaderNeeds.of(reader)
+        mismatches: dict[str, _Tally] = {}
+        for path, index, example, payload in _scan(paths, _SAMPLE):
             where = f"{path} record {index}"
             if isinstance(example, Exception):
                 reason = example.reason if isinstance(example, files.InputError) else example
@@ -189,6 +191,11 @@ def check_input_records(ctx):
                 )
                 break
             scanned += 1
+            problems = needs.problems(example, payload)
+            for kind, detail in problems:
+                mismatches.setdefault(kind, _Tally()).add(f"{where}: {detail}")
+            if any(kind == "record_kind" for kind, _ in problems):
+                continue  # a SequenceExample: its image is in its feature lists
             image = records.image_problem(example)
             if image and image[0] == "no_image":
                 no_image.add(where)
@@ -209,6 +216,7 @@ def check_input_records(ctx):
                 if hit:
                     tally.add(where)
         where = f"{reader_path} ({paths[0]}{' ...' if len(paths) > 1 else ''})"
+        yield from needs.findings(reader_path, mismatches, scanned)
         regenerate = "fix the converter that wrote the records, then regenerate them"
         if no_image.count:
             yield Finding(
@@ -269,3 +277,157 @@ def check_input_records(ctx):
                 f"outside [0, 1] (first: {edge.first})",
                 "clip the boxes to the image when converting",
             )
+
+
+_SEQUENCE_EXAMPLE = 2  # input_reader.proto InputType.TF_SEQUENCE_EXAMPLE
+_PNG_MASKS = 2  # InstanceMaskType.PNG_MASKS (NUMERICAL_MASKS is the default)
+_PNG = b"\x89PNG\r\n\x1a\n"
+
+
+@dataclasses.dataclass(frozen=True)
+class _ReaderNeeds:
+    """What one input reader is told to load, which each record must then hold.
+
+    The OD API's TfExampleDecoder reads these only when the reader asks for them, and a record
+    without them fails deep in the input pipeline ("indices[0] = 0 is not in [0, 0)",
+    "Feature list 'image/encoded' is required").
+    """
+
+    sequence: bool
+    masks: str | None  # "png" | "numerical" | None
+    keypoints: int
+    context: bool
+
+    @classmethod
+    def of(cls, reader) -> _ReaderNeeds:  # noqa: D102
+        masks = None
+        if reader.load_instance_masks:
+            masks = "png" if reader.mask_type == _PNG_MASKS else "numerical"
+        return cls(
+            reader.input_type == _SEQUENCE_EXAMPLE,
+            masks,
+            reader.num_keypoints,
+            reader.load_context_features,
+        )
+
+    def problems(self, example, payload: bytes) -> list[tuple[str, str]]:
+        """[(kind, detail)] of what this record lacks for this reader."""
+        is_sequence = _SEQUENCE_EXAMPLE in records.top_level_fields(payload)
+        if self.sequence != is_sequence:
+            kind = "tf.train.SequenceExample" if is_sequence else "tf.train.Example"
+            return [("record_kind", f"a {kind}")]
+        boxes = len(_feature(example, "image/object/bbox/xmin"))
+        found = []
+        if self.masks and boxes:
+            found += self._mask_problems(example, boxes)
+        if self.keypoints and boxes:
+            want = boxes * self.keypoints
+            for axis in ("x", "y", "visibility"):
+                got = len(_feature(example, f"image/object/keypoint/{axis}"))
+                if got != want and not (axis == "visibility" and got == 0):
+                    found.append(
+                        (
+                            "keypoints",
+                            f"{boxes} boxes x {self.keypoints} keypoints needs {want} "
+                            f"image/object/keypoint/{axis} values, has {got}",
+                        )
+                    )
+                    break
+        if self.context:
+            for key in ("image/context_features", "image/context_feature_length"):
+                if not _feature(example, key):
+                    found.append(("context", f"no {key}"))
+                    break
+        return found
+
+    def _mask_problems(self, example, boxes: int) -> list[tuple[str, str]]:
+        feature = example.features.feature.get("image/object/mask")
+        kind = feature.WhichOneof("kind") if feature is not None else None
+        values = _feature(example, "image/object/mask")
+        if not values:
+            return [("masks", f"{boxes} boxes and no image/object/mask")]
+        if self.masks == "png":
+            if kind != "bytes_list":
+                return [("mask_type", "numerical masks (a float list)")]
+            if len(values) != boxes:
+                return [("masks", f"{boxes} boxes and {len(values)} PNG masks")]
+            if not all(v.startswith(_PNG) for v in values):
+                return [("masks", "an image/object/mask that is not a PNG")]
+            return []
+        if kind == "bytes_list":
+            return [("mask_type", "PNG-encoded masks")]
+        height = _feature(example, "image/height")
+        width = _feature(example, "image/width")
+        if height and width and len(values) != boxes * height[0] * width[0]:
+            return [
+                (
+                    "masks",
+                    f"{len(values)} mask values for {boxes} boxes of {height[0]}x{width[0]} "
+                    f"(needs {boxes * height[0] * width[0]})",
+                )
+            ]
+        return []
+
+    def findings(self, reader_path: str, mismatches: dict, scanned: int):
+        """One finding per kind of mismatch, naming the first record and the config field."""
+        for kind, tally in mismatches.items():
+            counted = f"{tally.count} of {scanned} scanned records"
+            if kind == "record_kind":
+                if self.sequence:
+                    message = (
+                        f"{reader_path} has input_type: TF_SEQUENCE_EXAMPLE but {counted} are "
+                        f"plain tf.train.Example (first: {tally.first}); the input pipeline fails "
+                        "(\"Feature list 'image/encoded' is required\")"
+                    )
+                    fix = f"remove input_type from {reader_path} (TF_EXAMPLE is the default)"
+                    edits = (Edit(f"{reader_path}.input_type", None, "the records are Examples"),)
+                else:
+                    message = (
+                        f"{reader_path} reads tf.train.Example (input_type TF_EXAMPLE) but "
+                        f"{counted} are tf.train.SequenceExample (first: {tally.first})"
+                    )
+                    fix = f"set input_type: TF_SEQUENCE_EXAMPLE in {reader_path}"
+                    edits = ()
+            elif kind == "mask_type":
+                configured = "PNG_MASKS" if self.masks == "png" else "NUMERICAL_MASKS"
+                other = "NUMERICAL_MASKS" if self.masks == "png" else "PNG_MASKS"
+                message = (
+                    f"{reader_path} has mask_type {configured} but {counted} hold "
+                    f"{tally.first.split(': ', 1)[-1]} (first: {tally.first.split(': ', 1)[0]})"
+                )
+                fix = f"set mask_type: {other} in {reader_path}"
+                edits = ()
+            elif kind == "masks":
+                message = (
+                    f"{reader_path} loads instance masks (load_instance_masks: true) but {counted} "
+                    f"have no mask per box (first: {tally.first}); the input pipeline fails "
+                    '("indices[0] = 0 is not in [0, 0)")'
+                )
+                fix = (
+                    "write one image/object/mask per box into the records, or set "
+                    f"load_instance_masks: false in {reader_path} (and drop the mask head)"
+                )
+                edits = ()
+            elif kind == "keypoints":
+                message = (
+                    f"{reader_path} has num_keypoints: {self.keypoints} but {counted} do not hold "
+                    f"that many keypoints per box (first: {tally.first}); the input pipeline "
+                    'fails ("indices[0] = 0 is not in [0, 0)")'
+                )
+                fix = (
+                    "write image/object/keypoint/x and /y (boxes x num_keypoints values each) "
+                    f"into the records, or remove num_keypoints from {reader_path} when the "
+                    "model has no keypoint task"
+                )
+                edits = ()
+            else:
+                message = (
+                    f"{reader_path} has load_context_features: true but {counted} have "
+                    f"{tally.first.split(': ', 1)[-1]} (first: {tally.first.split(': ', 1)[0]})"
+                )
+                fix = (
+                    "write the context features into the records, or set "
+                    "load_context_features: false"
+                )
+                edits = ()
+            yield Finding(f"INPUT_DATA.{kind}", ERROR, message, fix, edits=edits)

@@ -18,8 +18,11 @@ CLASSES = {1: "square", 2: "circle", 3: "triangle"}
 _COLOURS = {1: (220, 40, 40), 2: (40, 200, 60), 3: (50, 80, 230)}
 
 
-def make_image(rng: np.random.Generator, size: int):
-    """Returns (PIL image, boxes [(xmin, ymin, xmax, ymax)] normalised, labels)."""
+def make_image(rng: np.random.Generator, size: int, masks: list | None = None):
+    """Returns (PIL image, boxes [(xmin, ymin, xmax, ymax)] normalised, labels).
+
+    With `masks` (a list), appends each shape's instance mask to it (a PIL "L" image, 1 inside).
+    """
     from PIL import Image, ImageDraw
 
     background = tuple(int(c) for c in rng.integers(150, 256, size=3))
@@ -33,20 +36,30 @@ def make_image(rng: np.random.Generator, size: int):
         x0 = int(rng.integers(0, size - width))
         y0 = int(rng.integers(0, size - height))
         x1, y1 = x0 + width, y0 + height
-        colour = _COLOURS[label]
-        if label == 1:
-            draw.rectangle([x0, y0, x1, y1], fill=colour)
-        elif label == 2:
-            draw.ellipse([x0, y0, x1, y1], fill=colour)
-        else:
-            draw.polygon([(x0, y1), (x1, y1), ((x0 + x1) // 2, y0)], fill=colour)
+        targets = [(draw, _COLOURS[label])]
+        if masks is not None:
+            masks.append(Image.new("L", (size, size), 0))
+            targets.append((ImageDraw.Draw(masks[-1]), 1))
+        for canvas, colour in targets:
+            if label == 1:
+                canvas.rectangle([x0, y0, x1, y1], fill=colour)
+            elif label == 2:
+                canvas.ellipse([x0, y0, x1, y1], fill=colour)
+            else:
+                canvas.polygon([(x0, y1), (x1, y1), ((x0 + x1) // 2, y0)], fill=colour)
         boxes.append((x0 / size, y0 / size, x1 / size, y1 / size))
         labels.append(label)
     return image, boxes, labels
 
 
-def to_example(image, boxes, labels, filename: str, class_names=CLASSES):
-    """Encodes one image and its boxes as an OD API tf.train.Example."""
+def to_example(
+    image, boxes, labels, filename: str, class_names=CLASSES, masks=None, keypoints: int = 0
+):
+    """Encodes one image and its boxes as an OD API tf.train.Example.
+
+    `masks`: PIL masks, one per box, written as PNG `image/object/mask`. `keypoints`: that
+    many keypoints per box (evenly along the box's diagonal, all visible).
+    """
     compat.apply(with_tensorflow=False)  # TF >= 2.16: Keras choice must precede the TF import
     import tensorflow as tf
 
@@ -78,14 +91,34 @@ def to_example(image, boxes, labels, filename: str, class_names=CLASSES):
         ),
         "image/object/class/label": _ints(labels),
     }
+    if masks is not None:
+        encoded = []
+        for mask in masks:
+            png = io.BytesIO()
+            mask.save(png, format="PNG")
+            encoded.append(png.getvalue())
+        feature["image/object/mask"] = _bytes(encoded)
+    if keypoints:
+        steps = [(k + 1) / (keypoints + 1) for k in range(keypoints)]
+        feature["image/object/keypoint/x"] = _floats(
+            [b[0] + t * (b[2] - b[0]) for b in boxes for t in steps]
+        )
+        feature["image/object/keypoint/y"] = _floats(
+            [b[1] + t * (b[3] - b[1]) for b in boxes for t in steps]
+        )
+        feature["image/object/keypoint/visibility"] = _ints([1] * (len(boxes) * keypoints))
     return tf.train.Example(features=tf.train.Features(feature=feature))
 
 
-def write_label_map(path: str, classes=CLASSES) -> str:
-    """Writes a StringIntLabelMap text file."""
+def write_label_map(path: str, classes=CLASSES, keypoints: int = 0) -> str:
+    """Writes a StringIntLabelMap text file (items listing `keypoints` keypoints, if any)."""
     with open(path, "w", encoding="utf-8") as f:
         for class_id, name in classes.items():
-            f.write(f"item {{\n  id: {class_id}\n  name: '{name}'\n}}\n")
+            listed = "".join(
+                f"  keypoints {{\n    id: {k}\n    label: 'point{k}'\n  }}\n"
+                for k in range(keypoints)
+            )
+            f.write(f"item {{\n  id: {class_id}\n  name: '{name}'\n{listed}}}\n")
     return path
 
 
@@ -96,11 +129,15 @@ def make_dataset(
     size: int = 320,
     seed: int = 0,
     one_class: bool = False,
+    masks: bool = False,
+    keypoints: int = 0,
 ) -> dict[str, str]:
     """Writes train.record, eval.record and label_map.pbtxt; returns their paths.
 
     `one_class` labels every shape 1 ("shape"): a related but class-agnostic task, used to
-    pre-train checkpoints whose box heads have learnt something.
+    pre-train checkpoints whose box heads have learnt something. `masks` adds PNG instance
+    masks, `keypoints` that many keypoints per box (Mask R-CNN and CenterNet keypoint tasks);
+    with keypoints the label map lists them for every class.
     """
     compat.apply(with_tensorflow=False)
     import tensorflow as tf
@@ -113,11 +150,22 @@ def make_dataset(
         path = os.path.join(out_dir, f"{split}.record")
         with tf.io.TFRecordWriter(path) as writer:
             for i in range(count):
-                image, boxes, labels = make_image(rng, size)
+                shape_masks = [] if masks else None
+                image, boxes, labels = make_image(rng, size, shape_masks)
                 if one_class:
                     labels = [1] * len(labels)
-                example = to_example(image, boxes, labels, f"{split}_{i:04d}.jpg", classes)
+                example = to_example(
+                    image,
+                    boxes,
+                    labels,
+                    f"{split}_{i:04d}.jpg",
+                    classes,
+                    masks=shape_masks,
+                    keypoints=keypoints,
+                )
                 writer.write(example.SerializeToString())
         paths[split] = path
-    paths["label_map"] = write_label_map(os.path.join(out_dir, "label_map.pbtxt"), classes)
+    paths["label_map"] = write_label_map(
+        os.path.join(out_dir, "label_map.pbtxt"), classes, keypoints
+    )
     return paths
