@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import os
 from importlib import metadata
 
 from train import envinfo
@@ -103,3 +104,30 @@ def check_environment(ctx):
             f"{gpus} GPU(s) present but CUDA_VISIBLE_DEVICES hides them all: training runs on CPU",
             "unset CUDA_VISIBLE_DEVICES (or list the GPUs to use)",
         )
+
+
+def check_offline_weights(ctx):
+    """ENV.imagenet_weights: a model build that would download ImageNet weights.
+
+    With a fine-tune checkpoint the children build those backbones without the download (the
+    checkpoint replaces the weights); without one the file must already be in Keras's cache.
+    """
+    from train import offline
+
+    needed = offline.imagenet_download(ctx.config)
+    if not needed or ctx.config.train_config.fine_tune_checkpoint:
+        return
+    folder = offline.keras_cache_dir()
+    if os.path.isfile(os.path.join(folder, needed)):
+        return
+    yield ctx.finding_at(
+        "feature_extractor",
+        "ENV.imagenet_weights",
+        ERROR,
+        f"the {ctx.config.model.center_net.feature_extractor.type} extractor starts from "
+        f"ImageNet weights ({needed}) that Keras would download while building the model, and "
+        f"it is not in Keras's cache {folder}; runs never reach the internet (offline nodes "
+        'fail with "URL fetch failure")',
+        f"pass --checkpoint (a fine-tune checkpoint replaces those weights), or copy {needed} "
+        f"into {folder} on the training nodes",
+    )
