@@ -83,8 +83,9 @@ def test_a_config_inside_model_dir_is_never_the_resolved_path(options, demo_asse
 def test_where_the_invocation_stops(options, demo_assets, tmp_path):
     preflight_only = _plan(options(tmp_path / "m", preflight_only=True))
     assert preflight_only.stop.code == errors.EXIT_OK and preflight_only.launch is None
-    dry_run = _plan(options(tmp_path / "m", dry_run=True))
-    assert dry_run.stop is None and dry_run.duties.prepare == "run" and dry_run.launch is None
+    rehearsal = _plan(options(tmp_path / "m", rehearse=True))
+    assert rehearsal.stop is None and rehearsal.duties.prepare == "run"
+    assert rehearsal.launch is None and rehearsal.prepare.rehearse
     blocked = _plan(options(tmp_path / "m", fix="never"))
     assert blocked.stop.code == errors.EXIT_PREFLIGHT
     assert "cannot fix" in blocked.stop.line

@@ -134,25 +134,37 @@ class EvalSpec(Contract):
 
 @dataclasses.dataclass(frozen=True)
 class PrepareSpec(Contract):
-    """The CPU restore dry run, and the transplant when asked (train/tf/prepare.py)."""
+    """The CPU rehearsal / restore dry run, and the transplant when asked (train/tf/prepare.py).
+
+    Attributes:
+      checkpoint: the fine-tune checkpoint; None: a rehearsal of a run from scratch.
+      rehearse: also pull one batch through the training input pipeline and compute the losses.
+      rehearse_batch: that batch's size (the config's, capped for a CPU).
+    """
 
     pipeline_config: str
     pipeline_config_text_sha256: str
-    checkpoint: str
+    checkpoint: str | None
     checkpoint_type: str
     num_classes: int | None
     transplant_to: str | None
     report: str  # where prepare writes its PrepareReport
     outcome: str  # where prepare writes its Outcome (FAILED: the model did not build, ...)
+    rehearse: bool = False
+    rehearse_batch: int = 0
 
 
 @dataclasses.dataclass(frozen=True)
 class PrepareReport(Contract):
-    """What the dry run measured (train.tf.restore.measure) and the transplant it wrote."""
+    """What the dry run measured (train.tf.restore.measure), the transplant, the rehearsal.
 
-    checkpoint: str
-    dry_run: dict
+    `rehearsal`: batch (images), losses ({name: value}), non_finite (names), wall_s.
+    """
+
+    checkpoint: str | None
+    dry_run: dict | None
     transplant: dict | None = None
+    rehearsal: dict | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -189,6 +201,8 @@ class Outcome(Contract):
       error: FAILED: one line, `Type: message`, naming the file and record for data errors.
       signal: STOPPED: the signal's name.
       detail: one human line about the end ("saved ... at step 12", "step 3 was already saved").
+      phase: FAILED: what was running: "model" (the build), "restore", "input" (the first
+        batch), "loss", "first_step" (input + losses of training's first step), "train".
     """
 
     status: str
@@ -197,3 +211,4 @@ class Outcome(Contract):
     error: str | None = None
     signal: str | None = None
     detail: str = ""
+    phase: str = ""

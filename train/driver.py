@@ -11,6 +11,7 @@ what the CLI calls.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 import sys
 
@@ -149,26 +150,31 @@ def transplant_is_current(spec: PrepareSpec) -> bool:
 
 
 def _prepare_duty(options, fixed_config, resolved_config, resolved_text, resolved_path, chief):
-    """(duty, PrepareSpec or None) of the restore dry run / transplant stage."""
-    if not (options.dry_run or options.restore == "transplant"):
+    """(duty, PrepareSpec or None) of the rehearsal / restore dry run / transplant stage."""
+    if not (options.rehearse or options.restore == "transplant"):
         return "", None
     train_config = fixed_config.train_config
-    if not train_config.fine_tune_checkpoint:
+    if not train_config.fine_tune_checkpoint and not options.rehearse:
         return "none", None
     classes = fields.num_classes_path(resolved_config)
     spec = launch_plan.prepare_spec(
         options.model_dir,
         resolved_path,
         resolved_text,
-        train_config.fine_tune_checkpoint,
+        train_config.fine_tune_checkpoint or None,
         train_config.fine_tune_checkpoint_type,
         fields.get(resolved_config, classes) if classes else None,
-        transplant=options.restore == "transplant",
+        transplant=options.restore == "transplant" and bool(train_config.fine_tune_checkpoint),
+        rehearse_batch=(
+            launch_plan.rehearsal_batch(resolved_config.train_config.batch_size)
+            if options.rehearse
+            else 0
+        ),
     )
-    if not options.dry_run and transplant_is_current(spec):
+    if not options.rehearse and transplant_is_current(spec):
         return "reuse", spec
     if not chief:
-        return ("none" if options.dry_run else "wait"), spec
+        return ("none" if options.rehearse else "wait"), spec
     return "run", spec
 
 
@@ -271,7 +277,7 @@ def plan_run(options: RunOptions, environ=None, visible_gpus: int | None = None)
         topology.is_chief,
     )
     launch = None
-    if not options.dry_run:
+    if not options.rehearse:
         launch = launch_plan.build_plan(
             options,
             resolved_path,
@@ -320,6 +326,8 @@ class _Reporter:
     def __init__(self, plan: RunPlan):
         self.plan = plan
         self.restore: dict = {}
+        self.extra: list[Finding] = []  # found after the preflight (the rehearsal, training)
+        self.rehearsal: dict | None = None
 
     def write(self, status: str, code: int | None = None, message: str = "") -> None:
         plan = self.plan
@@ -331,12 +339,13 @@ class _Reporter:
             else (plan.source.proto if plan.source else None)
         )
         document = report.build_json(
-            plan.findings,
+            (*plan.findings, *self.extra),
             plan.preflight,
             plan.changes,
             _config_summary(plan, config),
             self.restore or None,
             {"status": status, "exit_code": code, "message": message},
+            self.rehearsal,
         )
         files.write_atomic(plan.options.report_json, document)
 
@@ -399,8 +408,8 @@ def execute(plan: RunPlan) -> int:
     code = _prepare(plan, reporter)
     if code != errors.EXIT_OK:
         return _end(reporter, code, "nothing was trained")
-    if options.dry_run:
-        return _end(reporter, errors.EXIT_OK, "dry run done (--dry_run: not training)")
+    if options.rehearse:
+        return _end(reporter, errors.EXIT_OK, "rehearsal passed (--rehearse: not training)")
     code = _train(plan, reporter)
     launch = plan.launch
     if code == errors.EXIT_OK and launch.is_chief:
@@ -439,35 +448,71 @@ def _prepare(plan: RunPlan, reporter: _Reporter) -> int:
         return errors.EXIT_PREFLIGHT
     if duty != "run":
         return errors.EXIT_OK
-    _emit("restore: building the model on CPU to measure the fine-tune restore ...")
+    if spec.rehearse:
+        _emit(
+            f"rehearsal: building the model for training on CPU, "
+            f"{'restoring the checkpoint, ' if spec.checkpoint else ''}one batch of "
+            f"{spec.rehearse_batch} image(s) through the training input pipeline, the losses ..."
+        )
+    else:
+        _emit("restore: building the model on CPU to measure the fine-tune restore ...")
     log_path = os.path.join(plan.options.model_dir, "logs", "prepare.log")
     try:
         prepared, outcome = runner.run_prepare(spec, compat.child_environment(), log_path)
     except KeyboardInterrupt:
         _emit("interrupted: nothing was trained")
         return errors.EXIT_INTERRUPTED
-    if prepared is None:  # it failed before restoring anything: not the checkpoint's fault
-        _emit(
-            f"error: RESTORE: the model could not be built on CPU to measure the restore: "
-            f"{outcome.error}\n  fix: check the model section of the config (log: {log_path})"
-        )
+    if prepared is None:  # the build, the input pipeline or the losses failed
+        finding = explain_failure(plan, outcome, log_path)
+        reporter.extra.append(finding)
+        _emit(f"error: {finding.code}: {finding.message}\n  fix: {finding.fix}")
         return errors.EXIT_PREFLIGHT
-    reporter.restore.update(prepared.to_dict())
-    _emit(f"restore (type {spec.checkpoint_type}): {prepared.dry_run['summary']}")
-    reason = components.failure(prepared.dry_run)
-    if reason:
-        _emit(
-            f"error: RESTORE: {spec.checkpoint}: {reason}\n  fix: check the CKPT_* findings "
-            f"above, or pass --checkpoint with a checkpoint of this architecture "
-            f"(log: {log_path})"
+    if prepared.dry_run is not None:
+        reporter.restore.update(
+            {k: v for k, v in prepared.to_dict().items() if k not in ("rehearsal",)}
         )
-        return errors.EXIT_PREFLIGHT
+        _emit(f"restore (type {spec.checkpoint_type}): {prepared.dry_run['summary']}")
+        reason = components.failure(prepared.dry_run)
+        if reason:
+            _emit(
+                f"error: RESTORE: {spec.checkpoint}: {reason}\n  fix: check the CKPT_* findings "
+                f"above, or pass --checkpoint with a checkpoint of this architecture "
+                f"(log: {log_path})"
+            )
+            return errors.EXIT_PREFLIGHT
     if prepared.transplant:
         _emit(
             f"transplant: {prepared.transplant['summary']}; saved as "
             f'{prepared.transplant["checkpoint"]} (restored with type "full")'
         )
+    if prepared.rehearsal:
+        rehearsal = reporter.rehearsal = prepared.rehearsal
+        losses = ", ".join(
+            f"{name.split('/')[-1]} {value:.4g}" for name, value in rehearsal["losses"].items()
+        )
+        _emit(
+            f"rehearsal: the model builds, a batch of {rehearsal['batch']} image(s) went through "
+            f"the training input pipeline, losses finite ({losses}); {rehearsal['wall_s']} s"
+        )
     return errors.EXIT_OK
+
+
+def explain_failure(plan: RunPlan, outcome: Outcome, log_path: str) -> Finding:
+    """The finding for a child that failed building, restoring, reading or computing losses."""
+    from train import failures
+
+    config = plan.resolved_config if plan.resolved_config is not None else plan.source.proto
+    diagnosis = failures.diagnose(outcome.phase, outcome.error or "", config)
+    line = plan.source.line_of(diagnosis.field) if diagnosis.field and plan.source else None
+    where = f"{plan.source.path}:{line}: " if line else ""
+    return Finding(
+        diagnosis.code,
+        ERROR,
+        f"{where}{diagnosis.message}",
+        f"{diagnosis.fix} (log: {log_path})",
+        file=plan.source.path if plan.source else None,
+        line=line,
+    )
 
 
 def _train(plan: RunPlan, reporter: _Reporter) -> int:
@@ -501,8 +546,20 @@ def _train(plan: RunPlan, reporter: _Reporter) -> int:
             board.hparams_of(plan.resolved_config, launch),
             launch.start_step,
         )
+
+    def explain(outcome: Outcome) -> str | None:
+        """A failure before the first step as the rehearsal's finding, not a traceback tail."""
+        if outcome.phase not in ("model", "first_step") or (outcome.error or "").startswith(
+            "bad training record"
+        ):
+            return None
+        finding = explain_failure(plan, outcome, launch.log_path)
+        reporter.extra.append(finding)
+        return f"error: {finding.code}: {finding.message}\n  fix: {finding.fix}"
+
+    run = functools.partial(runner.run, explain=explain)
     if not plan.duties.tensorboard:
-        return runner.run(launch, options.log_every_s, _emit, on_restore)
+        return run(launch, options.log_every_s, _emit, on_restore)
     log_path = os.path.join(launch.work_dir, "logs", "tensorboard.log")
     os.makedirs(os.path.dirname(log_path), exist_ok=True)
     try:
@@ -510,10 +567,10 @@ def _train(plan: RunPlan, reporter: _Reporter) -> int:
             launch.model_dir, options.tensorboard_port, options.tensorboard_bind_all, log_path
         ) as address:
             _emit(f"tensorboard: {address} (stops with the run)")
-            return runner.run(launch, options.log_every_s, _emit, on_restore)
+            return run(launch, options.log_every_s, _emit, on_restore)
     except board.ServerError as e:
         _emit(f"warning: tensorboard: {e}; training without it")
-        return runner.run(launch, options.log_every_s, _emit, on_restore)
+        return run(launch, options.log_every_s, _emit, on_restore)
 
 
 def run(options: RunOptions) -> int:

@@ -84,12 +84,14 @@ FIX = flags.DEFINE_enum(
 PREFLIGHT_ONLY = flags.DEFINE_boolean(
     "preflight_only", False, "Run the checks, print the report and stop."
 )
-DRY_RUN = flags.DEFINE_boolean(
-    "dry_run",
+REHEARSE = flags.DEFINE_boolean(
+    "rehearse",
     False,
-    "After the preflight, build the model on CPU, restore the fine-tune checkpoint as training "
-    "would and report what it filled per component; do not train.",
+    "After the preflight, rehearse on CPU without training: build the model for training, "
+    "restore the fine-tune checkpoint (reporting what it filled per component), pull one batch "
+    "through the training input pipeline and check its losses are finite. --dry_run is an alias.",
 )
+flags.DEFINE_alias("dry_run", "rehearse")
 RESTORE = flags.DEFINE_enum(
     "restore",
     "type",
@@ -178,7 +180,7 @@ def options_from_flags() -> RunOptions:
         num_steps_per_iteration=NUM_STEPS_PER_ITERATION.value,
         fix=FIX.value,
         preflight_only=PREFLIGHT_ONLY.value,
-        dry_run=DRY_RUN.value,
+        rehearse=REHEARSE.value,
         restore=RESTORE.value,
         report_json=REPORT_JSON.value,
         log_every_s=LOG_EVERY_S.value,

@@ -26,7 +26,7 @@ class RunOptions:
     num_steps_per_iteration: int | None = None
     fix: str = "auto"  # "auto": apply safe fixes; "never": report them as errors
     preflight_only: bool = False
-    dry_run: bool = False  # build on CPU, report what the restore fills, do not train
+    rehearse: bool = False  # on CPU: build, restore, one batch, losses; do not train
     restore: str = "type"  # "type": as fine_tune_checkpoint_type says; "transplant"
     report_json: str | None = None
     log_every_s: float = 30.0

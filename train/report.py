@@ -57,7 +57,13 @@ def render_text(report, fix: str, changes) -> str:
 
 
 def build_json(
-    findings, preflight, changes, config_summary: dict, restore: dict | None, outcome: dict
+    findings,
+    preflight,
+    changes,
+    config_summary: dict,
+    restore: dict | None,
+    outcome: dict,
+    rehearsal: dict | None = None,
 ) -> str:
     """The --report_json document.
 
@@ -81,6 +87,8 @@ def build_json(
     }
     if restore:
         document["restore"] = restore
+    if rehearsal:
+        document["rehearsal"] = rehearsal
     return json.dumps(document, indent=2, sort_keys=True, default=str)
 
 

@@ -170,12 +170,13 @@ def prepare_spec(
     model_dir: str,
     resolved_config: str,
     resolved_text: str,
-    checkpoint: str,
+    checkpoint: str | None,
     checkpoint_type: str,
     num_classes: int | None,
     transplant: bool,
+    rehearse_batch: int = 0,
 ) -> PrepareSpec:
-    """What train/tf/prepare.py does: the restore dry run, and the transplant if asked."""
+    """What train/tf/prepare.py does: rehearsal (batch > 0), restore dry run, transplant."""
     model_dir = os.path.abspath(model_dir)
     return PrepareSpec(
         pipeline_config=os.path.abspath(resolved_config),
@@ -186,7 +187,17 @@ def prepare_spec(
         transplant_to=transplant_prefix(model_dir) if transplant else None,
         report=os.path.join(model_dir, "prepare.json"),
         outcome=os.path.join(model_dir, "logs", "prepare.outcome.json"),
+        rehearse=rehearse_batch > 0,
+        rehearse_batch=rehearse_batch,
     )
+
+
+REHEARSAL_MAX_BATCH = 2  # images in the rehearsal's batch on a CPU (the config's when smaller)
+
+
+def rehearsal_batch(batch_size: int) -> int:
+    """The rehearsal's batch: the config's batch size, capped so a login node's CPU copes."""
+    return max(1, min(batch_size, REHEARSAL_MAX_BATCH))
 
 
 def transplant_prefix(model_dir: str) -> str:

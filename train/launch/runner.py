@@ -140,10 +140,11 @@ def _outcome(plan: LaunchPlan, returncode: int, signals: list[str]) -> Outcome:
     return Outcome(FAILED, error=f"the training process ended with exit status {returncode}")
 
 
-def run(plan: LaunchPlan, log_every_s: float, emit=None, on_restore=None) -> int:
+def run(plan: LaunchPlan, log_every_s: float, emit=None, on_restore=None, explain=None) -> int:
     """Executes the plan; returns a driver exit code (errors.EXIT_*).
 
     `on_restore(report)` is called once, when the child has measured its fine-tune restore.
+    `explain(outcome)` may turn a failure into the line to print (a finding with its fix).
     """
     emit = emit or (lambda line: print(line, file=sys.stderr, flush=True))
     files.write_atomic(os.path.join(plan.work_dir, "launch.json"), plan_json(plan))
@@ -210,6 +211,7 @@ def run(plan: LaunchPlan, log_every_s: float, emit=None, on_restore=None) -> int
         )
         return errors.EXIT_INTERRUPTED
     if outcome.status != OK:
-        emit(f"error: training failed: {outcome.error} (full log: {plan.log_path})")
+        explained = explain(outcome) if explain else None
+        emit(explained or f"error: training failed: {outcome.error} (full log: {plan.log_path})")
         return errors.EXIT_TRAINING
     return errors.EXIT_OK

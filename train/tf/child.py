@@ -176,6 +176,40 @@ def _iteration_end_hook(model_lib_v2, callback):
         summary.scalar = original
 
 
+class Phase:
+    """What train_loop is doing, for the Outcome of a failure (see train.failures).
+
+    "model" while the OD API builds the model, "restore" during the fine-tune restore,
+    "first_step" until the first training iteration has returned (the input pipeline's
+    first batch and the losses run there), then "train".
+    """
+
+    def __init__(self):
+        self.name = "model"
+
+    def iteration_done(self) -> None:  # noqa: D102
+        self.name = "train"
+
+
+@contextlib.contextmanager
+def _tracking_model_build(model_lib_v2, phase: Phase):
+    """Sets `phase` around train_loop's model build (its MODEL_BUILD_UTIL_MAP entry)."""
+    builders = model_lib_v2.MODEL_BUILD_UTIL_MAP
+    original = builders["detection_model_fn_base"]
+
+    def build(*args, **kwargs):
+        phase.name = "model"
+        model = original(*args, **kwargs)
+        phase.name = "first_step"
+        return model
+
+    builders["detection_model_fn_base"] = build
+    try:
+        yield
+    finally:
+        builders["detection_model_fn_base"] = original
+
+
 def _signalled_anywhere(tf, strategy):
     """A function: True on every worker when any worker passes True (one tiny all-reduce)."""
 
@@ -197,7 +231,9 @@ class RestoreFailed(RuntimeError):
 
 
 @contextlib.contextmanager
-def _measured_fine_tune_restore(model_lib_v2, report_path: str, num_classes: int | None):
+def _measured_fine_tune_restore(
+    model_lib_v2, report_path: str, num_classes: int | None, phase: Phase
+):
     """Makes train_loop's fine-tune restore measure itself and write `report_path`.
 
     The model is built first exactly as the OD API does before a restore (its dummy
@@ -210,6 +246,11 @@ def _measured_fine_tune_restore(model_lib_v2, report_path: str, num_classes: int
     original = model_lib_v2.load_fine_tune_checkpoint
 
     def measured(model, path, checkpoint_type, version, run_on_dummy_input, dataset, unpad):
+        phase.name = "first_step"  # the dummy computation reads the first batch
+        if run_on_dummy_input:
+            model_lib_v2._ensure_model_is_built(model, dataset, unpad)  # noqa: SLF001
+        phase.name = "restore"
+
         def od_api_restore():
             original(model, path, checkpoint_type, version, False, dataset, unpad)
 
@@ -217,12 +258,12 @@ def _measured_fine_tune_restore(model_lib_v2, report_path: str, num_classes: int
             od_api_restore()
             report = {"summary": "not measured (run_fine_tune_checkpoint_dummy_computation: false)"}
         else:
-            model_lib_v2._ensure_model_is_built(model, dataset, unpad)  # noqa: SLF001
             report = restore.measure(model, checkpoint_type, od_api_restore, num_classes)
         TrainingRestore(path, report).write(report_path)
         reason = components.failure(report) if run_on_dummy_input else None
         if reason:
             raise RestoreFailed(f"fine-tune restore from {path}: {reason}")
+        phase.name = "first_step"
 
     model_lib_v2.load_fine_tune_checkpoint = measured
     try:
@@ -322,6 +363,7 @@ def main(argv: list[str]) -> int:
     from object_detection import model_lib_v2
 
     from train.pipeline import configfile, fields
+    from train.tf import offline_build
 
     config = configfile.load(spec.pipeline_config).proto
     classes_path = fields.num_classes_path(config)
@@ -334,20 +376,26 @@ def main(argv: list[str]) -> int:
     def step() -> int | None:
         return int(managers[-1].checkpoint.step.numpy()) if managers else None
 
+    phase = Phase()
     try:
         strategy = make_strategy(tf, spec.strategy)
-        iteration_end = (
-            _iteration_end_hook(
-                model_lib_v2,
-                functools.partial(guard.at_iteration_end, _signalled_anywhere(tf, strategy)),
-            )
+        agree = (
+            functools.partial(guard.at_iteration_end, _signalled_anywhere(tf, strategy))
             if multi_worker
-            else contextlib.nullcontext()
+            else None
         )
+
+        def iteration_end() -> None:
+            phase.iteration_done()
+            if agree:
+                agree()
+
         with (
             _recording_checkpoint_managers(tf, managers, guard),
-            _measured_fine_tune_restore(model_lib_v2, spec.restore_report, num_classes),
-            iteration_end,
+            _measured_fine_tune_restore(model_lib_v2, spec.restore_report, num_classes, phase),
+            _tracking_model_build(model_lib_v2, phase),
+            _iteration_end_hook(model_lib_v2, iteration_end),
+            offline_build.no_downloads(bool(config.train_config.fine_tune_checkpoint)),
             strategy.scope(),
         ):
             model_lib_v2.train_loop(
@@ -380,7 +428,7 @@ def main(argv: list[str]) -> int:
         outcome = Outcome(STOPPED, step=step(), checkpoint=saved, signal=str(stop), detail=what)
     except Exception as e:  # noqa: BLE001 - one line for the driver; the traceback in the log
         traceback.print_exc()
-        outcome = Outcome(FAILED, step=step(), error=_failure_line(tf, e, config))
+        outcome = Outcome(FAILED, step=step(), error=_failure_line(tf, e, config), phase=phase.name)
     print(f"[tfod-finetune] {outcome.status}: {outcome.error or outcome.detail}", flush=True)
     outcome.write(spec.outcome)
     return {OK: 0, STOPPED: errors.EXIT_INTERRUPTED}.get(outcome.status, errors.EXIT_TRAINING)
