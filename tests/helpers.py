@@ -126,3 +126,60 @@ def split_records(source: str, out_prefix: str, shards: int) -> str:
         for writer in writers:
             writer.close()
     return f"{out_prefix}-?????-of-{shards:05d}"
+
+
+def zoo_config_copy(shared_fixtures: str, name: str, out_dir) -> str:
+    """A TF2 zoo config as shipped, its keypoint label map path pointed at the real COCO one.
+
+    The same text for every test, so their stand-in signatures share one cache entry.
+    """
+    keypoints = os.path.join(shared_fixtures, "label_maps", "mscoco_with_keypoints_label_map.pbtxt")
+    with open(os.path.join(shared_fixtures, "zoo_tf2", name), encoding="utf-8") as f:
+        text = f.read()
+    target = os.path.join(str(out_dir), name)
+    with open(target, "w", encoding="utf-8") as f:
+        f.write(
+            text.replace(
+                'keypoint_label_map_path: "PATH_TO_BE_CONFIGURED"',
+                f'keypoint_label_map_path: "{keypoints}"',
+            )
+        )
+    return target
+
+
+def signature_cache() -> str:
+    """Where tests.standin_signatures caches zoo stand-in variable lists."""
+    cache = os.environ.get("TFOD_CACHE_DIR", os.path.expanduser("~/.cache/tfod-finetune"))
+    return os.path.join(cache, "standin-signatures")
+
+
+def standin_signatures(configs: list[str]) -> dict[str, str]:
+    """{config: its cached signature file}, building the missing ones in a child process."""
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+    from tests.standin_signatures import cache_path
+
+    result = subprocess.run(
+        [sys.executable, "-m", "tests.standin_signatures", signature_cache(), *configs],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=2400,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return {c: cache_path(signature_cache(), c) for c in configs}
+
+
+def standin_checkpoint(signature: str, directory: str) -> str:
+    """A zoo-layout checkpoint with the signature's model variables (zeros); its prefix."""
+    import json
+
+    with open(signature, encoding="utf-8") as f:
+        variables = {
+            n[: -len(_VALUE)]: s
+            for n, s in json.load(f)
+            if n.startswith("model/") and n.endswith(_VALUE)
+        }
+    return write_checkpoint(os.path.join(directory, "checkpoint"), variables)

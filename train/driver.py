@@ -488,7 +488,8 @@ def _prepare(plan: RunPlan, reporter: _Reporter) -> int:
     if prepared.rehearsal:
         rehearsal = reporter.rehearsal = prepared.rehearsal
         losses = ", ".join(
-            f"{name.split('/')[-1]} {value:.4g}" for name, value in rehearsal["losses"].items()
+            f"{name.removeprefix('Loss/')} {value:.4g}"
+            for name, value in rehearsal["losses"].items()
         )
         _emit(
             f"rehearsal: the model builds, a batch of {rehearsal['batch']} image(s) went through "

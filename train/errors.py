@@ -45,7 +45,10 @@ def one_line(error: BaseException, limit: int = 300) -> str:
     TF errors often run to pages (e.g. "Found 260 Python objects ... [<tf.Variable ...
     numpy=array(...)"); reports and logs want the gist on one line.
     """
-    lines = str(error).strip().splitlines()
+    lines = [line for line in str(error).strip().splitlines() if line.strip()]
+    if len(lines) > 1 and lines[0].startswith("Exception encountered when calling layer"):
+        # Keras wraps a layer's error: its own message is the next line.
+        lines = [f"{lines[1].strip()} (in {lines[0].split('calling ', 1)[1].rstrip('.')})"]
     first = clip(lines[0]) if lines else ""
     if len(first) > limit:
         first = first[:limit] + " ..."

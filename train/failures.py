@@ -51,6 +51,13 @@ _KNOWN = (
         "set reduce_boxes_in_lowest_layer: false in ssd_anchor_generator",
     ),
     (
+        "image size must be >=",
+        "MODEL.image_size",
+        "image_resizer",
+        "the images are smaller than the feature extractor accepts",
+        "raise the image_resizer's height and width to the size the message names",
+    ),
+    (
         "Feature list 'image/encoded' is required",
         "INPUT_DATA.record_kind",
         "input_type",

@@ -37,6 +37,7 @@ CHECKS: tuple[Check, ...] = (
     checks_config.check_batch,
     checks_model.check_duplicate_fields,
     checks_model.check_ssd_anchors,
+    checks_model.check_ssd_image_size,
     checks_model.check_faster_rcnn,
     checks_model.check_post_processing,
     checks_model.check_losses_and_resizer,

@@ -119,6 +119,39 @@ def check_ssd_anchors(ctx):
             )
 
 
+# The smallest input each SSD extractor accepts (its `shape_utils.check_min_image_dim`).
+_SSD_MIN_IMAGE = {"ssd_efficientnet-": 129, "ssd_resnet": 129, "ssd_mobilenet": 33}
+
+
+def check_ssd_image_size(ctx):
+    """MODEL.image_size: a fixed_shape_resizer smaller than the SSD extractor accepts."""
+    if fields.meta_arch(ctx.config) != "ssd":
+        return
+    ssd = ctx.config.model.ssd
+    minimum = next(
+        (
+            size
+            for prefix, size in _SSD_MIN_IMAGE.items()
+            if ssd.feature_extractor.type.startswith(prefix)
+        ),
+        None,
+    )
+    resizer = ssd.image_resizer
+    if minimum is None or resizer.WhichOneof("image_resizer_oneof") != "fixed_shape_resizer":
+        return
+    fixed = resizer.fixed_shape_resizer
+    if min(fixed.height, fixed.width) < minimum:
+        yield ctx.finding_at(
+            "fixed_shape_resizer",
+            "MODEL.image_size",
+            ERROR,
+            f"fixed_shape_resizer {fixed.height}x{fixed.width} is smaller than the "
+            f"{ssd.feature_extractor.type} extractor accepts ({minimum}x{minimum}); the model "
+            f'fails on its first image ("image size must be >= {minimum}")',
+            f"set height and width to at least {minimum}",
+        )
+
+
 def _levels(ssd) -> tuple[int, int]:
     extractor = ssd.feature_extractor
     pyramid = extractor.bifpn if "bifpn" in extractor.type else extractor.fpn

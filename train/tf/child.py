@@ -179,9 +179,9 @@ def _iteration_end_hook(model_lib_v2, callback):
 class Phase:
     """What train_loop is doing, for the Outcome of a failure (see train.failures).
 
-    "model" while the OD API builds the model, "restore" during the fine-tune restore,
-    "first_step" until the first training iteration has returned (the input pipeline's
-    first batch and the losses run there), then "train".
+    "model" while the OD API builds the model, "input" while it builds the input pipeline,
+    "restore" during the fine-tune restore, "first_step" until the first training iteration
+    has returned (the first batch is decoded and the losses computed there), then "train".
     """
 
     def __init__(self):
@@ -192,22 +192,35 @@ class Phase:
 
 
 @contextlib.contextmanager
-def _tracking_model_build(model_lib_v2, phase: Phase):
-    """Sets `phase` around train_loop's model build (its MODEL_BUILD_UTIL_MAP entry)."""
+def _tracking_phases(model_lib_v2, phase: Phase):
+    """Sets `phase` around train_loop's model build and its input pipeline's construction.
+
+    The build is its MODEL_BUILD_UTIL_MAP entry; the pipeline is built by `inputs.train_input`
+    (the decoder and augmentation builders run there; decoding itself runs in the first step).
+    """
     builders = model_lib_v2.MODEL_BUILD_UTIL_MAP
-    original = builders["detection_model_fn_base"]
+    original_build = builders["detection_model_fn_base"]
+    original_input = model_lib_v2.inputs.train_input
 
     def build(*args, **kwargs):
         phase.name = "model"
-        model = original(*args, **kwargs)
+        model = original_build(*args, **kwargs)
         phase.name = "first_step"
         return model
 
+    def train_input(*args, **kwargs):
+        before, phase.name = phase.name, "input"
+        dataset = original_input(*args, **kwargs)
+        phase.name = before
+        return dataset
+
     builders["detection_model_fn_base"] = build
+    model_lib_v2.inputs.train_input = train_input
     try:
         yield
     finally:
-        builders["detection_model_fn_base"] = original
+        builders["detection_model_fn_base"] = original_build
+        model_lib_v2.inputs.train_input = original_input
 
 
 def _signalled_anywhere(tf, strategy):
@@ -393,7 +406,7 @@ def main(argv: list[str]) -> int:
         with (
             _recording_checkpoint_managers(tf, managers, guard),
             _measured_fine_tune_restore(model_lib_v2, spec.restore_report, num_classes, phase),
-            _tracking_model_build(model_lib_v2, phase),
+            _tracking_phases(model_lib_v2, phase),
             _iteration_end_hook(model_lib_v2, iteration_end),
             offline_build.no_downloads(bool(config.train_config.fine_tune_checkpoint)),
             strategy.scope(),

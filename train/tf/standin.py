@@ -43,7 +43,7 @@ def build_standin(
     import tensorflow as tf
 
     from train.pipeline import configfile, fields
-    from train.tf import restore
+    from train.tf import offline_build, restore
 
     source = configfile.load(config_path)
     config = source.proto
@@ -52,7 +52,8 @@ def build_standin(
     if image_size:
         _set_image_size(config, image_size)
     tf.random.set_seed(seed)
-    model = restore.build_model(config, is_training=False, seed=seed)
+    with offline_build.no_downloads(skip_imagenet=True):  # its weights are random anyway
+        model = restore.build_model(config, is_training=False, seed=seed)
     generator = tf.random.Generator.from_seed(seed)
     for variable in model.variables:
         if variable.dtype.is_floating:
