@@ -550,9 +550,9 @@ def _train(plan: RunPlan, reporter: _Reporter) -> int:
 
     def explain(outcome: Outcome) -> str | None:
         """A failure before the first step as the rehearsal's finding, not a traceback tail."""
-        if outcome.phase not in ("model", "first_step") or (outcome.error or "").startswith(
-            "bad training record"
-        ):
+        if outcome.phase not in ("model", "input", "first_step") or (
+            outcome.error or ""
+        ).startswith("bad training record"):
             return None
         finding = explain_failure(plan, outcome, launch.log_path)
         reporter.extra.append(finding)

@@ -49,6 +49,14 @@ def one_line(error: BaseException, limit: int = 300) -> str:
     if len(lines) > 1 and lines[0].startswith("Exception encountered when calling layer"):
         # Keras wraps a layer's error: its own message is the next line.
         lines = [f"{lines[1].strip()} (in {lines[0].split('calling ', 1)[1].rstrip('.')})"]
+    elif len(lines) > 1 and lines[0].strip() == "in user code:":
+        # A tf.function / tf.data map: the traceback of the user code, the error last.
+        last = clip(lines[-1].strip())[:limit]
+        return (
+            last
+            if re.match(r"^\w+(Error|Exception): ", last)
+            else f"{type(error).__name__}: {last}"
+        )
     first = clip(lines[0]) if lines else ""
     if len(first) > limit:
         first = first[:limit] + " ..."

@@ -69,7 +69,8 @@ _KNOWN = (
         "ENV.imagenet_weights",
         "feature_extractor",
         "the model build wanted to download pretrained weights",
-        "pass --checkpoint, or put the file named above into Keras's cache on the nodes",
+        "pass --checkpoint (it replaces those weights), or copy the file named above into "
+        "Keras's cache on the training nodes",
     ),
     (
         "URL fetch failure",
@@ -97,9 +98,10 @@ _PHASES = {
     "input": (
         "INPUT.pipeline",
         "train_input_reader",
-        "the OD API's training input pipeline could not produce a batch from the records",
-        "check train_input_reader and the records it reads (python -m train.finetune "
-        "--preflight_only scans them)",
+        "the OD API's training input pipeline (reader, decoder, data augmentations) could not "
+        "produce a batch",
+        "check train_input_reader, data_augmentation_options and the records (--preflight_only "
+        "scans them)",
     ),
     "loss": (
         "MODEL.loss",
@@ -160,6 +162,23 @@ def diagnose(phase: str, error: str, config) -> Diagnosis:
             "loss",
         )
     code, field, meaning, fix = _PHASES.get(phase, _PHASES["first_step"])
-    if phase == "model" and fields.meta_arch(config) is None:
+    named = named_fields(error, config)
+    if named:  # the OD API's message names the config field: point at it
+        field = named[0]
+    elif phase == "model" and fields.meta_arch(config) is None:
         field = None
     return Diagnosis(code, f"{meaning} (the OD API: {error})", fix, field)
+
+
+def named_fields(error: str, config) -> list[str]:
+    """Config field names (snake_case words) the error message mentions that the config sets."""
+    import re
+
+    from google.protobuf import text_format
+
+    text = text_format.MessageToString(config)
+    return [
+        word
+        for word in dict.fromkeys(re.findall(r"\b[a-z][a-z0-9]*(?:_[a-z0-9]+)+\b", error))
+        if re.search(r"(^|\s)" + word + r"\s*[:{]", text, re.M)
+    ]

@@ -36,6 +36,7 @@ CHECKS: tuple[Check, ...] = (
     checks_config.check_learning_rate,
     checks_config.check_batch,
     checks_model.check_duplicate_fields,
+    checks_model.check_required_parts,
     checks_model.check_ssd_anchors,
     checks_model.check_ssd_image_size,
     checks_model.check_faster_rcnn,

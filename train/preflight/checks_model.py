@@ -152,6 +152,46 @@ def check_ssd_image_size(ctx):
         )
 
 
+# (meta-architecture, field, its oneof): the builders raise "Empty anchor generator.",
+# "Empty box coder.", "Empty matcher.", "Unknown box predictor" ... when one is not chosen.
+_REQUIRED = (
+    ("ssd", "image_resizer", "image_resizer_oneof"),
+    ("ssd", "anchor_generator", "anchor_generator_oneof"),
+    ("ssd", "box_coder", "box_coder_oneof"),
+    ("ssd", "matcher", "matcher_oneof"),
+    ("ssd", "similarity_calculator", "region_similarity"),
+    ("ssd", "box_predictor", "box_predictor_oneof"),
+    ("faster_rcnn", "image_resizer", "image_resizer_oneof"),
+    ("faster_rcnn", "first_stage_anchor_generator", "anchor_generator_oneof"),
+    ("faster_rcnn", "second_stage_box_predictor", "box_predictor_oneof"),
+    ("center_net", "image_resizer", "image_resizer_oneof"),
+)
+
+
+def check_required_parts(ctx):
+    """MODEL.missing / MODEL.tf1_only: a part the builders need is not chosen, or is TF1 only."""
+    arch = fields.meta_arch(ctx.config)
+    message = fields.model_message(ctx.config)
+    for meta, field, oneof in _REQUIRED:
+        if arch == meta and getattr(message, field).WhichOneof(oneof) is None:
+            yield ctx.finding_at(
+                field if ctx.line(field) is not None else arch,
+                "MODEL.missing",
+                ERROR,
+                f"model.{arch}.{field} chooses no kind; the model fails to build (the OD API's "
+                f"builder raises for an empty {field})",
+                f"set {field} as the zoo config of this architecture does",
+            )
+    if arch == "ssd" and message.matcher.WhichOneof("matcher_oneof") == "bipartite_matcher":
+        yield ctx.finding_at(
+            "bipartite_matcher",
+            "MODEL.tf1_only",
+            ERROR,
+            'bipartite_matcher is TF1 only ("bipartite_matcher is not supported in TF 2.X")',
+            "use argmax_matcher (as every TF2 zoo SSD config does)",
+        )
+
+
 def _levels(ssd) -> tuple[int, int]:
     extractor = ssd.feature_extractor
     pyramid = extractor.bifpn if "bifpn" in extractor.type else extractor.fpn

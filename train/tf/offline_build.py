@@ -71,6 +71,7 @@ def no_downloads(skip_imagenet: bool):
 
 def _refused(fname, origin, folder) -> DownloadRefused:
     return DownloadRefused(
-        f"the model build would download {fname} from {origin}; runs never reach the "
-        f"internet: copy the file into {folder} (Keras's cache), or pass a fine-tune checkpoint"
+        f"the model build would download {fname}, which is not in Keras's cache {folder}; runs "
+        f"never reach the internet: copy it there, or pass a fine-tune checkpoint (the build "
+        f"would fetch it from {origin})"
     )
