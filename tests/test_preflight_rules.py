@@ -179,6 +179,18 @@ def test_keypoints_without_a_keypoint_task(good_config, tmp_path):
     assert fixed.train_input_reader.num_keypoints == 0
 
 
+def test_masks_loaded_for_a_model_without_a_mask_head(good_config, tmp_path):
+    def masks(config):
+        config.train_input_reader.load_instance_masks = True
+
+    report = preflight(_variant(good_config, tmp_path / "mk.config", masks), tmp_path / "m")
+    finding = _finding(report, "MODEL.masks_unused")
+    assert [(e.path, e.value) for e in finding.edits] == [
+        ("train_input_reader.load_instance_masks", None)
+    ]
+    assert "INPUT_DATA.masks" not in _codes(report)  # the fix removes what the records lack
+
+
 def test_keypoint_task_against_the_records(tmp_path, demo_assets, rich_records):
     task = 'keypoint_estimation_task { task_name: "kp" keypoint_class_name: "square" }'
     keypoint_map = rich_records["label_map"]  # lists keypoints 0..2 for each class

@@ -175,7 +175,7 @@ def check_input_records(ctx):
         out_of_range: set[int] = set()
         no_image, not_image, pixels, inverted, edge = (_Tally() for _ in range(5))
         scanned = 0
-        needs = _ReaderNeeds.of(reader)
+        needs = _ReaderNeeds.of(reader, ctx.config)
         mismatches: dict[str, _Tally] = {}
         for path, index, example, payload in _scan(paths, _SAMPLE):
             where = f"{path} record {index}"
@@ -299,14 +299,22 @@ class _ReaderNeeds:
     context: bool
 
     @classmethod
-    def of(cls, reader) -> _ReaderNeeds:  # noqa: D102
+    def of(cls, reader, config) -> _ReaderNeeds:
+        """What `reader` loads, less what MODEL.keypoints / MODEL.masks_unused remove.
+
+        Keypoints or masks the model has no task for are a config finding whose fix removes
+        them from the readers; the records are then not asked for them.
+        """
+        from train.preflight import checks_model
+
         masks = None
-        if reader.load_instance_masks:
+        if reader.load_instance_masks and checks_model.predicts_masks(config):
             masks = "png" if reader.mask_type == _PNG_MASKS else "numerical"
+        keypoints = reader.num_keypoints if checks_model.keypoint_tasks(config) else 0
         return cls(
             reader.input_type == _SEQUENCE_EXAMPLE,
             masks,
-            reader.num_keypoints,
+            keypoints,
             reader.load_context_features,
         )
 

@@ -365,7 +365,8 @@ def check_losses_and_resizer(ctx):
         )
 
 
-def _model_keypoint_tasks(config):
+def keypoint_tasks(config) -> list:
+    """The model's CenterNet keypoint tasks (none for other meta-architectures)."""
     return (
         list(config.model.center_net.keypoint_estimation_task)
         if fields.meta_arch(config) == "center_net"
@@ -373,7 +374,7 @@ def _model_keypoint_tasks(config):
     )
 
 
-def _predicts_masks(config) -> str | None:
+def predicts_masks(config) -> str | None:
     """The field that makes the model predict instance masks, or None."""
     arch = fields.meta_arch(config)
     if arch == "faster_rcnn":
@@ -390,7 +391,7 @@ def _predicts_masks(config) -> str | None:
 def check_keypoints_and_masks(ctx):
     """MODEL.keypoints / MODEL.masks: what the model's tasks need from the input readers."""
     config = ctx.config
-    tasks = _model_keypoint_tasks(config)
+    tasks = keypoint_tasks(config)
     reader = config.train_input_reader
     if reader.num_keypoints and not tasks:
         yield ctx.finding_at(
@@ -410,7 +411,22 @@ def check_keypoints_and_masks(ctx):
         )
     if tasks:
         yield from _keypoint_task_problems(ctx, tasks, reader)
-    masks = _predicts_masks(config)
+    masks = predicts_masks(config)
+    loading = [path for path, r in fields.input_readers(config) if r.load_instance_masks]
+    if loading and not masks:
+        yield ctx.finding_at(
+            "load_instance_masks",
+            "MODEL.masks_unused",
+            ERROR,
+            f"{', '.join(loading)} load instance masks (load_instance_masks: true) but the model "
+            f"({fields.meta_arch(config)}) predicts none: every record must then hold a mask per "
+            "box, for nothing",
+            "remove load_instance_masks from the input readers",
+            edits=tuple(
+                Edit(f"{path}.load_instance_masks", None, "the model predicts no masks")
+                for path in loading
+            ),
+        )
     if masks and masks != "deepmac_mask_estimation" and not reader.load_instance_masks:
         yield ctx.finding_at(
             masks,
