@@ -120,6 +120,10 @@ def test_faster_rcnn_second_stage_batch_over_the_proposals(tmp_path, rich_record
     assert [(e.path, e.value) for e in finding.edits] == [
         ("model.faster_rcnn.second_stage_batch_size", 50)
     ]
+    # The minimal config chooses no first-stage anchor generator: the builder raises for that.
+    assert (
+        "first_stage_anchor_generator chooses no kind" in _finding(report, "MODEL.missing").message
+    )
     fine = _faster_rcnn(
         tmp_path, rich_records, "first_stage_max_proposals: 50 second_stage_batch_size: 50"
     )

@@ -78,12 +78,15 @@ def _restart_now(job_id: str) -> None:
         time.sleep(1)
 
 
-def _submit(tmp_path, script: str, sbatch_args: list[str], driver_args: list[str]) -> str:
+def _submit(
+    tmp_path, script: str, sbatch_args: list[str], driver_args: list[str], **env_extra
+) -> str:
     env = {
         **os.environ,
         "TFOD_ROOT": ROOT,
         "TFOD_PYTHON": sys.executable,
         "TF_CPP_MIN_LOG_LEVEL": "2",
+        **env_extra,
     }
     result = subprocess.run(
         [
@@ -173,9 +176,10 @@ def test_single_node_job_requeued_from_outside_saves_and_resumes(slurm, demo_ass
         "--log_every_s=1",
         config=config,
     )
-    job = _submit(tmp_path, "single_node.sbatch", ["--cpus-per-task=2"], args)
+    job = _submit(tmp_path, "single_node.sbatch", ["--cpus-per-task=2"], args, TFOD_REHEARSE="1")
     output = tmp_path / f"slurm-tfod-finetune-{job}.out"
     _wait_for_text(output, r"^step ([4-9]|\d\d)/", 600)
+    assert "rehearsal passed" in output.read_text()  # TFOD_REHEARSE: before the srun step
     subprocess.run(["scontrol", "requeue", job], check=True)  # what preemption does: TERM
     text = _wait_for_text(output, r"stopped by SIGTERM", 120)
     at = int(re.search(r"stopped by SIGTERM: saved \S+ at step (\d+)", text).group(1))
@@ -186,4 +190,26 @@ def test_single_node_job_requeued_from_outside_saves_and_resumes(slurm, demo_ass
     text = output.read_text()
     assert finished["JobState"] == "COMPLETED", text[-3000:]
     assert f"training: {steps - at} steps from step {at}" in text
+    assert text.count("rehearsal passed") == 1  # the requeued run goes straight to training
     assert _final_step(model_dir) == steps
+
+
+def test_a_failed_rehearsal_starts_no_step(slurm, demo_assets, tmp_path):
+    text = open(DEMO_CONFIG, encoding="utf-8").read()
+    config = tmp_path / "bad.config"
+    config.write_text(  # a builder error no preflight rule mirrors
+        text.replace(
+            "data_augmentation_options {",
+            "data_augmentation_options {\n    random_crop_pad_image {\n      "
+            "min_padded_size_ratio: 1.0\n    }\n  }\n  data_augmentation_options {",
+            1,
+        )
+    )
+    args = demo_driver_args(demo_assets, tmp_path / "m", "--num_train_steps=5", config=str(config))
+    job = _submit(tmp_path, "single_node.sbatch", ["--cpus-per-task=2"], args, TFOD_REHEARSE="1")
+    finished = _wait(job, ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT"), 300)
+    output = (tmp_path / f"slurm-tfod-finetune-{job}.out").read_text()
+    assert finished["JobState"] == "FAILED" and finished["ExitCode"] == "3:0", output[-2000:]
+    assert "error: INPUT.pipeline:" in output and "min_padded_size_ratio" in output
+    assert "rehearsal failed (status 3): no step started" in output
+    assert "training:" not in output and "step ended" not in output

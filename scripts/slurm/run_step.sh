@@ -9,8 +9,11 @@
 #   requeued run (same command, same model_dir) resumes from that step.
 # - TERM (scancel, `scontrol requeue`, preemption): forwarded; the tasks save before Slurm's
 #   KillWait runs out. Slurm requeues a preempted job itself.
+# - TFOD_REHEARSE=1: before the first run's srun step, rehearse on the batch host's CPU
+#   (train.finetune --rehearse: the model, the restore, one batch, the losses); when it
+#   fails, no srun step starts and the job ends with its exit status (3) and finding.
 # Environment: TFOD_PYTHON (default: python), TFOD_ROOT (the project; default: the
-# submission folder).
+# submission folder), TFOD_REHEARSE.
 set -uo pipefail
 
 srun_args=()
@@ -41,6 +44,16 @@ root=${TFOD_ROOT:-${SLURM_SUBMIT_DIR:-$PWD}}
 cd "$root" || exit 2
 say() { echo "[tfod-finetune job ${SLURM_JOB_ID:-?}] $*"; }
 say "run ${SLURM_RESTART_COUNT:-0} on $(hostname -s): srun ${srun_args[*]} $python -m train.finetune $*"
+
+if [ "${TFOD_REHEARSE:-0}" = "1" ] && [ "${SLURM_RESTART_COUNT:-0}" -eq 0 ]; then
+  say "rehearsing on $(hostname -s) before the step: $python -m train.finetune $* --rehearse"
+  "$python" -m train.finetune "$@" --rehearse
+  rehearsal=$?
+  if [ "$rehearsal" -ne 0 ]; then
+    say "rehearsal failed (status $rehearsal): no step started"
+    exit "$rehearsal"
+  fi
+fi
 
 requeue=0
 step=""
