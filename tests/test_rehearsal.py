@@ -40,6 +40,7 @@ def _assert_rehearsed(result, report_path) -> dict:
     return rehearsal
 
 
+@pytest.mark.stack
 def test_rehearsal_of_the_demo_trains_nothing(demo_assets, tmp_path):
     model_dir = tmp_path / "m"
     report_path = tmp_path / "report.json"
@@ -52,6 +53,32 @@ def test_rehearsal_of_the_demo_trains_nothing(demo_assets, tmp_path):
     assert _report(report_path)["restore"]["dry_run"]["error"] is None
     assert not [n for n in os.listdir(model_dir) if n.startswith("ckpt-")]
     assert not os.path.exists(model_dir / "train")  # no training summaries: nothing trained
+
+
+def test_rehearsal_from_scratch(good_config, demo_assets, tmp_path):
+    """Without a fine-tune checkpoint: the build, the batch and the losses, no restore."""
+    config = configfile.load(str(good_config)).proto
+    config.train_config.ClearField("fine_tune_checkpoint")
+    scratch = tmp_path / "scratch.config"
+    scratch.write_text(configfile.to_text(config))
+    report_path = tmp_path / "report.json"
+    result = run_python(
+        [
+            "-m",
+            "train.finetune",
+            f"--pipeline_config={scratch}",
+            f"--model_dir={tmp_path / 'm'}",
+            f"--label_map={demo_assets['label_map']}",
+            f"--train_input_path={demo_assets['train']}",
+            f"--eval_input_path={demo_assets['eval']}",
+            "--rehearse",
+            f"--report_json={report_path}",
+        ]
+    )
+    rehearsal = _assert_rehearsed(result, report_path)
+    assert rehearsal["batch"] == 2
+    assert "restore (type" not in result.stderr and "restoring the checkpoint" not in result.stderr
+    assert "restore" not in _report(report_path)
 
 
 def _small(config_path: str, out, size: int) -> str:
@@ -165,6 +192,7 @@ def _prepare_failure(tmp_path, config_path, checkpoint=None, env=None):
     )
 
 
+@pytest.mark.stack
 def test_build_failures_are_named_never_blamed_on_the_checkpoint(
     good_config, demo_assets, tmp_path
 ):

@@ -425,7 +425,7 @@ def execute(plan: RunPlan) -> int:
 
 
 def _prepare(plan: RunPlan, reporter: _Reporter) -> int:
-    """The CPU restore dry run and/or the transplant (train/tf/prepare.py), as the duty says."""
+    """The CPU rehearsal / restore dry run and/or the transplant (train/tf/prepare.py)."""
     from train.checkpoint import components
     from train.launch import rundir, runner
 
@@ -434,7 +434,7 @@ def _prepare(plan: RunPlan, reporter: _Reporter) -> int:
         _emit("restore: no fine_tune_checkpoint: every variable starts from its initialiser")
         return errors.EXIT_OK
     if duty == "none":
-        _emit("restore: the dry run is done by worker 0")
+        _emit("rehearsal: done by worker 0 only")
         return errors.EXIT_OK
     if duty == "reuse":
         _emit(f"transplant: reusing {spec.transplant_to} (same checkpoint and config)")
