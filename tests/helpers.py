@@ -43,12 +43,14 @@ def write_checkpoint(
     variables: dict[str, list[int]],
     step: int | None = None,
     optimizer: str | None = None,
+    values: dict | None = None,
 ) -> str:
     """Writes a real object-based checkpoint whose variables have exactly these paths.
 
     With `step`, it looks like a model_dir training checkpoint (`step`, optimizer state and the
     `checkpoint` state file written by CheckpointManager); with `optimizer` ('momentum' or
-    'adam'), one real optimizer update creates its slot variables.
+    'adam'), one real optimizer update creates its slot variables. `values` gives some
+    variables (by path) their contents; the others are zeros.
     """
     import tensorflow as tf
 
@@ -63,7 +65,8 @@ def write_checkpoint(
                 child = tf.Module()
                 setattr(node, part, child)
             node = child
-        variable = tf.Variable(tf.zeros(shape), name=parts[-1])
+        value = (values or {}).get(path)
+        variable = tf.Variable(tf.zeros(shape) if value is None else value, name=parts[-1])
         setattr(node, parts[-1], variable)
         leaves.append(variable)
     objects = dict(roots)

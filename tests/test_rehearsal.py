@@ -81,6 +81,44 @@ def test_rehearsal_from_scratch(good_config, demo_assets, tmp_path):
     assert "restore" not in _report(report_path)
 
 
+def test_non_finite_losses_stop_the_rehearsal(demo_assets, tmp_path):
+    """A checkpoint from a diverged run: one NaN weight makes every loss NaN."""
+    import numpy as np
+    import tensorflow as tf
+
+    from tests.helpers import write_checkpoint
+
+    prefix = demo_assets["prefix"]
+    reader = tf.train.load_checkpoint(prefix)
+    suffix = "/.ATTRIBUTES/VARIABLE_VALUE"
+    values = {
+        name[: -len(suffix)]: reader.get_tensor(name)
+        for name, _ in tf.train.list_variables(prefix)
+        if name.startswith("model/") and name.endswith(suffix)
+    }
+    kernel = next(k for k, v in sorted(values.items()) if "_feature_extractor" in k and v.ndim == 4)
+    poisoned = values[kernel].copy()
+    poisoned.flat[0] = np.nan
+    values[kernel] = poisoned
+    diverged = write_checkpoint(
+        str(tmp_path / "diverged"), {k: list(v.shape) for k, v in values.items()}, values=values
+    )
+    report_path = tmp_path / "report.json"
+    result = run_python(
+        demo_driver_args(
+            demo_assets,
+            tmp_path / "m",
+            "--rehearse",
+            f"--report_json={report_path}",
+            checkpoint=diverged,
+        )
+    )
+    assert result.returncode == 3, result.stderr[-2000:]
+    assert "error: MODEL.loss_non_finite:" in result.stderr and "nan" in result.stderr
+    assert "NaN or Inf weights" in result.stderr
+    assert "MODEL.loss_non_finite" in [f["code"] for f in _report(report_path)["findings"]]
+
+
 def _small(config_path: str, out, size: int) -> str:
     from train.tf import standin
 

@@ -157,8 +157,8 @@ def diagnose(phase: str, error: str, config) -> Diagnosis:
         return Diagnosis(
             "MODEL.loss_non_finite",
             f"the losses of one batch are not finite before any training ({error})",
-            "check the boxes in the records (degenerate or pixel coordinates) and the loss "
-            "settings; --preflight_only scans the records",
+            "check the fine-tune checkpoint for NaN or Inf weights (a diverged run), the boxes "
+            "in the records (--preflight_only scans them) and the loss settings",
             "loss",
         )
     code, field, meaning, fix = _PHASES.get(phase, _PHASES["first_step"])
