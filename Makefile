@@ -18,7 +18,7 @@ demo: setup  ## generate data + stand-in zoo checkpoint, fine-tune 20 steps thro
 	$(PY) -m train.demo --out demo_out
 
 test: setup lint  ## the full suite on the primary stack (slow end-to-end tests included)
-	$(PY) -m pytest
+	$(PY) -m pytest --durations=15
 
 test-newest: setup-newest  ## the stack-sensitive tests (compat shims, end to end) on TF 2.21
 	$(NEWEST_VENV)/bin/python -m pytest -m stack

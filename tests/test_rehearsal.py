@@ -3,7 +3,8 @@ training input pipeline from the real records, finite losses; and what its failu
 
 Stand-ins of each zoo family are built from the real zoo configs (variables from the cached
 stand-in signatures, tests/standin_signatures.py) at a small input size; records are generated
-with the masks and keypoints the configs ask for.
+with the masks and keypoints the configs ask for. EfficientDet is rehearsed from scratch (no
+checkpoint); the demo's rehearsal and its restore coverage are in tests/test_restore.py.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 
 import pytest
 
@@ -40,85 +42,6 @@ def _assert_rehearsed(result, report_path) -> dict:
     return rehearsal
 
 
-@pytest.mark.stack
-def test_rehearsal_of_the_demo_trains_nothing(demo_assets, tmp_path):
-    model_dir = tmp_path / "m"
-    report_path = tmp_path / "report.json"
-    result = run_python(
-        demo_driver_args(demo_assets, model_dir, "--rehearse", f"--report_json={report_path}")
-    )
-    rehearsal = _assert_rehearsed(result, report_path)
-    assert rehearsal["batch"] == 2  # the demo's batch is 128: capped for a CPU
-    assert "restore (type detection): restored" in result.stderr
-    assert _report(report_path)["restore"]["dry_run"]["error"] is None
-    assert not [n for n in os.listdir(model_dir) if n.startswith("ckpt-")]
-    assert not os.path.exists(model_dir / "train")  # no training summaries: nothing trained
-
-
-def test_rehearsal_from_scratch(good_config, demo_assets, tmp_path):
-    """Without a fine-tune checkpoint: the build, the batch and the losses, no restore."""
-    config = configfile.load(str(good_config)).proto
-    config.train_config.ClearField("fine_tune_checkpoint")
-    scratch = tmp_path / "scratch.config"
-    scratch.write_text(configfile.to_text(config))
-    report_path = tmp_path / "report.json"
-    result = run_python(
-        [
-            "-m",
-            "train.finetune",
-            f"--pipeline_config={scratch}",
-            f"--model_dir={tmp_path / 'm'}",
-            f"--label_map={demo_assets['label_map']}",
-            f"--train_input_path={demo_assets['train']}",
-            f"--eval_input_path={demo_assets['eval']}",
-            "--rehearse",
-            f"--report_json={report_path}",
-        ]
-    )
-    rehearsal = _assert_rehearsed(result, report_path)
-    assert rehearsal["batch"] == 2
-    assert "restore (type" not in result.stderr and "restoring the checkpoint" not in result.stderr
-    assert "restore" not in _report(report_path)
-
-
-def test_non_finite_losses_stop_the_rehearsal(demo_assets, tmp_path):
-    """A checkpoint from a diverged run: one NaN weight makes every loss NaN."""
-    import numpy as np
-    import tensorflow as tf
-
-    from tests.helpers import write_checkpoint
-
-    prefix = demo_assets["prefix"]
-    reader = tf.train.load_checkpoint(prefix)
-    suffix = "/.ATTRIBUTES/VARIABLE_VALUE"
-    values = {
-        name[: -len(suffix)]: reader.get_tensor(name)
-        for name, _ in tf.train.list_variables(prefix)
-        if name.startswith("model/") and name.endswith(suffix)
-    }
-    kernel = next(k for k, v in sorted(values.items()) if "_feature_extractor" in k and v.ndim == 4)
-    poisoned = values[kernel].copy()
-    poisoned.flat[0] = np.nan
-    values[kernel] = poisoned
-    diverged = write_checkpoint(
-        str(tmp_path / "diverged"), {k: list(v.shape) for k, v in values.items()}, values=values
-    )
-    report_path = tmp_path / "report.json"
-    result = run_python(
-        demo_driver_args(
-            demo_assets,
-            tmp_path / "m",
-            "--rehearse",
-            f"--report_json={report_path}",
-            checkpoint=diverged,
-        )
-    )
-    assert result.returncode == 3, result.stderr[-2000:]
-    assert "error: MODEL.loss_non_finite:" in result.stderr and "nan" in result.stderr
-    assert "NaN or Inf weights" in result.stderr
-    assert "MODEL.loss_non_finite" in [f["code"] for f in _report(report_path)["findings"]]
-
-
 def _small(config_path: str, out, size: int) -> str:
     from train.tf import standin
 
@@ -140,7 +63,7 @@ def family_records(tmp_path_factory):
     }
 
 
-_FAMILIES = [
+_FAMILIES = [  # (zoo config, records, input size, a loss the task adds); EfficientDet from scratch
     ("ssd_efficientdet_d0_512x512_coco17_tpu-8.config", "plain", 256, None),
     ("faster_rcnn_resnet50_v1_640x640_coco17_tpu-8.config", "plain", 128, None),
     ("mask_rcnn_inception_resnet_v2_1024x1024_coco17_gpu-8.config", "masks", 128, "mask_loss"),
@@ -153,8 +76,15 @@ def test_rehearsal_of_zoo_standins(
     shared_fixtures, family_records, tmp_path, name, kind, size, loss
 ):
     config = zoo_config_copy(shared_fixtures, name, tmp_path)
-    signature = standin_signatures([config])[config]
-    prefix = standin_checkpoint(signature, str(tmp_path / "zoo"))
+    scratch = "efficientdet" in name  # a rehearsal without a fine-tune checkpoint
+    if scratch:
+        text = open(config, encoding="utf-8").read()
+        with open(config, "w", encoding="utf-8") as f:
+            f.write(re.sub(r"(?m)^\s*fine_tune_checkpoint:.*$", "", text))
+        checkpoint = []
+    else:
+        signature = standin_signatures([config])[config]
+        checkpoint = [f"--checkpoint={standin_checkpoint(signature, str(tmp_path / 'zoo'))}"]
     records = family_records[kind]
     report_path = tmp_path / "report.json"
     result = run_python(
@@ -163,7 +93,7 @@ def test_rehearsal_of_zoo_standins(
             "train.finetune",
             f"--pipeline_config={_small(config, tmp_path / 'small.config', size)}",
             f"--model_dir={tmp_path / 'm'}",
-            f"--checkpoint={prefix}",
+            *checkpoint,
             f"--label_map={records['label_map']}",
             f"--train_input_path={records['train']}",
             f"--eval_input_path={records['eval']}",
@@ -172,6 +102,7 @@ def test_rehearsal_of_zoo_standins(
         ]
     )
     rehearsal = _assert_rehearsed(result, report_path)
+    assert ("restore (type" in result.stderr) != scratch
     if loss:  # the task's own loss ran on the records' masks / keypoints
         assert [k for k in rehearsal["losses"] if loss in k], rehearsal["losses"]
 

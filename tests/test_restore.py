@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import glob
 import json
+import math
 import os
 
 import pytest
@@ -152,11 +153,20 @@ def _driver_argv(assets, model_dir, config=DEMO_CONFIG, checkpoint=None, *extra)
 
 
 @pytest.mark.slow
-def test_dry_run_reports_coverage_and_does_not_train(demo_assets, tmp_path):
+@pytest.mark.stack
+def test_rehearsal_of_the_demo_reports_coverage_and_does_not_train(demo_assets, tmp_path):
     model_dir = tmp_path / "m"
+    # --dry_run: the old name of --rehearse, kept as an alias.
     result = run_python(_driver_argv(demo_assets, model_dir, DEMO_CONFIG, None, "--dry_run"))
     assert result.returncode == 0, result.stderr[-3000:]
-    report = json.loads((model_dir / "report.json").read_text())["restore"]["dry_run"]
+    document = json.loads((model_dir / "report.json").read_text())
+    rehearsal = document["rehearsal"]
+    assert rehearsal["batch"] == 2  # the demo's batch is 128: capped for a CPU
+    assert all(math.isfinite(v) for v in rehearsal["losses"].values())
+    assert rehearsal["losses"]["Loss/total_loss"] > 0
+    assert "rehearsal passed (--rehearse: not training)" in result.stderr
+    assert not os.path.exists(model_dir / "train")  # no training summaries: nothing trained
+    report = document["restore"]["dry_run"]
     tallies = {c["name"]: c for c in report["components"]}
     # Type "detection" on SSD restores the feature extractor whole, and nothing else.
     assert tallies["backbone"]["restored"] == tallies["backbone"]["variables"] > 200

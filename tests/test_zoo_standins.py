@@ -68,10 +68,13 @@ def zoo(shared_fixtures, tmp_path_factory):
 
     with tf.io.TFRecordWriter(records) as writer:
         for i in range(4):
-            image, boxes, labels = synthetic.make_image(rng, 64)
-            writer.write(
-                synthetic.to_example(image, boxes, labels, f"{i}.jpg", names).SerializeToString()
+            # PNG masks and COCO's 17 keypoints: what the mask and keypoint configs load.
+            masks = []
+            image, boxes, labels = synthetic.make_image(rng, 64, masks)
+            example = synthetic.to_example(
+                image, boxes, labels, f"{i}.jpg", names, masks=masks, keypoints=17
             )
+            writer.write(example.SerializeToString())
     return {c: cache_path(cache, c) for c in ready}, str(three), records, work
 
 
