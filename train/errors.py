@@ -45,19 +45,16 @@ def one_line(error: BaseException, limit: int = 300) -> str:
     TF errors often run to pages (e.g. "Found 260 Python objects ... [<tf.Variable ...
     numpy=array(...)"); reports and logs want the gist on one line.
     """
+    name = type(error).__name__
     lines = [line for line in str(error).strip().splitlines() if line.strip()]
     if len(lines) > 1 and lines[0].startswith("Exception encountered when calling layer"):
         # Keras wraps a layer's error: its own message is the next line.
         lines = [f"{lines[1].strip()} (in {lines[0].split('calling ', 1)[1].rstrip('.')})"]
     elif len(lines) > 1 and lines[0].strip() == "in user code:":
         # A tf.function / tf.data map: the traceback of the user code, the error last.
-        last = clip(lines[-1].strip())[:limit]
-        return (
-            last
-            if re.match(r"^\w+(Error|Exception): ", last)
-            else f"{type(error).__name__}: {last}"
-        )
+        raised = re.match(r"^(\w+(?:Error|Exception)): (.*)$", lines[-1].strip())
+        name, lines = (raised[1], [raised[2]]) if raised else (name, [lines[-1].strip()])
     first = clip(lines[0]) if lines else ""
     if len(first) > limit:
         first = first[:limit] + " ..."
-    return f"{type(error).__name__}: {first}"
+    return f"{name}: {first}"

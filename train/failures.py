@@ -174,11 +174,11 @@ def named_fields(error: str, config) -> list[str]:
     """Config field names (snake_case words) the error message mentions that the config sets."""
     import re
 
-    from google.protobuf import text_format
+    from train.pipeline import configfile
 
-    text = text_format.MessageToString(config)
+    text = configfile.to_text(config)
     return [
         word
         for word in dict.fromkeys(re.findall(r"\b[a-z][a-z0-9]*(?:_[a-z0-9]+)+\b", error))
-        if re.search(r"(^|\s)" + word + r"\s*[:{]", text, re.M)
+        if configfile.find_line(text, word) is not None
     ]

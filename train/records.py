@@ -58,7 +58,8 @@ def masked_crc32c(data: bytes) -> int:
 
 # JPEG, PNG, BMP: what the OD API's decoder (tf-slim: decode_jpeg, else decode_image) turns
 # into an RGB image; a GIF decodes to a stack of frames, anything else fails.
-IMAGE_SIGNATURES = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"BM")
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+IMAGE_SIGNATURES = (b"\xff\xd8\xff", PNG_SIGNATURE, b"BM")
 
 
 def image_problem(example) -> tuple[str, bytes] | None:

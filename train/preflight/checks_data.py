@@ -140,10 +140,12 @@ class _Tally:
 
     count: int = 0
     first: str = ""
+    detail: str = ""  # what is wrong with the first one, when the finding says it apart
 
-    def add(self, where: str) -> None:
+    def add(self, where: str, detail: str = "") -> None:
+        if not self.count:
+            self.first, self.detail = where, detail
         self.count += 1
-        self.first = self.first or where
 
 
 def _box_problems(example) -> tuple[bool, bool, bool]:
@@ -193,7 +195,7 @@ def check_input_records(ctx):
             scanned += 1
             problems = needs.problems(example, payload)
             for kind, detail in problems:
-                mismatches.setdefault(kind, _Tally()).add(f"{where}: {detail}")
+                mismatches.setdefault(kind, _Tally()).add(where, detail)
             if any(kind == "record_kind" for kind, _ in problems):
                 continue  # a SequenceExample: its image is in its feature lists
             image = records.image_problem(example)
@@ -279,9 +281,7 @@ def check_input_records(ctx):
             )
 
 
-_SEQUENCE_EXAMPLE = 2  # input_reader.proto InputType.TF_SEQUENCE_EXAMPLE
-_PNG_MASKS = 2  # InstanceMaskType.PNG_MASKS (NUMERICAL_MASKS is the default)
-_PNG = b"\x89PNG\r\n\x1a\n"
+_FEATURE_LISTS = 2  # tf.train.SequenceExample's field number of feature_lists
 
 
 @dataclasses.dataclass(frozen=True)
@@ -309,10 +309,11 @@ class _ReaderNeeds:
 
         masks = None
         if reader.load_instance_masks and checks_model.predicts_masks(config):
-            masks = "png" if reader.mask_type == _PNG_MASKS else "numerical"
+            png = fields.display(reader, "mask_type") == "PNG_MASKS"
+            masks = "png" if png else "numerical"
         keypoints = reader.num_keypoints if checks_model.keypoint_tasks(config) else 0
         return cls(
-            reader.input_type == _SEQUENCE_EXAMPLE,
+            fields.display(reader, "input_type") == "TF_SEQUENCE_EXAMPLE",
             masks,
             keypoints,
             reader.load_context_features,
@@ -320,7 +321,7 @@ class _ReaderNeeds:
 
     def problems(self, example, payload: bytes) -> list[tuple[str, str]]:
         """[(kind, detail)] of what this record lacks for this reader."""
-        is_sequence = _SEQUENCE_EXAMPLE in records.top_level_fields(payload)
+        is_sequence = _FEATURE_LISTS in records.top_level_fields(payload)
         if self.sequence != is_sequence:
             kind = "tf.train.SequenceExample" if is_sequence else "tf.train.Example"
             return [("record_kind", f"a {kind}")]
@@ -359,7 +360,7 @@ class _ReaderNeeds:
                 return [("mask_type", "numerical masks (a float list)")]
             if len(values) != boxes:
                 return [("masks", f"{boxes} boxes and {len(values)} PNG masks")]
-            if not all(v.startswith(_PNG) for v in values):
+            if not all(v.startswith(records.PNG_SIGNATURE) for v in values):
                 return [("masks", "an image/object/mask that is not a PNG")]
             return []
         if kind == "bytes_list":
@@ -380,11 +381,12 @@ class _ReaderNeeds:
         """One finding per kind of mismatch, naming the first record and the config field."""
         for kind, tally in mismatches.items():
             counted = f"{tally.count} of {scanned} scanned records"
+            first = f"{tally.first}: {tally.detail}"
             if kind == "record_kind":
                 if self.sequence:
                     message = (
                         f"{reader_path} has input_type: TF_SEQUENCE_EXAMPLE but {counted} are "
-                        f"plain tf.train.Example (first: {tally.first}); the input pipeline fails "
+                        f"plain tf.train.Example (first: {first}); the input pipeline fails "
                         "(\"Feature list 'image/encoded' is required\")"
                     )
                     fix = f"remove input_type from {reader_path} (TF_EXAMPLE is the default)"
@@ -392,7 +394,7 @@ class _ReaderNeeds:
                 else:
                     message = (
                         f"{reader_path} reads tf.train.Example (input_type TF_EXAMPLE) but "
-                        f"{counted} are tf.train.SequenceExample (first: {tally.first})"
+                        f"{counted} are tf.train.SequenceExample (first: {first})"
                     )
                     fix = f"set input_type: TF_SEQUENCE_EXAMPLE in {reader_path}"
                     edits = ()
@@ -401,14 +403,14 @@ class _ReaderNeeds:
                 other = "NUMERICAL_MASKS" if self.masks == "png" else "PNG_MASKS"
                 message = (
                     f"{reader_path} has mask_type {configured} but {counted} hold "
-                    f"{tally.first.split(': ', 1)[-1]} (first: {tally.first.split(': ', 1)[0]})"
+                    f"{tally.detail} (first: {tally.first})"
                 )
                 fix = f"set mask_type: {other} in {reader_path}"
                 edits = ()
             elif kind == "masks":
                 message = (
                     f"{reader_path} loads instance masks (load_instance_masks: true) but {counted} "
-                    f"have no mask per box (first: {tally.first}); the input pipeline fails "
+                    f"have no mask per box (first: {first}); the input pipeline fails "
                     '("indices[0] = 0 is not in [0, 0)")'
                 )
                 fix = (
@@ -419,7 +421,7 @@ class _ReaderNeeds:
             elif kind == "keypoints":
                 message = (
                     f"{reader_path} has num_keypoints: {self.keypoints} but {counted} do not hold "
-                    f"that many keypoints per box (first: {tally.first}); the input pipeline "
+                    f"that many keypoints per box (first: {first}); the input pipeline "
                     'fails ("indices[0] = 0 is not in [0, 0)")'
                 )
                 fix = (
@@ -431,7 +433,7 @@ class _ReaderNeeds:
             else:
                 message = (
                     f"{reader_path} has load_context_features: true but {counted} have "
-                    f"{tally.first.split(': ', 1)[-1]} (first: {tally.first.split(': ', 1)[0]})"
+                    f"{tally.detail} (first: {tally.first})"
                 )
                 fix = (
                     "write the context features into the records, or set "

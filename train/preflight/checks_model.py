@@ -18,17 +18,24 @@ from train.preflight.findings import ERROR, Edit
 _SSD_FIXED_LAYERS = {"ssd_mobilenet_v1_keras": 6, "ssd_mobilenet_v2_keras": 6}
 
 
+def _pyramid(extractor) -> tuple[str, int, int] | None:
+    """("FPN" | "BiFPN", min level, max level) of an SSD extractor's feature pyramid, if any."""
+    if extractor.type.startswith("ssd_efficientnet-") and extractor.type.endswith("_bifpn_keras"):
+        return "BiFPN", extractor.bifpn.min_level, extractor.bifpn.max_level
+    if extractor.type.endswith("_fpn_keras"):
+        return "FPN", extractor.fpn.min_level, extractor.fpn.max_level
+    return None
+
+
 def ssd_feature_maps(ssd) -> tuple[int, str] | None:
     """(feature maps the extractor produces, what decides it), or None when not known."""
     extractor = ssd.feature_extractor
     if extractor.type in _SSD_FIXED_LAYERS:
         return _SSD_FIXED_LAYERS[extractor.type], f"{extractor.type} has 6 feature maps"
-    if extractor.type.startswith("ssd_efficientnet-") and extractor.type.endswith("_bifpn_keras"):
-        low, high = extractor.bifpn.min_level, extractor.bifpn.max_level
-        return high - low + 1, f"its BiFPN levels {low}-{high}"
-    if extractor.type.endswith("_fpn_keras"):
-        low, high = extractor.fpn.min_level, extractor.fpn.max_level
-        return high - low + 1, f"its FPN levels {low}-{high}"
+    pyramid = _pyramid(extractor)
+    if pyramid:
+        kind, low, high = pyramid
+        return high - low + 1, f"its {kind} levels {low}-{high}"
     return None
 
 
@@ -74,8 +81,13 @@ def check_ssd_anchors(ctx):
                 ),
             )
         elif field == "multiscale_anchor_generator":
-            low, high = _levels(ssd)
-            fix = f"set multiscale_anchor_generator min_level: {low} and max_level: {high}"
+            pyramid = _pyramid(ssd.feature_extractor)
+            fix = (
+                f"set multiscale_anchor_generator min_level: {pyramid[1]} and max_level: "
+                f"{pyramid[2]}"
+                if pyramid
+                else f"give multiscale_anchor_generator {count} levels (max_level - min_level + 1)"
+            )
             edits = ()
         else:
             fix = f"give anchor_grid one entry per feature map ({count})"
@@ -101,7 +113,7 @@ def check_ssd_anchors(ctx):
         if ssd_anchors.reduce_boxes_in_lowest_layer and others != 3:
             yield ctx.finding_at(
                 "reduce_boxes_in_lowest_layer"
-                if _text_has(ctx, "reduce_boxes_in_lowest_layer")
+                if ctx.line("reduce_boxes_in_lowest_layer") is not None
                 else "ssd_anchor_generator",
                 "MODEL.anchors_per_location",
                 ERROR,
@@ -190,16 +202,6 @@ def check_required_parts(ctx):
             'bipartite_matcher is TF1 only ("bipartite_matcher is not supported in TF 2.X")',
             "use argmax_matcher (as every TF2 zoo SSD config does)",
         )
-
-
-def _levels(ssd) -> tuple[int, int]:
-    extractor = ssd.feature_extractor
-    pyramid = extractor.bifpn if "bifpn" in extractor.type else extractor.fpn
-    return pyramid.min_level, pyramid.max_level
-
-
-def _text_has(ctx, field: str) -> bool:
-    return ctx.line(field) is not None
 
 
 def _nms_messages(ctx):
