@@ -7,10 +7,14 @@ import os
 _VALUE = "/.ATTRIBUTES/VARIABLE_VALUE"
 
 
-def demo_driver_args(assets, model_dir, *extra, config=None, checkpoint=None) -> list[str]:
+def demo_driver_args(
+    assets, model_dir, *extra, config=None, checkpoint=None, final_eval=False
+) -> list[str]:
     """`-m train.finetune ...` arguments (for run_python) that fine-tune on the demo assets.
 
     `config` defaults to the embedded demo config, `checkpoint` to the stand-in zoo folder.
+    The final evaluation (on by default with eval data, ~20 s) is off unless `final_eval`:
+    tests/test_finish.py tests it; the others test what they name.
     """
     from tests.conftest import DEMO_CONFIG
 
@@ -23,6 +27,7 @@ def demo_driver_args(assets, model_dir, *extra, config=None, checkpoint=None) ->
         f"--label_map={assets['label_map']}",
         f"--train_input_path={assets['train']}",
         f"--eval_input_path={assets['eval']}",
+        *([] if final_eval else ["--nofinal_eval"]),
         *extra,
     ]
 

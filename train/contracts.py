@@ -8,6 +8,8 @@ on the other: `from_json` refuses unknown and missing fields. TF-free.
     driver --TrainSpec-->   train/tf/child.py      --Outcome, TrainingRestore-->  driver
     driver --EvalSpec-->    train/tf/evaluator.py  --Outcome-->                   driver
     driver --PrepareSpec--> train/tf/prepare.py    --Outcome, PrepareReport-->    driver
+    driver --FinishSpec-->  train/tf/finish.py     --Outcome, FinishReport-->     driver
+    (train.evaluate and train.export send the same FinishSpec)
     train/tf/prepare.py --TransplantSource--> the next driver run (is the transplant current?)
 """
 
@@ -120,7 +122,12 @@ class TrainSpec(Contract):
 
 @dataclasses.dataclass(frozen=True)
 class EvalSpec(Contract):
-    """The evaluation beside training (the OD API's eval_continuously)."""
+    """The evaluation beside training (the OD API's eval_continuously).
+
+    After each evaluation the checkpoint is kept in model_dir/best when `best_metric`
+    improved by more than `min_delta`; after `patience` evaluations without (0: never) the
+    evaluator writes `early_stop` (an EarlyStop) and the runner stops the training.
+    """
 
     pipeline_config: str
     model_dir: str
@@ -130,6 +137,21 @@ class EvalSpec(Contract):
     on_gpu: bool
     log_path: str
     outcome: str
+    best_metric: str = "DetectionBoxes_Precision/mAP"
+    patience: int = 0
+    min_delta: float = 0.0
+    early_stop: str = ""
+
+
+@dataclasses.dataclass(frozen=True)
+class EarlyStop(Contract):
+    """Why the evaluator asked the training to stop."""
+
+    step: int  # the step of the evaluation that used up the patience
+    metric: str
+    best_value: float
+    best_step: int
+    evaluations: int  # evaluations without improvement
 
 
 @dataclasses.dataclass(frozen=True)
@@ -165,6 +187,58 @@ class PrepareReport(Contract):
     dry_run: dict | None
     transplant: dict | None = None
     rehearsal: dict | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class FinishSpec(Contract):
+    """The end of a run (train/tf/finish.py): evaluate one checkpoint, export it, verify it.
+
+    Attributes:
+      checkpoint: the pinned checkpoint prefix (never "the latest").
+      step: its global step (for the summaries and the report).
+      evaluate: run the config's eval metrics on the whole eval set (per class too).
+      summary_dir: where eval_continuously writes the final eval's summaries (DIR/eval).
+      formats: "saved_model", "tflite" (in this order); empty: no export.
+      input_type: the SavedModel's input (exporter_lib_v2's input types).
+      tflite_quantize: "none", "float16" or "int8".
+      export_dir: the export's folder (model_dir/export).
+      images: TFRecord files the verification, contact sheet and int8 calibration read.
+      verify_images: how many images the verification compares on.
+      calibration_records: int8: the training records to calibrate on.
+      contact_sheet: where to draw the detections (None: not asked).
+      label_map: class names for labels.txt, the contact sheet and per-class AP.
+    """
+
+    pipeline_config: str
+    checkpoint: str
+    step: int
+    evaluate: bool
+    summary_dir: str
+    formats: tuple[str, ...]
+    input_type: str
+    tflite_quantize: str
+    export_dir: str
+    images: tuple[str, ...]
+    verify_images: int
+    calibration_records: tuple[str, ...]
+    contact_sheet: str | None
+    label_map: str | None
+    report: str
+    outcome: str
+
+
+@dataclasses.dataclass(frozen=True)
+class FinishReport(Contract):
+    """What the end of a run produced.
+
+    `eval`: {checkpoint, step, metrics: {name: value}, per_class: {class name: AP}}.
+    `export`: {format: {path, size_bytes, verified, comparison, latency_ms, problem, ...}}.
+    """
+
+    eval: dict | None = None
+    export: dict | None = None
+    contact_sheet: str | None = None
+    reference_latency_ms: float | None = None
 
 
 @dataclasses.dataclass(frozen=True)

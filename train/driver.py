@@ -15,7 +15,7 @@ import functools
 import os
 import sys
 
-from train import compat, errors, files, records, report
+from train import compat, errors, files, records, report, results
 from train.contracts import Outcome, PrepareSpec, TransplantSource
 from train.launch import cluster
 from train.launch import plan as launch_plan
@@ -178,11 +178,27 @@ def _prepare_duty(options, fixed_config, resolved_config, resolved_text, resolve
     return "run", spec
 
 
+def _usage_problem(options: RunOptions) -> str | None:
+    """Flag combinations no run can honour (exit 2 before anything is read)."""
+    try:
+        results.parse_formats(options.export)
+    except results.UsageError as e:
+        return f"--export: {e}"
+    if options.patience and not options.eval:
+        return "--patience needs --eval (early stopping watches the evaluations)"
+    return None
+
+
 def plan_run(options: RunOptions, environ=None, visible_gpus: int | None = None) -> RunPlan:
     """Plans one invocation (see the module docstring). Reads inputs; writes nothing."""
     from train import envinfo
 
     environ = os.environ if environ is None else environ
+    usage = _usage_problem(options)
+    if usage:
+        return RunPlan(
+            options, Stop(errors.EXIT_USAGE, f"error: {usage}"), duties=Duties(report=False)
+        )
     problem = _report_target_problem(options.report_json)
     if problem:
         return RunPlan(
@@ -328,6 +344,7 @@ class _Reporter:
         self.restore: dict = {}
         self.extra: list[Finding] = []  # found after the preflight (the rehearsal, training)
         self.rehearsal: dict | None = None
+        self.results: dict = {}  # eval, export, early_stop
 
     def write(self, status: str, code: int | None = None, message: str = "") -> None:
         plan = self.plan
@@ -346,6 +363,7 @@ class _Reporter:
             self.restore or None,
             {"status": status, "exit_code": code, "message": message},
             self.rehearsal,
+            self.results,
         )
         files.write_atomic(plan.options.report_json, document)
 
@@ -413,14 +431,77 @@ def execute(plan: RunPlan) -> int:
     code = _train(plan, reporter)
     launch = plan.launch
     if code == errors.EXIT_OK and launch.is_chief:
+        code = _finish(plan, reporter)
         line = (
             f"done: checkpoints in {launch.model_dir} (ckpt-* at step {launch.num_train_steps}); "
             f"resolved config {plan.resolved_path}; TensorBoard logs in "
             f"{os.path.join(launch.model_dir, 'train')} (tensorboard --logdir {launch.model_dir})"
         )
+        if code != errors.EXIT_OK:
+            line = "trained and saved, but the end of the run failed (above)"
         return _end(reporter, code, line)
     outcome = Outcome.read(launch.train.outcome)  # what the child said about its end
     reporter.write(_status(code), code, (outcome.error or outcome.detail) if outcome else "")
+    return code
+
+
+def _finish(plan: RunPlan, reporter: _Reporter) -> int:
+    """The final evaluation, the best checkpoint's line, the export and its verification."""
+    from train.checkpoint import identify, resolve
+    from train.contracts import EarlyStop
+    from train.launch import runner
+
+    options, model_dir = plan.options, plan.launch.model_dir
+    early = EarlyStop.read(plan.launch.eval.early_stop) if plan.launch.eval else None
+    if early is not None:
+        reporter.results["early_stop"] = early.to_dict()
+    final = resolve.latest_in_dir(model_dir)
+    best = resolve.latest_in_dir(os.path.join(model_dir, "best"))
+    if best is not None:
+        recorded = results.read_best(model_dir)
+        reporter.results.setdefault("eval", {})["best"] = recorded
+        if recorded:
+            _emit(
+                f"best checkpoint: {best} (step {recorded['step']}, {recorded['metric']} "
+                f"{recorded['value']:.4f})"
+            )
+    formats = results.parse_formats(options.export)
+    evaluate = options.final_eval and bool(results.eval_paths(plan.resolved_config))
+    if final is None or not (evaluate or formats):
+        return errors.EXIT_OK
+
+    def spec(checkpoint: str, evaluate: bool, formats: tuple[str, ...]):
+        info = identify.inspect(checkpoint)
+        return results.finish_spec(
+            model_dir,
+            plan.resolved_path,
+            plan.resolved_config,
+            checkpoint,
+            info.global_step or 0,
+            evaluate=evaluate,
+            formats=formats,
+            input_type=options.input_type,
+            tflite_quantize=options.tflite_quantize,
+            verify_images=options.verify_images,
+            contact_sheet=bool(formats) or evaluate,
+        )
+
+    exported = best if best is not None else final
+    specs = (
+        [spec(final, evaluate, formats)]
+        if exported == final or not formats
+        else [spec(final, evaluate, ()), spec(exported, False, formats)]
+    )
+    code = errors.EXIT_OK
+    for one in specs:
+        step_code, finished = runner.finish(one, _emit)
+        code = max(code, step_code)
+        if finished and finished.eval:
+            reporter.results.setdefault("eval", {})["final"] = finished.eval
+        if finished and finished.export:
+            reporter.results["export"] = finished.export
+        if finished and finished.contact_sheet:
+            reporter.results["contact_sheet"] = finished.contact_sheet
     return code
 
 

@@ -13,6 +13,7 @@ EXIT_USAGE = 2  # bad or missing flag; --pipeline_config or --report_json not a 
 EXIT_PREFLIGHT = 3  # the preflight found errors it may not (or cannot) fix
 EXIT_TRAINING = 4  # the training process failed
 EXIT_INTERRUPTED = 5  # stopped by a signal (Ctrl-C, SIGTERM) after saving what could be saved
+EXIT_FINISH = 6  # trained and saved, but the final evaluation or an export failed (or disagrees)
 EXIT_INTERNAL = 70  # a bug in the driver itself (EX_SOFTWARE): please report it
 
 TOKEN_LIMIT = 120  # longest run of non-space characters a message repeats whole

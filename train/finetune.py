@@ -5,7 +5,8 @@
 
 Exit codes: 0 ok, 2 usage error (flags, --pipeline_config or --report_json not a usable
 file), 3 preflight (or restore dry run) failed, 4 training failed, 5 stopped by a signal
-(resume with the same command), 70 internal error (README "Exit codes").
+(resume with the same command), 6 trained, but the final evaluation or an export failed or
+disagrees with its checkpoint, 70 internal error (README "Exit codes").
 """
 
 from __future__ import annotations

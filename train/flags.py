@@ -140,6 +140,52 @@ EVAL = flags.DEFINE_boolean(
 EVAL_ON_GPU = flags.DEFINE_boolean(
     "eval_on_gpu", False, "Let the evaluation use the GPU (default: CPU, keeping GPU memory free)."
 )
+BEST_METRIC = flags.DEFINE_string(
+    "best_metric",
+    "DetectionBoxes_Precision/mAP",
+    "With --eval: keep the best checkpoint by this eval metric in model_dir/best (a loss "
+    "metric: lower is better).",
+)
+PATIENCE = flags.DEFINE_integer(
+    "patience",
+    0,
+    "With --eval: stop (saving the current step, exit 0) after this many evaluations without "
+    "an improvement of at least --min_delta in --best_metric; 0: off.",
+    lower_bound=0,
+)
+MIN_DELTA = flags.DEFINE_float(
+    "min_delta", 0.0, "Smallest change of --best_metric that counts as better.", lower_bound=0.0
+)
+FINAL_EVAL = flags.DEFINE_boolean(
+    "final_eval",
+    True,
+    "Evaluate the final checkpoint once after training (when there is eval data): mAP, AR and "
+    "AP per class, in the report and model_dir/final/eval.",
+)
+EXPORT = flags.DEFINE_list(
+    "export",
+    [],
+    "Export after training (the best checkpoint when there is one, else the final) to "
+    "model_dir/export and verify it against the checkpoint: saved_model, tflite.",
+)
+INPUT_TYPE = flags.DEFINE_enum(
+    "input_type",
+    "image_tensor",
+    ["image_tensor", "float_image_tensor", "encoded_image_string_tensor"],
+    "The exported SavedModel's input.",
+)
+TFLITE_QUANTIZE = flags.DEFINE_enum(
+    "tflite_quantize",
+    "none",
+    ["none", "float16", "int8"],
+    "TFLite weights: float32 (none), float16, or int8 calibrated on training images.",
+)
+VERIFY_IMAGES = flags.DEFINE_integer(
+    "verify_images",
+    8,
+    "Eval images each export is compared with the checkpoint on.",
+    lower_bound=1,
+)
 
 REQUIRED = ("pipeline_config", "model_dir")
 
@@ -192,4 +238,12 @@ def options_from_flags() -> RunOptions:
         tensorboard_bind_all=TENSORBOARD_BIND_ALL.value,
         eval=EVAL.value,
         eval_on_gpu=EVAL_ON_GPU.value,
+        best_metric=BEST_METRIC.value,
+        patience=PATIENCE.value,
+        min_delta=MIN_DELTA.value,
+        final_eval=FINAL_EVAL.value,
+        export=tuple(EXPORT.value),
+        input_type=INPUT_TYPE.value,
+        tflite_quantize=TFLITE_QUANTIZE.value,
+        verify_images=VERIFY_IMAGES.value,
     )

@@ -38,3 +38,11 @@ class RunOptions:
     tensorboard_bind_all: bool = False
     eval: bool = False  # continuous evaluation beside training
     eval_on_gpu: bool = False
+    best_metric: str = "DetectionBoxes_Precision/mAP"  # --eval keeps model_dir/best by it
+    patience: int = 0  # --eval: stop after this many evaluations without improvement (0: off)
+    min_delta: float = 0.0
+    final_eval: bool = True  # evaluate the final checkpoint once, when there is eval data
+    export: tuple[str, ...] = ()  # "saved_model", "tflite"
+    input_type: str = "image_tensor"
+    tflite_quantize: str = "none"
+    verify_images: int = 8

@@ -64,13 +64,15 @@ def build_json(
     restore: dict | None,
     outcome: dict,
     rehearsal: dict | None = None,
+    results: dict | None = None,
 ) -> str:
     """The --report_json document.
 
     Written on every exit once the flags have parsed: `outcome` says how the run ended
     (status ok/failed/stopped, or started/training while it runs; the exit code; the last
     line), `findings` what the preflight found (a PARSE finding when the config does not
-    parse), `preflight_wall_s` null when no preflight ran.
+    parse), `preflight_wall_s` null when no preflight ran. `results` adds the end of the run
+    (`eval`: {final, best}, `export`, `early_stop`) at the top level.
     """
     document = {
         "outcome": outcome,
@@ -89,6 +91,7 @@ def build_json(
         document["restore"] = restore
     if rehearsal:
         document["rehearsal"] = rehearsal
+    document.update(results or {})
     return json.dumps(document, indent=2, sort_keys=True, default=str)
 
 

@@ -71,6 +71,7 @@ def driver_argv(paths: dict[str, str], model_dir: str, steps: int) -> list[str]:
         f"--num_train_steps={steps}",
         "--batch_size=2",
         f"--checkpoint_every_n={max(1, steps // 2)}",
+        "--export=saved_model,tflite",
         f"--report_json={os.path.join(model_dir, 'report.json')}",
     ]
 
@@ -94,6 +95,9 @@ def main() -> int:  # noqa: D103
     if code == 0:
         print(
             f"  checkpoints:     {model_dir}/ckpt-*\n"
+            f"  exported:        {model_dir}/export/saved_model, {model_dir}/export/model.tflite "
+            "(+ labels.txt)\n"
+            f"  detections:      {model_dir}/eval/detections.png\n"
             f"  resolved config: {model_dir}/pipeline.config (diff: pipeline.diff)\n"
             f"  report:          {model_dir}/report.json\n"
             f"  TensorBoard:     tensorboard --logdir {model_dir}",

@@ -106,6 +106,10 @@ def eval_spec(options, resolved_config: str, num_train_steps: int, work_dir: str
         on_gpu=options.eval_on_gpu,
         log_path=os.path.join(work_dir, "logs", "eval.log"),
         outcome=os.path.join(work_dir, "logs", "eval.outcome.json"),
+        best_metric=options.best_metric,
+        patience=options.patience,
+        min_delta=options.min_delta,
+        early_stop=os.path.join(work_dir, "logs", "early_stop.json"),
     )
 
 

@@ -15,6 +15,9 @@ from train.contracts import (
     FAILED,
     OK,
     STOPPED,
+    EarlyStop,
+    FinishReport,
+    FinishSpec,
     Outcome,
     PrepareReport,
     PrepareSpec,
@@ -88,15 +91,40 @@ def run_prepare(
     return (PrepareReport.read(spec.report) if outcome.status == OK else None), outcome
 
 
+def run_finish(
+    spec: FinishSpec, env: dict[str, str], log_path: str
+) -> tuple[FinishReport | None, Outcome]:
+    """Runs train/tf/finish.py on CPU (evaluate, export, verify one pinned checkpoint)."""
+    spec_path = os.path.join(os.path.dirname(spec.report), "finish_spec.json")
+    os.makedirs(os.path.dirname(spec_path), exist_ok=True)
+    spec.write(spec_path)
+    for stale in (spec.report, spec.outcome):
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(stale)
+    child_env = {**os.environ, **env, "CUDA_VISIBLE_DEVICES": "-1"}
+    child = _start([sys.executable, "-m", "train.tf.finish", spec_path], child_env, log_path)
+    try:
+        code = child.wait()
+    except KeyboardInterrupt:
+        child.kill()
+        child.wait()
+        raise
+    outcome = Outcome.read(spec.outcome) or Outcome(
+        FAILED, error=f"the evaluation/export process ended with exit status {code}"
+    )
+    return (FinishReport.read(spec.report) if outcome.status == OK else None), outcome
+
+
 EVAL_GRACE_S = 900  # how long the evaluation may take for the last checkpoint after training
 
 
 def _start_eval(plan: LaunchPlan, env: dict[str, str]):
     """Starts train/tf/evaluator.py beside the training (CPU unless --eval_on_gpu)."""
     spec = plan.eval
-    for stale in (spec.training_done, spec.outcome):
+    for stale in (spec.training_done, spec.outcome, spec.early_stop):
         with contextlib.suppress(FileNotFoundError):
-            os.remove(stale)
+            if stale:
+                os.remove(stale)
     spec.write(plan.eval_spec_path)
     eval_env = dict(env)
     eval_env.pop("TF_CONFIG", None)
@@ -176,6 +204,21 @@ def run(plan: LaunchPlan, log_every_s: float, emit=None, on_restore=None, explai
     evaluator = _start_eval(plan, env) if plan.eval else None
     child = _start(plan.argv, env, plan.log_path)
     stop = _Forwarder(child)
+    early: EarlyStop | None = None
+
+    def check_early_stop() -> None:
+        nonlocal early
+        if early is None and plan.eval and plan.eval.early_stop:
+            early = EarlyStop.read(plan.eval.early_stop)
+            if early is not None:
+                emit(
+                    f"early stop: {early.metric} has not improved for {early.evaluations} "
+                    f"evaluations (best {early.best_value:.4g} at step {early.best_step}); "
+                    "saving the current step, then stopping"
+                )
+                child.send_signal(signal.SIGTERM)  # the child saves as on a preemption
+                stop.deadline = time.monotonic() + STOP_GRACE_S
+
     try:
         with stop:
             while True:
@@ -186,6 +229,7 @@ def run(plan: LaunchPlan, log_every_s: float, emit=None, on_restore=None, explai
                     pass
                 check_restore()
                 progress()
+                check_early_stop()
                 if stop.signals and stop.deadline is None:
                     emit(f"{stop.signals[0]}: saving the current step, then stopping")
                     stop.deadline = time.monotonic() + STOP_GRACE_S
@@ -200,10 +244,14 @@ def run(plan: LaunchPlan, log_every_s: float, emit=None, on_restore=None, explai
             child.kill()
             child.wait()
     outcome = _outcome(plan, child.returncode, stop.signals)
+    stopped_early = early is not None and not stop.signals and outcome.status == STOPPED
     if evaluator is not None:
-        _finish_eval(plan, evaluator, outcome.status != OK, emit)
+        _finish_eval(plan, evaluator, outcome.status != OK and not stopped_early, emit)
     check_restore()
     progress(final=True)
+    if stopped_early:
+        emit(f"stopped early: {outcome.detail}")
+        return errors.EXIT_OK
     if outcome.status == STOPPED:
         emit(
             f"stopped by {outcome.signal}: {outcome.detail}; rerun the same command to resume "
@@ -215,3 +263,38 @@ def run(plan: LaunchPlan, log_every_s: float, emit=None, on_restore=None, explai
         emit(explained or f"error: training failed: {outcome.error} (full log: {plan.log_path})")
         return errors.EXIT_TRAINING
     return errors.EXIT_OK
+
+
+def finish(spec: FinishSpec, emit, env: dict[str, str] | None = None):
+    """Runs the end of a run and prints it; returns (exit code, FinishReport or None).
+
+    The exit code is EXIT_FINISH when the child failed or an export disagrees with its
+    checkpoint (that export is in export_dir/rejected/), else EXIT_OK.
+    """
+    from train import compat, results
+
+    log_path = os.path.join(os.path.dirname(spec.report), "finish.log")
+    asked = (["final eval"] if spec.evaluate else []) + [f"export {f}" for f in spec.formats]
+    emit(f"{', '.join(asked) or 'detections'}: {spec.checkpoint} (step {spec.step}) on CPU ...")
+    report, outcome = run_finish(spec, compat.child_environment() if env is None else env, log_path)
+    if report is None:
+        emit(
+            f"error: {outcome.phase or 'finish'} failed: {outcome.error} (log: {log_path}); "
+            "the checkpoints are untouched"
+        )
+        return errors.EXIT_FINISH, None
+    if report.eval:
+        emit(results.render_eval(report.eval))
+    for line in results.render_export(report.export or {}):
+        emit(line)
+    if report.contact_sheet:
+        emit(f"detections drawn: {report.contact_sheet}")
+    bad = results.rejected(report.export)
+    if bad:
+        emit(
+            f"error: EXPORT.verify: {', '.join(bad)} detect(s) differently from the checkpoint "
+            f"(moved to {os.path.join(spec.export_dir, 'rejected')}); the checkpoints are "
+            f"untouched (log: {log_path})"
+        )
+        return errors.EXIT_FINISH, report
+    return errors.EXIT_OK, report

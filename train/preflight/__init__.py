@@ -13,7 +13,14 @@ import traceback
 from collections.abc import Callable, Iterable
 
 from train import errors
-from train.preflight import checks_checkpoint, checks_config, checks_data, checks_env, checks_model
+from train.preflight import (
+    checks_checkpoint,
+    checks_config,
+    checks_data,
+    checks_env,
+    checks_export,
+    checks_model,
+)
 from train.preflight.context import Context, PreviousRun
 from train.preflight.findings import ERROR, Finding, sort_key
 
@@ -35,6 +42,7 @@ CHECKS: tuple[Check, ...] = (
     checks_config.check_num_classes,
     checks_config.check_learning_rate,
     checks_config.check_batch,
+    checks_export.check_export,
     checks_model.check_duplicate_fields,
     checks_model.check_required_parts,
     checks_model.check_ssd_anchors,

@@ -1,6 +1,6 @@
 """A small synthetic detection dataset in the OD API's tf.train.Example format.
 
-JPEGs of coloured shapes on plain backgrounds (1 square, 2 circle, 3 triangle), written as
+JPEGs of coloured shapes on shaded backgrounds (1 square, 2 circle, 3 triangle), written as
 TFRecords with every feature `TfExampleDecoder` reads, plus a 3-class label map. Deterministic
 for a given seed, so tests can rely on its contents.
 """
@@ -25,8 +25,12 @@ def make_image(rng: np.random.Generator, size: int, masks: list | None = None):
     """
     from PIL import Image, ImageDraw
 
-    background = tuple(int(c) for c in rng.integers(150, 256, size=3))
-    image = Image.new("RGB", (size, size), background)
+    background = rng.integers(150, 256, size=3)
+    # A shaded background, as real photos have: on a flat one, every anchor over it sees the
+    # same pixels, so a barely trained detector scores thousands of boxes exactly alike.
+    ramp = np.add.outer(np.arange(size), 2 * np.arange(size)) * (40.0 / (3 * size)) - 20
+    pixels = np.clip(background[None, None, :] + ramp[:, :, None], 0, 255).astype(np.uint8)
+    image = Image.fromarray(pixels, "RGB")
     draw = ImageDraw.Draw(image)
     boxes, labels = [], []
     for _ in range(int(rng.integers(1, 4))):

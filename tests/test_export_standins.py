@@ -1,0 +1,132 @@
+"""Evaluate and export stand-ins of five zoo architectures, as runs trained without the driver.
+
+Each stand-in is the real zoo config (3 classes, a small input) with random weights saved like
+a model_main_tf2 run (train/tf/standin.py). One child (train.finishcmd, what `train.evaluate`
+and `train.export` run) evaluates it and exports it; the OD API's own `eval_continuously`,
+run separately on the same checkpoint, is the reference for the metrics; every export must be
+verified against the checkpoint's own detections.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+
+import pytest
+
+from tests.conftest import run_python
+from tests.test_finish import HEADLINE, _scalars
+from train.pipeline import configfile
+
+CASES = {  # zoo config: (input size, formats, tflite quantization)
+    "ssd_mobilenet_v2_fpnlite_320x320_coco17_tpu-8.config": (
+        128,
+        ("saved_model", "tflite"),
+        "none",
+    ),
+    "ssd_mobilenet_v2_320x320_coco17_tpu-8.config": (128, ("saved_model", "tflite"), "int8"),
+    "ssd_efficientdet_d0_512x512_coco17_tpu-8.config": (256, ("saved_model",), "none"),
+    "faster_rcnn_resnet50_v1_640x640_coco17_tpu-8.config": (128, ("saved_model",), "none"),
+    "centernet_resnet50_v1_fpn_512x512_kpts_coco17_tpu-8.config": (
+        128,
+        ("saved_model", "tflite"),
+        "none",
+    ),
+}
+
+
+@pytest.fixture(scope="module")
+def records(tmp_path_factory):
+    from train.tf import synthetic
+
+    return synthetic.make_dataset(
+        str(tmp_path_factory.mktemp("standin_records")), num_train=8, num_eval=6, size=160
+    )
+
+
+def _standin_config(shared_fixtures, name, size, records, out_dir) -> str:
+    """The zoo config for 3 classes on the records; CenterNet without keypoints and with the
+    fixed_shape_resizer TFLite needs (the EXPORT.tflite_resizer edit, made by the user)."""
+    from train.tf import standin
+
+    with open(os.path.join(shared_fixtures, "zoo_tf2", name), encoding="utf-8") as f:
+        config = configfile.parse_text(f.read(), name)
+    model = getattr(config.model, config.model.WhichOneof("model"))
+    model.num_classes = 3
+    if name.startswith("centernet"):
+        del model.keypoint_estimation_task[:]
+        model.ClearField("keypoint_label_map_path")
+        model.image_resizer.fixed_shape_resizer.height = size
+        model.image_resizer.fixed_shape_resizer.width = size
+    standin._set_image_size(config, size)  # noqa: SLF001 - the variables do not depend on it
+    for reader, path in (
+        (config.train_input_reader, records["train"]),
+        (config.eval_input_reader[0], records["eval"]),
+    ):
+        reader.label_map_path = records["label_map"]
+        reader.tf_record_input_reader.ClearField("input_path")
+        reader.tf_record_input_reader.input_path.append(path)
+    config.train_config.fine_tune_checkpoint = ""
+    target = os.path.join(str(out_dir), name)
+    with open(target, "w", encoding="utf-8") as f:
+        f.write(configfile.to_text(config))
+    return target
+
+
+def _reference_metrics(config: str, checkpoint_dir: str, out_dir: str) -> dict:
+    """The OD API's eval_continuously on the checkpoint (model_main_tf2 --checkpoint_dir)."""
+    done = run_python(
+        "from train import compat; compat.apply()\n"
+        "from object_detection import model_lib_v2\n"
+        f"model_lib_v2.eval_continuously(pipeline_config_path={config!r}, model_dir={out_dir!r}, "
+        f"checkpoint_dir={checkpoint_dir!r}, wait_interval=0, timeout=1)\n"
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    return _scalars(os.path.join(out_dir, "eval"))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", list(CASES))
+def test_evaluate_and_export_a_zoo_standin(shared_fixtures, records, tmp_path, name):
+    size, formats, quantize = CASES[name]
+    config = _standin_config(shared_fixtures, name, size, records, tmp_path)
+    run_dir = tmp_path / "run"
+    built = run_python(
+        f"from train.tf import standin\nstandin.build_standin({config!r}, {str(run_dir)!r})\n"
+    )
+    assert built.returncode == 0, built.stderr[-3000:]
+    model_dir = str(run_dir / "checkpoint")  # ckpt-0 + the state file, as a run leaves them
+    report_path = tmp_path / "report.json"
+    done = run_python(
+        "import sys\n"
+        "from train import finishcmd\n"
+        "sys.exit(finishcmd.run(finishcmd.Request("
+        f"model_dir={model_dir!r}, pipeline_config={config!r}, evaluate=True, "
+        f"formats={formats!r}, tflite_quantize={quantize!r}, verify_images=4, "
+        f"report_json={str(report_path)!r})))\n",
+        timeout=1200,
+    )
+    assert done.returncode == 0, done.stderr[-4000:]
+    report = json.loads(report_path.read_text())
+
+    final = report["eval"]["final"]
+    reference = _reference_metrics(config, model_dir, str(tmp_path / "reference"))
+    for metric in HEADLINE:
+        assert final["metrics"][metric] == pytest.approx(reference[metric][0], abs=1e-6), metric
+    assert set(final["per_class"]) == {"square", "circle", "triangle"}
+
+    for fmt in formats:
+        entry = report["export"][fmt]
+        assert entry["verified"], (fmt, entry)
+        assert entry["comparison"]["compared"] > 0
+        assert entry["checkpoint"] == os.path.join(model_dir, "ckpt-0")
+    assert os.path.isfile(
+        os.path.join(model_dir, "export", "saved_model", "saved_model", "saved_model.pb")
+    )
+    if "tflite" in formats:
+        assert report["export"]["tflite"]["format"] == (
+            "tflite" if quantize == "none" else f"tflite_{quantize}"
+        )
+        assert glob.glob(os.path.join(model_dir, "export", "model.tflite"))
+    assert "Traceback" not in done.stderr

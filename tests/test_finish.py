@@ -1,0 +1,193 @@
+"""The end of a run: final eval, best checkpoint, early stopping, verified export (issue 12).
+
+One driver run (module scope) serves every assertion about the driver: a zero learning rate
+makes the metric stop improving, so `--patience` stops it early; `--checkpoint_max_to_keep 1`
+makes the trainer delete the best step's own checkpoint, which model_dir/best keeps; the
+OD API's own continuous evaluation (`--eval`) is the reference the final eval must equal.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+
+import pytest
+
+from tests.conftest import DEMO_CONFIG, run_python
+from tests.helpers import demo_driver_args, zero_learning_rate_config
+
+HEADLINE = (
+    "DetectionBoxes_Precision/mAP",
+    "DetectionBoxes_Precision/mAP@.50IOU",
+    "DetectionBoxes_Precision/mAP@.75IOU",
+    "DetectionBoxes_Recall/AR@100",
+)
+
+
+def _scalars(directory: str) -> dict[str, dict[int, float]]:
+    """{tag: {step: value}} of the scalar summaries in `directory`'s events files."""
+    import tensorflow as tf
+
+    found: dict[str, dict[int, float]] = {}
+    for path in sorted(glob.glob(f"{directory}/events.out.tfevents.*")):
+        for event in tf.compat.v1.train.summary_iterator(path):
+            for value in event.summary.value:
+                if value.HasField("tensor"):
+                    array = tf.make_ndarray(value.tensor)
+                    if array.size != 1 or array.dtype.kind not in "fiu":
+                        continue  # images, text
+                    number = float(array.reshape(()))
+                else:
+                    number = value.simple_value
+                found.setdefault(value.tag, {})[event.step] = number
+    return found
+
+
+@pytest.fixture(scope="module")
+def finished(demo_assets, tmp_path_factory):
+    """A driver run with --eval, early stopping, and an export of the best checkpoint."""
+    work = tmp_path_factory.mktemp("finish")
+    config = zero_learning_rate_config(DEMO_CONFIG, str(work / "zero_lr.config"))
+    model_dir = work / "m"
+    report = work / "report.json"
+    done = run_python(
+        demo_driver_args(
+            demo_assets,
+            model_dir,
+            "--num_train_steps=400",
+            "--batch_size=1",
+            "--checkpoint_every_n=20",
+            "--checkpoint_max_to_keep=1",
+            "--eval",
+            "--patience=2",
+            "--min_delta=0.01",
+            "--export=saved_model,tflite",
+            "--verify_images=4",
+            f"--report_json={report}",
+            config=config,
+            final_eval=True,
+        ),
+        timeout=1500,
+    )
+    return {
+        "run": done,
+        "model_dir": str(model_dir),
+        "report": json.loads(report.read_text()),
+        "out": done.stdout + done.stderr,
+    }
+
+
+@pytest.mark.slow
+def test_early_stop_ends_the_run_normally_and_says_why(finished):
+    out, report = finished["out"], finished["report"]
+    assert finished["run"].returncode == 0, out[-4000:]
+    assert "early stop: DetectionBoxes_Precision/mAP has not improved for 2 evaluations" in out
+    early = report["early_stop"]
+    assert early["evaluations"] == 2 and early["metric"] == "DetectionBoxes_Precision/mAP"
+    final_step = report["eval"]["final"]["step"]
+    assert early["step"] <= final_step < 400  # stopped well before the 400 steps
+    assert report["outcome"]["status"] == "ok"
+
+
+@pytest.mark.slow
+def test_best_checkpoint_survives_checkpoint_max_to_keep(finished):
+    model_dir, report = finished["model_dir"], finished["report"]
+    best = report["eval"]["best"]
+    assert best["metric"] == "DetectionBoxes_Precision/mAP"
+    assert os.path.isfile(best["checkpoint"] + ".index")
+    assert os.path.dirname(best["checkpoint"]) == os.path.join(model_dir, "best")
+    # The trainer kept one checkpoint: the best step's own copy in model_dir is gone.
+    kept = glob.glob(os.path.join(model_dir, "ckpt-*.index"))
+    assert len(kept) == 1
+    assert best["step"] < report["eval"]["final"]["step"]
+    assert not os.path.exists(
+        os.path.join(model_dir, os.path.basename(best["checkpoint"]) + ".index")
+    )
+    # The best step is the first evaluation's: nothing after it improved by min_delta.
+    evaluated = _scalars(os.path.join(model_dir, "eval"))["DetectionBoxes_Precision/mAP"]
+    assert best["step"] == min(evaluated)
+    assert best["value"] == pytest.approx(evaluated[best["step"]], abs=1e-6)
+    assert f"best checkpoint: {best['checkpoint']} (step {best['step']}" in finished["out"]
+
+
+@pytest.mark.slow
+def test_final_eval_equals_the_od_apis_continuous_evaluation(finished):
+    model_dir, report = finished["model_dir"], finished["report"]
+    final = report["eval"]["final"]
+    continuous = _scalars(os.path.join(model_dir, "eval"))
+    for name in HEADLINE:
+        assert final["metrics"][name] == pytest.approx(continuous[name][final["step"]], abs=1e-6)
+    assert set(final["per_class"]) == {"square", "circle", "triangle"}
+    # The COCO mAP is the mean of the per-class APs of the classes present.
+    present = [v for v in final["per_class"].values() if v >= 0]
+    assert final["metrics"]["DetectionBoxes_Precision/mAP"] == pytest.approx(
+        sum(present) / len(present), abs=1e-6
+    )
+    written = _scalars(os.path.join(model_dir, "final", "eval"))
+    assert written["DetectionBoxes_Precision/mAP"][final["step"]] == pytest.approx(
+        final["metrics"]["DetectionBoxes_Precision/mAP"], abs=1e-6
+    )
+    assert "final eval (step" in finished["out"] and "AP per class:" in finished["out"]
+    assert "evaluation: finished; summaries in" in finished["out"]  # the evaluator ended too
+
+
+@pytest.mark.slow
+def test_export_of_the_best_checkpoint_is_verified(finished):
+    model_dir, report = finished["model_dir"], finished["report"]
+    best = report["eval"]["best"]["checkpoint"]
+    export = report["export"]
+    saved = export["saved_model"]
+    assert saved["checkpoint"] == best
+    assert saved["verified"], saved
+    assert saved["comparison"]["compared"] > 0
+    assert saved["comparison"]["matched"] == saved["comparison"]["compared"]
+    layout = os.path.join(model_dir, "export", "saved_model")
+    assert os.path.isfile(os.path.join(layout, "saved_model", "saved_model.pb"))
+    assert os.path.isfile(os.path.join(layout, "pipeline.config"))
+    assert glob.glob(os.path.join(layout, "checkpoint", "ckpt-0.index"))
+    tflite = export["tflite"]
+    assert tflite["checkpoint"] == best and tflite["problem"] is None, tflite
+    assert tflite["verified"], tflite
+    assert (
+        os.path.getsize(os.path.join(model_dir, "export", "model.tflite")) == tflite["size_bytes"]
+    )
+    with open(os.path.join(model_dir, "export", "labels.txt"), encoding="utf-8") as f:
+        assert f.read().split() == ["square", "circle", "triangle"]
+    assert "pixel * 0.00784314 + -1" in tflite["input"]
+    for line in ("export saved_model:", "export tflite:"):
+        assert line in finished["out"]
+    assert not glob.glob(os.path.join(model_dir, "export", ".staging-*"))
+
+
+@pytest.mark.slow
+def test_contact_sheet_shows_the_eval_images(finished):
+    from PIL import Image
+
+    path = os.path.join(finished["model_dir"], "eval", "detections.png")
+    assert finished["report"]["contact_sheet"] == path
+    with Image.open(path) as sheet:
+        assert sheet.size == (4 * 320, 320 + 16)  # --verify_images=4 in one row
+    assert f"detections drawn: {path}" in finished["out"]
+
+
+@pytest.mark.slow
+def test_standalone_evaluate_matches_the_run(finished, tmp_path):
+    model_dir, report = finished["model_dir"], finished["report"]
+    best = report["eval"]["best"]
+    out_json = tmp_path / "eval.json"
+    done = run_python(
+        [
+            "-m",
+            "train.evaluate",
+            f"--model_dir={model_dir}",
+            f"--checkpoint={best['checkpoint']}",
+            f"--report_json={out_json}",
+        ]
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    evaluated = json.loads(out_json.read_text())["eval"]["final"]
+    assert evaluated["step"] == best["step"]
+    assert evaluated["metrics"]["DetectionBoxes_Precision/mAP"] == pytest.approx(
+        best["value"], abs=1e-6
+    )

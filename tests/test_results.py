@@ -1,0 +1,235 @@
+"""The TF-free end of a run: detection comparison, best-metric direction, EXPORT.* rules, usage.
+
+Fast: no model is built. The driver run and the exports themselves are in test_finish.py and
+test_export_standins.py.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from tests.conftest import DEMO_CONFIG, preflight, run_python
+from train import results, verify
+from train.pipeline import configfile
+
+
+def _dets(rows, slots=None):
+    """Detections from (ymin, xmin, ymax, xmax, class, score) rows; `slots`: the output size
+    (the rest padding), default one more than the rows (not full)."""
+    rows = np.array(rows, dtype=float).reshape(-1, 6)
+    slots = slots or len(rows) + 1
+    padded = np.zeros((slots, 6))
+    padded[: len(rows)] = rows
+    return verify.Detections.of(padded[:, :4], padded[:, 4], padded[:, 5], len(rows))
+
+
+REFERENCE = _dets(
+    [
+        (0.1, 0.1, 0.5, 0.5, 1, 0.9),
+        (0.5, 0.5, 0.9, 0.9, 2, 0.8),
+        (0.0, 0.6, 0.3, 1.0, 3, 0.7),
+    ]
+)
+
+
+def test_identical_detections_in_another_order_match_exactly():
+    shuffled = _dets(
+        [
+            (0.0, 0.6, 0.3, 1.0, 3, 0.7),
+            (0.1, 0.1, 0.5, 0.5, 1, 0.9),
+            (0.5, 0.5, 0.9, 0.9, 2, 0.8),
+        ]
+    )
+    comparison = verify.Comparison(verify.TOLERANCES["saved_model"])
+    comparison.add(REFERENCE, shuffled)
+    assert (comparison.compared, comparison.matched) == (3, 3)
+    assert comparison.max_box_delta == 0 and comparison.max_score_delta == 0
+    assert comparison.conclusive and comparison.problem() is None
+
+
+def test_small_drift_passes_float16_but_not_float32():
+    drifted = _dets(
+        [
+            (0.1, 0.1, 0.5, 0.51, 1, 0.88),
+            (0.5, 0.5, 0.9, 0.9, 2, 0.8),
+            (0.0, 0.6, 0.3, 1.0, 3, 0.7),
+        ]
+    )
+    tight = verify.Comparison(verify.TOLERANCES["saved_model"])
+    loose = verify.Comparison(verify.TOLERANCES["tflite_float16"])
+    for comparison in (tight, loose):
+        comparison.add(REFERENCE, drifted)
+    assert tight.max_box_delta == pytest.approx(0.01) and tight.max_score_delta == pytest.approx(
+        0.02
+    )
+    assert "boxes differ by up to 0.01" in tight.problem()
+    assert "scores differ by up to 0.02" in tight.problem()
+    assert loose.problem() is None
+
+
+def test_garbage_detections_fail_on_matches():
+    """Wrong preprocessing on a device: boxes elsewhere, classes shuffled."""
+    garbage = _dets([(0.6, 0.0, 0.9, 0.2, 2, 0.9), (0.0, 0.0, 0.1, 0.1, 1, 0.85)])
+    comparison = verify.Comparison(verify.TOLERANCES["tflite_int8"])
+    comparison.add(REFERENCE, garbage)
+    assert comparison.matched == 0 and comparison.compared == 3
+    assert "only 0/3 of the checkpoint's detections found" in comparison.problem()
+
+
+def test_class_off_by_one_is_not_a_match():
+    shifted = verify.Detections(REFERENCE.boxes, REFERENCE.classes + 1, REFERENCE.scores)
+    comparison = verify.Comparison(verify.TOLERANCES["saved_model"])
+    comparison.add(REFERENCE, shifted)
+    assert comparison.matched == 0 and comparison.problem()
+
+
+def test_ties_at_the_cut_are_inconclusive_never_a_pass():
+    """A barely trained model scores every box alike: the exported list may rank others."""
+    flat = _dets([(0.1 * i, 0.0, 0.1 * i + 0.1, 0.1, 1, 0.0117) for i in range(5)])
+    elsewhere = _dets(
+        [(0.0, 0.5 + 0.05 * i, 0.1, 0.55 + 0.05 * i, 1, 0.0117) for i in range(5)], slots=5
+    )
+    comparison = verify.Comparison(verify.TOLERANCES["tflite_int8"])
+    comparison.add(flat, elsewhere)
+    assert comparison.at_cut == 5 and comparison.compared == 0
+    assert not comparison.conclusive
+    # The same list with a free slot left: nothing was cut, so each is a plain miss.
+    missed = verify.Comparison(verify.TOLERANCES["tflite_int8"])
+    missed.add(flat, _dets([(0.0, 0.5, 0.1, 0.55, 1, 0.0117)] * 5, slots=6))
+    assert missed.compared == 5 and missed.matched == 0 and missed.problem()
+    line = results.render_export(
+        {
+            "tflite": {
+                "format": "tflite_int8",
+                "path": "m.tflite",
+                "size_bytes": 3_400_000,
+                "comparison": comparison.as_dict(),
+                "conclusive": False,
+                "problem": None,
+                "images": 1,
+                "latency_ms": 30.0,
+                "reference_latency_ms": 80.0,
+            }
+        }
+    )[0]
+    assert "INCONCLUSIVE" in line and "verified" not in line
+
+
+def test_best_metric_direction_and_min_delta():
+    assert results.improved("DetectionBoxes_Precision/mAP", 0.31, 0.30, 0.0)
+    assert not results.improved("DetectionBoxes_Precision/mAP", 0.305, 0.30, 0.01)
+    assert results.improved("Loss/total_loss", 0.9, 1.0, 0.05)
+    assert not results.improved("Loss/total_loss", 1.1, 1.0, 0.0)
+    assert results.improved("DetectionBoxes_Recall/AR@100", 0.0, None, 0.5)
+
+
+def test_render_eval_lists_the_worst_class_first():
+    text = results.render_eval(
+        {
+            "step": 120,
+            "checkpoint": "m/ckpt-3",
+            "metrics": {
+                "DetectionBoxes_Precision/mAP": 0.4,
+                "DetectionBoxes_Precision/mAP@.50IOU": 0.7,
+                "DetectionBoxes_Precision/mAP@.75IOU": 0.35,
+                "DetectionBoxes_Recall/AR@100": 0.5,
+            },
+            "per_class": {"cat": 0.6, "dog": 0.2, "owl": -1.0},
+        }
+    )
+    assert text.splitlines()[0] == (
+        "final eval (step 120, m/ckpt-3): mAP@[.5:.95] 0.4000  mAP@.5 0.7000  mAP@.75 0.3500  "
+        "AR@100 0.5000"
+    )
+    names = [line.split()[0] for line in text.splitlines()[2:]]
+    assert names == ["owl", "dog", "cat"]
+    assert "no eval boxes" in text.splitlines()[2]
+
+
+def test_formats_parse_in_order_and_refuse_unknown_names():
+    assert results.parse_formats(["tflite,saved_model"]) == ("saved_model", "tflite")
+    assert results.parse_formats(["tflite", "tflite"]) == ("tflite",)
+    with pytest.raises(results.UsageError, match="onnx"):
+        results.parse_formats(["saved_model,onnx"])
+
+
+def _codes(report):
+    return {f.code: f for f in report.findings}
+
+
+def test_export_preflight_rules(tmp_path, good_config, good_options):
+    ok = _codes(
+        preflight(good_config, tmp_path / "a", export=("saved_model,tflite",), **good_options)
+    )
+    assert not [c for c in ok if c.startswith("EXPORT")]
+
+    quiet = _codes(preflight(good_config, tmp_path / "b", tflite_quantize="int8", **good_options))
+    assert quiet["EXPORT.quantize_unused"].severity == "warning"
+
+    config = configfile.load(str(good_config)).proto
+    config.model.ssd.image_resizer.keep_aspect_ratio_resizer.min_dimension = 320
+    config.model.ssd.image_resizer.keep_aspect_ratio_resizer.max_dimension = 384
+    keep = tmp_path / "keep.config"
+    keep.write_text(configfile.to_text(config))
+    found = _codes(preflight(keep, tmp_path / "c", export=("tflite",), **good_options))
+    resizer = found["EXPORT.tflite_resizer"]
+    assert resizer.severity == "error" and not resizer.fixable  # never applied silently
+    assert "fixed_shape_resizer { height: 384 width: 384 }" in resizer.fix
+    assert resizer.line == keep.read_text().splitlines().index("    image_resizer {") + 1
+
+    options = {**good_options, "train_input_path": ()}
+    config = configfile.load(str(good_config)).proto
+    del config.train_input_reader.tf_record_input_reader.input_path[:]
+    empty = tmp_path / "empty.config"
+    empty.write_text(configfile.to_text(config))
+    found = _codes(
+        preflight(empty, tmp_path / "d", export=("tflite",), tflite_quantize="int8", **options)
+    )
+    assert "EXPORT.int8_calibration" in found
+
+
+@pytest.mark.slow
+def test_tflite_of_faster_rcnn_stops_before_anything_is_built(tmp_path, demo_assets):
+    """The CLI: EXPORT.tflite_arch, exit 3, in the preflight (no child process started)."""
+    frcnn = tmp_path / "frcnn.config"
+    frcnn.write_text(
+        "model { faster_rcnn { num_classes: 3 image_resizer { fixed_shape_resizer { height: 64 "
+        "width: 64 } } feature_extractor { type: 'faster_rcnn_resnet50_keras' } } }\n"
+        "train_config { batch_size: 1 num_steps: 2 optimizer { momentum_optimizer { "
+        "learning_rate { constant_learning_rate { learning_rate: 0.01 } } } } }\n"
+    )
+    done = run_python(
+        [
+            "-m",
+            "train.finetune",
+            f"--pipeline_config={frcnn}",
+            f"--model_dir={tmp_path / 'm'}",
+            f"--label_map={demo_assets['label_map']}",
+            f"--train_input_path={demo_assets['train']}",
+            "--export=saved_model,tflite",
+        ]
+    )
+    assert done.returncode == 3, done.stderr[-3000:]
+    assert "EXPORT.tflite_arch" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert not (tmp_path / "m" / "logs").exists()  # nothing was started
+
+
+def test_usage_errors_of_the_new_flags(tmp_path, demo_assets):
+    base = [
+        "-m",
+        "train.finetune",
+        f"--pipeline_config={DEMO_CONFIG}",
+        f"--model_dir={tmp_path / 'm'}",
+    ]
+    unknown = run_python([*base, "--export=saved_model,onnx"])
+    assert unknown.returncode == 2
+    assert "--export: unknown export format(s) onnx" in unknown.stderr
+    patience = run_python([*base, "--patience=3"])
+    assert patience.returncode == 2 and "--patience needs --eval" in patience.stderr
+    export = run_python(["-m", "train.export", f"--model_dir={tmp_path}", "--formats=onnx"])
+    assert export.returncode == 2 and "unknown export format(s) onnx" in export.stderr
+    empty = run_python(["-m", "train.evaluate", f"--model_dir={tmp_path}"])
+    assert empty.returncode == 2 and "pipeline.config" in empty.stderr
+    assert "Traceback" not in empty.stderr

@@ -1,0 +1,192 @@
+"""The end of a run, TF-free: which checkpoint, what to evaluate and export, how to say it.
+
+Pure functions build the contracts.FinishSpec (run by train/tf/finish.py) for the driver and
+for `python -m train.evaluate` / `python -m train.export`, decide what "better" means for the
+best checkpoint, and render the child's FinishReport as the lines a user reads.
+"""
+
+from __future__ import annotations
+
+import os
+
+from train import records
+from train.contracts import FinishSpec
+from train.pipeline import fields
+
+FORMATS = ("saved_model", "tflite")
+TFLITE_ARCHS = ("ssd", "center_net")  # what export_tflite_graph_lib_tf2 converts
+INPUT_TYPES = ("image_tensor", "float_image_tensor", "encoded_image_string_tensor")
+QUANTIZE = ("none", "float16", "int8")
+DEFAULT_BEST_METRIC = "DetectionBoxes_Precision/mAP"
+DEFAULT_VERIFY_IMAGES = 8
+
+_HEADLINE = (
+    ("mAP@[.5:.95]", "DetectionBoxes_Precision/mAP"),
+    ("mAP@.5", "DetectionBoxes_Precision/mAP@.50IOU"),
+    ("mAP@.75", "DetectionBoxes_Precision/mAP@.75IOU"),
+    ("AR@100", "DetectionBoxes_Recall/AR@100"),
+)
+
+
+class UsageError(ValueError):
+    """A flag value the commands refuse (exit 2)."""
+
+
+def parse_formats(values) -> tuple[str, ...]:
+    """--export / --formats: known names, comma-separated or repeated, in FORMATS order."""
+    names = [v.strip() for value in values for v in value.split(",") if v.strip()]
+    unknown = [n for n in names if n not in FORMATS]
+    if unknown:
+        raise UsageError(
+            f"unknown export format(s) {', '.join(unknown)}; use {' and/or '.join(FORMATS)}"
+        )
+    return tuple(f for f in FORMATS if f in names)
+
+
+def lower_is_better(metric: str) -> bool:
+    """Losses fall as a model improves; precision and recall rise."""
+    return "loss" in metric.lower()
+
+
+def improved(metric: str, value: float, best: float | None, min_delta: float) -> bool:
+    """Whether `value` beats `best` by at least `min_delta` in the metric's direction."""
+    if best is None:
+        return True
+    if lower_is_better(metric):
+        return value < best - min_delta
+    return value > best + min_delta
+
+
+BEST_RECORD = "best.json"
+
+
+def best_dir(model_dir: str) -> str:  # noqa: D103
+    return os.path.join(model_dir, "best")
+
+
+def read_best(model_dir: str) -> dict | None:
+    """{checkpoint, step, metric, value} of model_dir/best, or None."""
+    import json
+
+    try:
+        with open(os.path.join(best_dir(model_dir), BEST_RECORD), encoding="utf-8") as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
+
+
+def eval_paths(config) -> tuple[str, ...]:
+    """The records of the first eval reader (expanded globs; the final eval reads these)."""
+    readers = list(config.eval_input_reader)
+    if not readers:
+        return ()
+    found = []
+    for pattern in fields.input_paths(readers[0]):
+        if fields.PLACEHOLDER not in pattern:
+            found += records.expand(pattern)
+    return tuple(found)
+
+
+def train_paths(config) -> tuple[str, ...]:
+    """The training records (int8 calibration, and images when there is no eval set)."""
+    found = []
+    for pattern in fields.input_paths(config.train_input_reader):
+        if fields.PLACEHOLDER not in pattern:
+            found += records.expand(pattern)
+    return tuple(found)
+
+
+def finish_spec(
+    model_dir: str,
+    pipeline_config: str,
+    config,
+    checkpoint: str,
+    step: int,
+    *,
+    evaluate: bool,
+    formats: tuple[str, ...] = (),
+    input_type: str = "image_tensor",
+    tflite_quantize: str = "none",
+    verify_images: int = DEFAULT_VERIFY_IMAGES,
+    export_dir: str | None = None,
+    contact_sheet: bool = True,
+    label_map: str | None = None,
+) -> FinishSpec:
+    """The FinishSpec for one pinned checkpoint of a run in `model_dir`."""
+    evaluation = eval_paths(config)
+    training = train_paths(config)
+    work = os.path.join(model_dir, "logs")
+    reader_map = config.eval_input_reader[0].label_map_path if config.eval_input_reader else ""
+    return FinishSpec(
+        pipeline_config=os.path.abspath(pipeline_config),
+        checkpoint=os.path.abspath(checkpoint),
+        step=step,
+        evaluate=evaluate and bool(evaluation),
+        summary_dir=os.path.join(os.path.abspath(model_dir), "final", "eval"),
+        formats=formats,
+        input_type=input_type,
+        tflite_quantize=tflite_quantize,
+        export_dir=os.path.abspath(export_dir or os.path.join(model_dir, "export")),
+        images=evaluation or training,
+        verify_images=verify_images,
+        calibration_records=training,
+        contact_sheet=(
+            os.path.join(os.path.abspath(model_dir), "eval", "detections.png")
+            if contact_sheet and (evaluation or training)
+            else None
+        ),
+        label_map=label_map or reader_map or config.train_input_reader.label_map_path or None,
+        report=os.path.join(work, "finish.json"),
+        outcome=os.path.join(work, "finish.outcome.json"),
+    )
+
+
+def render_eval(evaluation: dict) -> str:
+    """The compact block: headline metrics, then AP per class (worst first)."""
+    metrics = evaluation["metrics"]
+    head = "  ".join(
+        f"{label} {metrics[key]:.4f}" for label, key in _HEADLINE if key in metrics
+    ) or "  ".join(f"{k} {v:.4g}" for k, v in sorted(metrics.items()) if "Loss" not in k)
+    lines = [f"final eval (step {evaluation['step']}, {evaluation['checkpoint']}): {head}"]
+    per_class = evaluation.get("per_class") or {}
+    if per_class:
+        width = max(len(name) for name in per_class)
+        lines.append("  AP per class:")
+        for name, value in sorted(per_class.items(), key=lambda item: item[1]):
+            shown = f"{value:.4f}" if value >= 0 else "  -   (no eval boxes)"
+            lines.append(f"    {name:<{width}}  {shown}")
+    return "\n".join(lines)
+
+
+def _size(n: int) -> str:
+    return f"{n / 1e6:.1f} MB" if n >= 1e5 else f"{n / 1e3:.0f} kB"
+
+
+def render_export(export: dict) -> list[str]:
+    """One line per format: file, size, comparison with the checkpoint, CPU latency."""
+    lines = []
+    for entry in export.values():
+        c = entry["comparison"]
+        if not entry["conclusive"]:
+            verdict = (
+                f"INCONCLUSIVE: all {c['at_cut']} top detections are within the score "
+                "tolerance of the cut-off (the model barely separates them)"
+            )
+        elif entry["problem"]:
+            verdict = f"DISAGREES with the checkpoint: {entry['problem']}"
+        else:
+            verdict = (
+                f"verified: {c['matched']}/{c['compared']} detections match the checkpoint's, "
+                f"max |Δbox| {c['max_box_delta']:.2g}, max |Δscore| {c['max_score_delta']:.2g}"
+            )
+        lines.append(
+            f"export {entry['format']}: {entry['path']} ({_size(entry['size_bytes'])}); "
+            f"{verdict} on {entry['images']} images; "
+            f"{entry['latency_ms']} ms/image on CPU (checkpoint {entry['reference_latency_ms']})"
+        )
+    return lines
+
+
+def rejected(export: dict | None) -> list[str]:
+    """The formats whose verification failed."""
+    return [k for k, e in (export or {}).items() if e["problem"]]

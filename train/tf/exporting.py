@@ -1,0 +1,172 @@
+"""Export one pinned checkpoint with the OD API's own exporters, and run what was exported.
+
+`exporter_lib_v2.export_inference_graph` (SavedModel) and
+`export_tflite_graph_lib_tf2.export_tflite_model` (the TFLite-ready SavedModel, then
+`tf.lite.TFLiteConverter`) both restore "whatever the `checkpoint` state file of a folder
+says" (CheckpointManager.latest_checkpoint): that is how users end up exporting ckpt-0 or a
+stale step. `pinned_folder` gives them a folder whose state file names exactly the checkpoint
+asked for, and the restored prefix is checked against it.
+
+The `run_*` functions give each model's detections on one uint8 image in one form
+(train.verify.Detections, 1-based classes), so the checkpoint and every export are compared
+on equal terms.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+
+import numpy as np
+import tensorflow as tf
+
+from train.verify import Detections
+
+
+def pinned_folder(prefix: str, folder: str) -> str:
+    """A folder whose `checkpoint` state file names `prefix` (absolute) and nothing else."""
+    prefix = os.path.abspath(prefix)
+    os.makedirs(folder, exist_ok=True)
+    tf.compat.v1.train.update_checkpoint_state(folder, prefix, all_model_checkpoint_paths=[prefix])
+    found = tf.train.latest_checkpoint(folder)
+    if found != prefix:
+        raise RuntimeError(f"could not pin {prefix}: the state file in {folder} gives {found}")
+    return folder
+
+
+def build_restored(pipeline, prefix: str):
+    """The inference model of `pipeline` with `prefix`'s weights (as the exporters build it)."""
+    from object_detection.builders import model_builder
+
+    model = model_builder.build(pipeline.model, is_training=False)
+    status = tf.train.Checkpoint(model=model).restore(prefix).expect_partial()
+    return model, status
+
+
+def reference_fn(pipeline, prefix: str):
+    """The checkpoint's own detections: preprocess, predict, postprocess, in-process."""
+    model, status = build_restored(pipeline, prefix)
+
+    @tf.function
+    def detect(image):
+        images, shapes = model.preprocess(tf.cast(image, tf.float32)[tf.newaxis])
+        return model.postprocess(model.predict(images, shapes), shapes), images
+
+    def run(image: np.ndarray):
+        detections, preprocessed = detect(tf.constant(image))
+        status.assert_existing_objects_matched()
+        n = int(detections["num_detections"][0])
+        return (
+            Detections.of(
+                detections["detection_boxes"][0].numpy(),
+                detections["detection_classes"][0].numpy() + 1,
+                detections["detection_scores"][0].numpy(),
+                n,
+            ),
+            preprocessed.numpy(),
+        )
+
+    return run
+
+
+def export_saved_model(pipeline, pinned: str, out: str, input_type: str) -> str:
+    """The OD API's SavedModel export (its layout: checkpoint/, saved_model/, pipeline.config)."""
+    from object_detection import exporter_lib_v2
+
+    exporter_lib_v2.export_inference_graph(input_type, copy.deepcopy(pipeline), pinned, out)
+    return os.path.join(out, "saved_model")
+
+
+def saved_model_fn(path: str, input_type: str):
+    """Runs the exported SavedModel's serving signature on one uint8 image."""
+    loaded = tf.saved_model.load(path)
+    serve = loaded.signatures["serving_default"]
+
+    def run(image: np.ndarray) -> Detections:
+        if input_type == "encoded_image_string_tensor":
+            batch = tf.constant([tf.io.encode_png(image).numpy()])
+        elif input_type == "float_image_tensor":
+            batch = tf.constant(image[np.newaxis].astype(np.float32))
+        else:
+            batch = tf.constant(image[np.newaxis])
+        out = serve(batch)
+        return Detections.of(
+            out["detection_boxes"][0].numpy(),
+            out["detection_classes"][0].numpy(),
+            out["detection_scores"][0].numpy(),
+            int(out["num_detections"][0]),
+        )
+
+    run.keep = loaded  # the signature needs its module alive
+    return run
+
+
+def max_detections(pipeline) -> int:
+    """The detections a TFLite model returns: the config's own cap."""
+    arch = pipeline.model.WhichOneof("model")
+    if arch == "ssd":
+        nms = pipeline.model.ssd.post_processing.batch_non_max_suppression
+        return nms.max_total_detections or 100
+    return pipeline.model.center_net.object_center_params.max_box_predictions or 100
+
+
+def export_tflite(pipeline, pinned: str, work: str, quantize: str, representative) -> bytes:
+    """The OD API's TFLite-ready SavedModel, converted by TFLiteConverter; the model bytes.
+
+    `representative()` yields [input] lists for int8 calibration (the model's own input).
+    Regular (per-class) NMS is used for SSD so the TFLite model keeps the checkpoint's
+    multi-class detections.
+    """
+    from object_detection import export_tflite_graph_lib_tf2
+
+    export_tflite_graph_lib_tf2.export_tflite_model(
+        copy.deepcopy(pipeline), pinned, work, max_detections(pipeline), use_regular_nms=True
+    )
+    converter = tf.lite.TFLiteConverter.from_saved_model(os.path.join(work, "saved_model"))
+    if quantize == "float16":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.target_spec.supported_types = [tf.float16]
+    elif quantize == "int8":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.representative_dataset = representative
+    return converter.convert()
+
+
+def tflite_fn(model_bytes: bytes, arch: str):
+    """Runs a TFLite detector on one image.
+
+    SSD takes the preprocessed image (the model's preprocess is not part of it), CenterNet
+    the resized raw pixels.
+    """
+    interpreter = tf.lite.Interpreter(model_content=model_bytes, num_threads=1)
+    interpreter.allocate_tensors()
+    (given,) = interpreter.get_input_details()
+    outputs = interpreter.get_output_details()
+    height, width = int(given["shape"][1]), int(given["shape"][2])
+
+    def _by_role(values: list[np.ndarray]) -> tuple:
+        # The op's outputs are boxes, classes, scores, count; their order in the model varies
+        # with the converter, so tell them apart by what they hold.
+        boxes = next(v for v in values if v.ndim == 3 and v.shape[-1] == 4)
+        count = next(v for v in values if v.size == 1)
+        pair = [v for v in values if v.ndim == 2 and v.size > 1]
+        whole = [v for v in pair if np.allclose(v, np.rint(v))]
+        classes = whole[0] if len(whole) == 1 else pair[0]
+        scores = next(v for v in pair if v is not classes)
+        return boxes, classes, scores, count
+
+    def run(image: np.ndarray, preprocessed: np.ndarray) -> Detections:
+        if arch == "ssd":
+            feed = preprocessed.astype(np.float32)
+        else:
+            feed = tf.image.resize(image.astype(np.float32), [height, width]).numpy()[np.newaxis]
+        interpreter.set_tensor(given["index"], feed)
+        interpreter.invoke()
+        values = [interpreter.get_tensor(o["index"]) for o in outputs]
+        boxes, classes, scores, count = _by_role(values)
+        # TFLite's detection op does not clip boxes to the image as the checkpoint's
+        # postprocess does; an app clips them (README), so does the comparison.
+        boxes = np.clip(boxes[0], 0.0, 1.0)
+        return Detections.of(boxes, classes[0] + 1, scores[0], int(count.reshape(-1)[0]))
+
+    return run, (height, width)

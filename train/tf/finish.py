@@ -1,0 +1,399 @@
+"""The end of a run, in a child process: final evaluation, export, verification, contact sheet.
+
+    python -m train.tf.finish SPEC.json      (a contracts.FinishSpec)
+
+Run by the driver after training, and by `python -m train.evaluate` / `python -m train.export`.
+Everything works on the one checkpoint the spec pins:
+
+- the final evaluation is the OD API's own `eval_continuously`, given exactly that checkpoint
+  once (no waiting loop) and per-category metrics switched on, so its numbers are the ones the
+  OD API's evaluator computes; summaries go to the spec's summary_dir;
+- the export uses the OD API's exporters on a folder whose state file names that checkpoint
+  (train/tf/exporting.py), in a staging folder promoted into export_dir only once verified;
+- the verification runs the checkpoint in-process and every exported model on the same eval
+  images and compares their detections (train/verify.py); an export outside its tolerance is
+  moved to export_dir/rejected/ and the report says why.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import statistics
+import sys
+import time
+import traceback
+
+CONTACT_MIN_SCORE = 0.3  # boxes drawn on the contact sheet
+PER_CLASS_PREFIX = "DetectionBoxes_PerformanceByCategory/mAP/"
+
+
+class _Phase:
+    name = "eval"
+
+
+def _evaluate(tf, spec) -> dict:
+    """eval_continuously on the pinned checkpoint only; the metrics eager_eval_loop returned."""
+    from object_detection import model_lib_v2
+
+    del tf
+    captured: dict = {}
+    # model_lib_v2's `tf` is tensorflow.compat.v1: its `train` module is the one to patch.
+    train_module = model_lib_v2.tf.train
+    original_loop, original_iterator = (
+        model_lib_v2.eager_eval_loop,
+        train_module.checkpoints_iterator,
+    )
+
+    def loop(*args, **kwargs):
+        metrics = original_loop(*args, **kwargs)
+        captured.update({k: float(v) for k, v in metrics.items()})
+        return metrics
+
+    from object_detection.metrics import coco_tools
+
+    model_lib_v2.eager_eval_loop = loop
+    train_module.checkpoints_iterator = lambda *args, **kwargs: iter([spec.checkpoint])
+    original_summarize = _with_category_stats(coco_tools)
+    try:
+        model_lib_v2.eval_continuously(
+            pipeline_config_path=spec.pipeline_config,
+            config_override=_per_category_override(),
+            model_dir=os.path.dirname(spec.summary_dir),
+            checkpoint_dir=os.path.dirname(spec.checkpoint),
+            wait_interval=0,
+        )
+    finally:
+        model_lib_v2.eager_eval_loop = original_loop
+        train_module.checkpoints_iterator = original_iterator
+        coco_tools.COCOEvalWrapper.summarize = original_summarize
+    if not captured:
+        raise RuntimeError("the evaluation produced no metrics (is the eval input empty?)")
+    per_class = {
+        name[len(PER_CLASS_PREFIX) :]: value
+        for name, value in captured.items()
+        if name.startswith(PER_CLASS_PREFIX)
+    }
+    metrics = {k: v for k, v in captured.items() if not k.startswith(PER_CLASS_PREFIX)}
+    return {
+        "checkpoint": spec.checkpoint,
+        "step": spec.step,
+        "metrics": metrics,
+        "per_class": per_class,
+    }
+
+
+def _with_category_stats(coco_tools):
+    """Gives the OD API's COCO wrapper the per-category AP it expects from Google's pycocotools.
+
+    `COCOEvalWrapper.ComputeMetrics(include_metrics_per_category=True)` reads
+    `category_stats`, which only Google's internal pycocotools fills; the PyPI one raises
+    "Category stats do not exist". After `summarize`, fill row 0 (AP@[.5:.95], all areas,
+    100 detections) per category from the accumulated precision array, as pycocotools'
+    summarize computes the overall AP.
+    """
+    import numpy as np
+
+    original = coco_tools.COCOEvalWrapper.summarize
+
+    def summarize(self):
+        original(self)
+        precision = self.eval["precision"][:, :, :, 0, -1]  # [IoU, recall, category]
+        per_category = []
+        for k in range(precision.shape[2]):
+            values = precision[:, :, k]
+            values = values[values > -1]
+            per_category.append(float(np.mean(values)) if values.size else -1.0)
+        self.category_stats = np.array([per_category])
+
+    coco_tools.COCOEvalWrapper.summarize = summarize
+    return original
+
+
+def _per_category_override():
+    from object_detection.protos import pipeline_pb2
+
+    override = pipeline_pb2.TrainEvalPipelineConfig()
+    override.eval_config.include_metrics_per_category = True
+    from google.protobuf import text_format
+
+    return text_format.MessageToString(override)
+
+
+def _images(tf, paths, count: int) -> list:
+    """Up to `count` decoded RGB uint8 images from the records, in file order."""
+    images = []
+    for path in paths:
+        for record in tf.data.TFRecordDataset(path):
+            example = tf.train.Example.FromString(record.numpy())
+            encoded = example.features.feature["image/encoded"].bytes_list.value[0]
+            images.append(tf.io.decode_image(encoded, channels=3, expand_animations=False).numpy())
+            if len(images) >= count:
+                return images
+    return images
+
+
+def _timed(fn, *args):
+    start = time.perf_counter()
+    value = fn(*args)
+    return value, (time.perf_counter() - start) * 1000.0
+
+
+def _median_ms(samples: list[float]) -> float | None:
+    # The first call traces or allocates; a user's steady state is the rest.
+    steady = samples[1:] or samples
+    return round(statistics.median(steady), 2) if steady else None
+
+
+def _folder_size(path: str) -> int:
+    if os.path.isfile(path):
+        return os.path.getsize(path)
+    return sum(
+        os.path.getsize(os.path.join(root, name))
+        for root, _, names in os.walk(path)
+        for name in names
+    )
+
+
+def _labels(label_map: str | None, num_classes: int) -> list[str]:
+    """Class names by 0-based index (TFLite's class outputs), `class_N` where the map has none."""
+    names = {}
+    if label_map:
+        from train.pipeline import labelmap
+
+        names = dict(labelmap.load(label_map).items)
+    return [names.get(i, f"class_{i}") for i in range(1, num_classes + 1)]
+
+
+def _promote(staged: str, final: str) -> None:
+    """Moves a verified artifact into place; the export it replaces was derived output."""
+    if os.path.isdir(final):
+        shutil.rmtree(final)
+    elif os.path.exists(final):
+        os.remove(final)
+    os.replace(staged, final)
+
+
+def _export_and_verify(tf, spec, pipeline, images, references, reference_ms) -> dict:
+    from train import verify
+    from train.tf import exporting
+
+    arch = pipeline.model.WhichOneof("model")
+    staging = os.path.join(spec.export_dir, f".staging-{os.getpid()}")
+    os.makedirs(staging, exist_ok=True)
+    pinned = exporting.pinned_folder(spec.checkpoint, os.path.join(staging, "pinned"))
+    results = {}
+    try:
+        for fmt in spec.formats:
+            _Phase.name = f"export_{fmt}"
+            start = time.monotonic()
+            if fmt == "saved_model":
+                staged = os.path.join(staging, "saved_model")
+                exporting.export_saved_model(pipeline, pinned, staged, spec.input_type)
+                run = exporting.saved_model_fn(os.path.join(staged, "saved_model"), spec.input_type)
+
+                def detect(image, preprocessed, run=run):
+                    del preprocessed
+                    return run(image)
+
+                final, key = os.path.join(spec.export_dir, "saved_model"), "saved_model"
+            else:
+                calibration = _images(tf, spec.calibration_records or spec.images, 32)
+                shape = _fixed_shape(pipeline)
+
+                def representative(calibration=calibration, shape=shape):
+                    for image in calibration:
+                        _, preprocessed = _REFERENCE[0](image)
+                        yield [_tflite_input(arch, image, preprocessed, shape)]
+
+                model = exporting.export_tflite(
+                    pipeline,
+                    pinned,
+                    os.path.join(staging, "tflite_graph"),
+                    spec.tflite_quantize,
+                    representative,
+                )
+                staged = os.path.join(staging, "model.tflite")
+                with open(staged, "wb") as f:
+                    f.write(model)
+                detect, _ = exporting.tflite_fn(model, arch)
+                final = os.path.join(spec.export_dir, "model.tflite")
+                key = (
+                    "tflite" if spec.tflite_quantize == "none" else f"tflite_{spec.tflite_quantize}"
+                )
+            export_s = time.monotonic() - start
+            _Phase.name = f"verify_{fmt}"
+            comparison = verify.Comparison(verify.TOLERANCES[key])
+            latencies = []
+            for image, (reference, preprocessed) in zip(images, references, strict=True):
+                exported, ms = _timed(detect, image, preprocessed)
+                latencies.append(ms)
+                comparison.add(reference, exported)
+            problem = comparison.problem()
+            entry = {
+                "format": key,
+                "checkpoint": spec.checkpoint,
+                "size_bytes": _folder_size(staged),
+                "export_s": round(export_s, 1),
+                "latency_ms": _median_ms(latencies),
+                "reference_latency_ms": reference_ms,
+                "images": len(images),
+                "comparison": comparison.as_dict(),
+                "tolerance": vars(verify.TOLERANCES[key]),
+                "verified": comparison.conclusive and problem is None,
+                "conclusive": comparison.conclusive,
+                "problem": problem,
+            }
+            if problem:
+                rejected = os.path.join(spec.export_dir, "rejected", os.path.basename(final))
+                os.makedirs(os.path.dirname(rejected), exist_ok=True)
+                _promote(staged, rejected)
+                entry["path"] = rejected
+            else:
+                _promote(staged, final)
+                entry["path"] = final
+            if fmt == "tflite":
+                entry.update(_tflite_sidecars(spec, pipeline, arch, final if not problem else None))
+            results[fmt] = entry
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return results
+
+
+_REFERENCE: list = []  # the checkpoint's detect function, shared with the int8 calibration
+
+
+def _fixed_shape(pipeline):
+    arch = pipeline.model.WhichOneof("model")
+    resizer = getattr(pipeline.model, arch).image_resizer.fixed_shape_resizer
+    return resizer.height, resizer.width
+
+
+def _tflite_input(arch: str, image, preprocessed, shape):
+    """What a TFLite model of `arch` takes for `image` (see exporting.tflite_fn)."""
+    import numpy as np
+    import tensorflow as tf
+
+    if arch == "ssd":
+        return preprocessed.astype(np.float32)
+    return tf.image.resize(image.astype(np.float32), list(shape)).numpy()[np.newaxis]
+
+
+def _tflite_sidecars(spec, pipeline, arch: str, model_path: str | None) -> dict:
+    """labels.txt beside model.tflite, and what the app must feed it."""
+    import numpy as np
+
+    num_classes = getattr(pipeline.model, arch).num_classes
+    labels = _labels(spec.label_map, num_classes)
+    labels_path = os.path.join(spec.export_dir, "labels.txt")
+    if model_path:
+        with open(labels_path, "w", encoding="utf-8") as f:
+            f.write("\n".join(labels) + "\n")
+    height, width = _fixed_shape(pipeline)
+    if arch == "ssd":
+        _, low = _REFERENCE[0](np.zeros((height, width, 3), np.uint8))
+        _, high = _REFERENCE[0](np.full((height, width, 3), 255, np.uint8))
+        scale = (high.reshape(-1, 3).mean(0) - low.reshape(-1, 3).mean(0)) / 255.0
+        offset = low.reshape(-1, 3).mean(0)
+        feed = (
+            f"float32 [1, {height}, {width}, 3], RGB resized to {width}x{height}, then "
+            f"pixel * {float(scale[0]):.6g} + {float(offset[0]):.6g} (the model's preprocessing "
+            "is not in the TFLite file)"
+        )
+    else:
+        feed = (
+            f"float32 [1, {height}, {width}, 3], RGB pixel values 0-255 resized to {width}x{height}"
+        )
+    return {
+        "labels": labels_path if model_path else None,
+        "input": feed,
+        "outputs": "boxes [1,N,4] (ymin, xmin, ymax, xmax, 0-1; clip to 0-1), classes [1,N] "
+        "(0-based: line of labels.txt), scores [1,N], count [1]",
+    }
+
+
+def _contact_sheet(images, references, names: list[str], path: str) -> None:
+    """Eval images with the checkpoint's boxes and class names, in a grid (at most 4 across)."""
+    from PIL import Image, ImageDraw
+
+    tile = 320
+    columns = min(4, len(images))
+    rows = (len(images) + columns - 1) // columns
+    sheet = Image.new("RGB", (columns * tile, rows * (tile + 16)), "white")
+    draw = ImageDraw.Draw(sheet)
+    for n, (image, (detections, _)) in enumerate(zip(images, references, strict=True)):
+        picture = Image.fromarray(image).convert("RGB").resize((tile, tile))
+        x0, y0 = (n % columns) * tile, (n // columns) * (tile + 16)
+        sheet.paste(picture, (x0, y0))
+        shown = 0
+        for box, cls, score in zip(
+            detections.boxes, detections.classes, detections.scores, strict=True
+        ):
+            if score < CONTACT_MIN_SCORE or shown >= 20:
+                break
+            ymin, xmin, ymax, xmax = (float(v) * tile for v in box)
+            draw.rectangle([x0 + xmin, y0 + ymin, x0 + xmax, y0 + ymax], outline="red", width=2)
+            name = names[cls - 1] if 0 < cls <= len(names) else f"class_{cls}"
+            draw.text((x0 + xmin + 2, y0 + ymin + 1), f"{name} {score:.2f}", fill="red")
+            shown += 1
+        best = f"best {detections.scores[0]:.2f}" if len(detections.scores) else "no detections"
+        draw.text(
+            (x0 + 4, y0 + tile + 2),
+            f"{shown} box(es) >= {CONTACT_MIN_SCORE} ({best})",
+            fill="black",
+        )
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    sheet.save(path)
+
+
+def main(argv: list[str]) -> int:
+    """Runs the FinishSpec at argv[1]; writes its FinishReport and Outcome."""
+    from train import compat, errors
+    from train.contracts import FAILED, OK, FinishReport, FinishSpec, Outcome
+
+    with open(argv[1], encoding="utf-8") as f:
+        spec = FinishSpec.from_json(f.read())
+    compat.apply()
+    import tensorflow as tf
+
+    tf.config.set_visible_devices([], "GPU")  # the export runs on CPU, as it is verified
+    try:
+        evaluation = _evaluate(tf, spec) if spec.evaluate else None
+        exported, sheet, reference_ms = None, None, None
+        if spec.formats or spec.contact_sheet:
+            _Phase.name = "reference"
+            from google.protobuf import text_format
+            from object_detection.protos import pipeline_pb2
+
+            from train.tf import exporting
+
+            pipeline = pipeline_pb2.TrainEvalPipelineConfig()
+            with open(spec.pipeline_config, encoding="utf-8") as f:
+                text_format.Merge(f.read(), pipeline)
+            images = _images(tf, spec.images, spec.verify_images)
+            if not images:
+                raise RuntimeError(f"no images to verify on in {', '.join(spec.images)}")
+            _REFERENCE[:] = [exporting.reference_fn(pipeline, spec.checkpoint)]
+            timed = [_timed(_REFERENCE[0], image) for image in images]
+            references = [value for value, _ in timed]
+            reference_ms = _median_ms([ms for _, ms in timed])
+            if spec.contact_sheet:
+                arch = pipeline.model.WhichOneof("model")
+                names = _labels(spec.label_map, getattr(pipeline.model, arch).num_classes)
+                _contact_sheet(images, references, names, spec.contact_sheet)
+                sheet = spec.contact_sheet
+            if spec.formats:
+                exported = _export_and_verify(tf, spec, pipeline, images, references, reference_ms)
+        FinishReport(evaluation, exported, sheet, reference_ms).write(spec.report)
+        outcome = Outcome(OK, step=spec.step, checkpoint=spec.checkpoint)
+    except Exception as e:  # noqa: BLE001 - one line for the driver, the traceback in the log
+        traceback.print_exc()
+        outcome = Outcome(FAILED, error=errors.one_line(e), phase=_Phase.name)
+    print(f"[tfod-finetune] finish {outcome.status}: {outcome.error or ''}")
+    outcome.write(spec.outcome)
+    return 0 if outcome.status == OK else 1
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
+    sys.exit(main(sys.argv))

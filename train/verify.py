@@ -1,0 +1,170 @@
+"""Does an exported model detect what its checkpoint detects? The comparison, TF-free.
+
+The export child (train/tf/finish.py) runs the checkpoint in-process and every exported model
+on the same images, and hands both sets of detections here. For each image the checkpoint's
+top detections are matched to the exported model's (same class, IoU >= MATCH_IOU); the
+figures are the share matched and, over the matched pairs, the largest |difference| of a box
+coordinate and of a score. An exported model passes when both stay within its format's
+tolerance (TOLERANCES: float32 conversions agree to rounding; float16 and int8 weights move
+boxes and scores by more, and int8 may lose a borderline detection).
+
+Written here because no maintained library compares two detectors' outputs: COCO tooling
+(pycocotools) scores detections against ground truth, not against each other.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+MATCH_IOU = 0.9
+TOP_K = 10  # the checkpoint's detections compared per image (by score)
+MIN_SCORE = 0.0
+
+
+@dataclasses.dataclass(frozen=True)
+class Tolerance:
+    """How far an exported model may drift from its checkpoint and still pass."""
+
+    max_box_delta: float  # normalized coordinates
+    max_score_delta: float
+    min_matched: float  # share of the checkpoint's detections found again
+
+
+TOLERANCES = {
+    "saved_model": Tolerance(1e-3, 1e-3, 0.95),
+    "tflite": Tolerance(0.01, 0.01, 0.9),  # float32 TFLite: other kernels, other NMS
+    "tflite_float16": Tolerance(0.05, 0.05, 0.8),
+    "tflite_int8": Tolerance(0.1, 0.15, 0.6),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Detections:
+    """One image's detections, sorted by score (highest first).
+
+    Boxes [N, 4] are (ymin, xmin, ymax, xmax), normalized; classes [N] are 1-based.
+    """
+
+    boxes: np.ndarray
+    classes: np.ndarray
+    scores: np.ndarray
+    full: bool = False  # every output slot is used: lower-scored detections were cut off
+
+    @classmethod
+    def of(cls, boxes, classes, scores, count: int | None = None) -> Detections:
+        """Sorted detections from model outputs (any array-likes), the first `count` valid."""
+        boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+        classes = np.rint(np.asarray(classes, dtype=np.float64).reshape(-1)).astype(np.int64)
+        scores = np.asarray(scores, dtype=np.float64).reshape(-1)
+        slots = min(len(boxes), len(classes), len(scores))
+        n = slots if count is None else min(slots, int(count))
+        order = np.argsort(-scores[:n], kind="stable")
+        full = count is not None and n == slots
+        return cls(boxes[:n][order], classes[:n][order], scores[:n][order], full)
+
+
+def iou(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+    """IoU of one box with each of `boxes` (ymin, xmin, ymax, xmax)."""
+    if len(boxes) == 0:
+        return np.zeros(0)
+    y0 = np.maximum(box[0], boxes[:, 0])
+    x0 = np.maximum(box[1], boxes[:, 1])
+    y1 = np.minimum(box[2], boxes[:, 2])
+    x1 = np.minimum(box[3], boxes[:, 3])
+    inter = np.clip(y1 - y0, 0, None) * np.clip(x1 - x0, 0, None)
+
+    def area(b):
+        return np.clip(b[..., 2] - b[..., 0], 0, None) * np.clip(b[..., 3] - b[..., 1], 0, None)
+
+    union = area(box) + area(boxes) - inter
+    return np.where(union > 0, inter / np.where(union > 0, union, 1), 0.0)
+
+
+@dataclasses.dataclass
+class Comparison:
+    """The running figures over all images of one format.
+
+    When the exported model used all its output slots, a checkpoint detection whose score is
+    within the tolerance of the exported model's lowest returned score is "at the cut":
+    rounding may rank it just out of the exported model's list (a barely trained model scores
+    thousands of boxes alike), so it counts only when it is found. When every detection is at
+    the cut, `compared` stays 0 and the verification is inconclusive, never a pass by default.
+    """
+
+    tolerance: Tolerance
+    compared: int = 0  # checkpoint detections compared
+    at_cut: int = 0  # ... not found, but within the score tolerance of the exported cut-off
+    matched: int = 0
+    max_box_delta: float = 0.0
+    max_score_delta: float = 0.0
+
+    def add(self, reference: Detections, exported: Detections) -> None:
+        """Matches the checkpoint's top detections of one image to the exported model's."""
+        cut = exported.scores.min() if exported.full and len(exported.scores) else np.inf
+        taken = np.zeros(len(exported.scores), dtype=bool)
+        for box, cls, score in zip(
+            reference.boxes[:TOP_K],
+            reference.classes[:TOP_K],
+            reference.scores[:TOP_K],
+            strict=True,
+        ):
+            overlap = iou(box, exported.boxes)
+            candidates = (exported.classes == cls) & (overlap >= MATCH_IOU) & ~taken
+            if not candidates.any():
+                if score <= cut + self.tolerance.max_score_delta and exported.full:
+                    self.at_cut += 1
+                else:
+                    self.compared += 1
+                continue
+            self.compared += 1
+            # The closest score among the same-place, same-class detections is this one's twin.
+            index = int(np.argmin(np.where(candidates, np.abs(exported.scores - score), np.inf)))
+            taken[index] = True
+            self.matched += 1
+            self.max_box_delta = max(
+                self.max_box_delta, float(np.max(np.abs(exported.boxes[index] - box)))
+            )
+            self.max_score_delta = max(
+                self.max_score_delta, float(abs(exported.scores[index] - score))
+            )
+
+    @property
+    def matched_share(self) -> float:  # noqa: D102
+        return self.matched / self.compared if self.compared else 1.0
+
+    @property
+    def conclusive(self) -> bool:  # noqa: D102
+        return self.compared > 0
+
+    def problem(self) -> str | None:
+        """Why the exported model fails its tolerance (None: it passes or is inconclusive)."""
+        tolerance = self.tolerance
+        problems = []
+        if self.matched_share < tolerance.min_matched:
+            problems.append(
+                f"only {self.matched}/{self.compared} of the checkpoint's detections found "
+                f"(needs {tolerance.min_matched:.0%})"
+            )
+        if self.max_box_delta > tolerance.max_box_delta:
+            problems.append(
+                f"boxes differ by up to {self.max_box_delta:.3g} (tolerance "
+                f"{tolerance.max_box_delta:g})"
+            )
+        if self.max_score_delta > tolerance.max_score_delta:
+            problems.append(
+                f"scores differ by up to {self.max_score_delta:.3g} (tolerance "
+                f"{tolerance.max_score_delta:g})"
+            )
+        return "; ".join(problems) or None
+
+    def as_dict(self) -> dict:  # noqa: D102
+        return {
+            "compared": self.compared,
+            "at_cut": self.at_cut,
+            "matched": self.matched,
+            "matched_share": round(self.matched_share, 4),
+            "max_box_delta": self.max_box_delta,
+            "max_score_delta": self.max_score_delta,
+        }
