@@ -108,4 +108,3 @@ def test_tensorboard_serves_the_run_and_its_summaries(demo_assets, tmp_path):
     train = _event_values(str(model_dir / "train"))
     restore = train["tfod_finetune/restore"][0][1]
     assert b"backbone" in tf.make_ndarray(restore.tensor).item()
-
