@@ -19,12 +19,17 @@ import sys
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-CASES = (  # zoo config, formats, TFLite quantizations
-    ("ssd_mobilenet_v2_fpnlite_320x320_coco17_tpu-8.config", True, ("none", "float16", "int8")),
-    ("ssd_mobilenet_v2_320x320_coco17_tpu-8.config", True, ("none", "int8")),
-    ("ssd_efficientdet_d0_512x512_coco17_tpu-8.config", False, ()),
-    ("faster_rcnn_resnet50_v1_640x640_coco17_tpu-8.config", False, ()),
-    ("centernet_resnet50_v1_fpn_512x512_kpts_coco17_tpu-8.config", True, ("none",)),
+CASES = (  # zoo config, TFLite?, TFLite quantizations, stand-in weight shift (tests' reasons)
+    (
+        "ssd_mobilenet_v2_fpnlite_320x320_coco17_tpu-8.config",
+        True,
+        ("none", "float16", "int8"),
+        (0.0, 0.02),
+    ),
+    ("ssd_mobilenet_v2_320x320_coco17_tpu-8.config", True, ("none", "int8"), (0.0, 0.02)),
+    ("ssd_efficientdet_d0_512x512_coco17_tpu-8.config", False, (), (0.0, 0.02)),
+    ("faster_rcnn_resnet50_v1_640x640_coco17_tpu-8.config", False, (), (-0.01, 0.01)),
+    ("centernet_resnet50_v1_fpn_512x512_kpts_coco17_tpu-8.config", True, ("none",), (0.0, 0.0)),
 )
 
 
@@ -39,6 +44,12 @@ def _config(fixtures: str, name: str, size: int, records: dict, out: str) -> str
     if name.startswith("centernet"):  # detection only, with the resizer TFLite needs
         del model.keypoint_estimation_task[:]
         model.ClearField("keypoint_label_map_path")
+        for reader in (config.train_input_reader, *config.eval_input_reader):
+            reader.ClearField("num_keypoints")
+        config.eval_config.ClearField("keypoint_edge")
+        config.eval_config.ClearField("parameterized_metric")
+        for step in config.train_config.data_augmentation_options:
+            step.random_horizontal_flip.ClearField("keypoint_flip_permutation")
         model.image_resizer.fixed_shape_resizer.height = size
         model.image_resizer.fixed_shape_resizer.width = size
     standin._set_image_size(config, size)  # noqa: SLF001
@@ -79,10 +90,13 @@ def main() -> int:  # noqa: D103
         os.path.join(out, "data"), num_train=16, num_eval=8, size=args.size
     )
     rows = []
-    for name, tflite, quantizations in CASES:
+    for name, tflite, quantizations, shift in CASES:
         config = _config(args.fixtures, name, args.size, records, out)
         run_dir = os.path.join(out, name.removesuffix(".config"))
-        _python(f"from train.tf import standin; standin.build_standin({config!r}, {run_dir!r})")
+        _python(
+            "from train.tf import standin\n"
+            f"standin.build_standin({config!r}, {run_dir!r}, shift={shift!r})"
+        )
         model_dir = os.path.join(run_dir, "checkpoint")
         for n, quantize in enumerate(quantizations or ("none",)):
             formats = ("saved_model",) if n == 0 else ()

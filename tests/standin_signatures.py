@@ -58,9 +58,10 @@ def main(argv: list[str]) -> int:  # noqa: D103
             names = [[n, list(s)] for n, s in tf.train.list_variables(prefix)]
         finally:
             shutil.rmtree(work, ignore_errors=True)
-        with open(target + ".tmp", "w") as f:
+        partial = f"{target}.{os.getpid()}.tmp"  # two test workers may build the same one
+        with open(partial, "w") as f:
             json.dump(names, f)
-        os.replace(target + ".tmp", target)
+        os.replace(partial, target)
         tf.keras.backend.clear_session()
         print(f"built {os.path.basename(config)}: {len(names)} variables", flush=True)
     return 0

@@ -88,6 +88,8 @@ def test_early_stop_ends_the_run_normally_and_says_why(finished):
     final_step = report["eval"]["final"]["step"]
     assert early["step"] <= final_step < 400  # stopped well before the 400 steps
     assert report["outcome"]["status"] == "ok"
+    done = f"done (stopped early): checkpoints in {finished['model_dir']} (ckpt-* at step "
+    assert f"{done}{final_step})" in out
 
 
 @pytest.mark.slow

@@ -86,7 +86,7 @@ def test_class_off_by_one_is_not_a_match():
 
 def test_ties_at_the_cut_are_inconclusive_never_a_pass():
     """A barely trained model scores every box alike: the exported list may rank others."""
-    flat = _dets([(0.1 * i, 0.0, 0.1 * i + 0.1, 0.1, 1, 0.0117) for i in range(5)])
+    flat = _dets([(0.1 * i, 0.0, 0.1 * i + 0.1, 0.1, 1, 0.0117) for i in range(5)], slots=5)
     elsewhere = _dets(
         [(0.0, 0.5 + 0.05 * i, 0.1, 0.55 + 0.05 * i, 1, 0.0117) for i in range(5)], slots=5
     )
@@ -98,6 +98,17 @@ def test_ties_at_the_cut_are_inconclusive_never_a_pass():
     missed = verify.Comparison(verify.TOLERANCES["tflite_int8"])
     missed.add(flat, _dets([(0.0, 0.5, 0.1, 0.55, 1, 0.0117)] * 5, slots=6))
     assert missed.compared == 5 and missed.matched == 0 and missed.problem()
+
+
+def test_an_export_that_invents_detections_fails():
+    """The checkpoint finds nothing; the export finds boxes: not "nothing to compare"."""
+    nothing = _dets([])
+    invented = _dets([(0.1, 0.1, 0.5, 0.5, 1, 0.6), (0.2, 0.2, 0.4, 0.4, 2, 0.5)])
+    comparison = verify.Comparison(verify.TOLERANCES["saved_model"])
+    comparison.add(nothing, invented)
+    assert comparison.compared == 0 and comparison.extra == 2
+    assert comparison.conclusive
+    assert "2/2 of the export's top detections are not the checkpoint's" in comparison.problem()
     line = results.render_export(
         {
             "tflite": {
@@ -214,6 +225,18 @@ def test_tflite_of_faster_rcnn_stops_before_anything_is_built(tmp_path, demo_ass
     assert "EXPORT.tflite_arch" in done.stderr
     assert "Traceback" not in done.stderr
     assert not (tmp_path / "m" / "logs").exists()  # nothing was started
+    # train.export says the same before building anything (exit 2: what was asked is impossible).
+    export = run_python(
+        [
+            "-m",
+            "train.export",
+            f"--model_dir={tmp_path}",
+            f"--pipeline_config={frcnn}",
+            "--formats=saved_model,tflite",
+        ]
+    )
+    assert export.returncode == 2, export.stderr[-3000:]
+    assert "EXPORT.tflite_arch" in export.stderr and "fix: export saved_model only" in export.stderr
 
 
 def test_usage_errors_of_the_new_flags(tmp_path, demo_assets):

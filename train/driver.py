@@ -432,8 +432,11 @@ def execute(plan: RunPlan) -> int:
     launch = plan.launch
     if code == errors.EXIT_OK and launch.is_chief:
         code = _finish(plan, reporter)
+        ended = Outcome.read(launch.train.outcome)
+        step = ended.step if ended and ended.step is not None else launch.num_train_steps
+        early = " (stopped early)" if "early_stop" in reporter.results else ""
         line = (
-            f"done: checkpoints in {launch.model_dir} (ckpt-* at step {launch.num_train_steps}); "
+            f"done{early}: checkpoints in {launch.model_dir} (ckpt-* at step {step}); "
             f"resolved config {plan.resolved_path}; TensorBoard logs in "
             f"{os.path.join(launch.model_dir, 'train')} (tensorboard --logdir {launch.model_dir})"
         )

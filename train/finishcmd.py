@@ -51,6 +51,11 @@ def plan(request: Request) -> tuple[FinishSpec, str | None]:
             "with; model_main_tf2 does not copy it into model_dir)"
         ) from None
     config = source.proto
+    if "tflite" in request.formats:
+        problem = results.tflite_problem(config)
+        if problem:
+            code, message, fix = problem
+            raise results.UsageError(f"{code}: {config_path}: {message}\n  fix: {fix}")
     if request.checkpoint:
         found = resolve.resolve(request.checkpoint)
         if found.prefix is None:

@@ -43,6 +43,38 @@ def parse_formats(values) -> tuple[str, ...]:
     return tuple(f for f in FORMATS if f in names)
 
 
+def tflite_problem(config) -> tuple[str, str, str] | None:
+    """(code, message, fix) when the OD API cannot convert this model to TFLite, else None.
+
+    Only SSD and CenterNet convert, and only with a `fixed_shape_resizer` (one static input
+    shape). A resizer change alters the trained model, so the fix is an edit for the user.
+    """
+    arch = config.model.WhichOneof("model")
+    if arch not in TFLITE_ARCHS:
+        return (
+            "EXPORT.tflite_arch",
+            f"the OD API converts only SSD and CenterNet models to TFLite; this is {arch}",
+            "export saved_model only, or train an SSD or CenterNet model for a device",
+        )
+    resizer = getattr(config.model, arch).image_resizer
+    kind = resizer.WhichOneof("image_resizer_oneof")
+    if kind == "fixed_shape_resizer":
+        return None
+    size = (
+        resizer.keep_aspect_ratio_resizer.max_dimension
+        if kind == "keep_aspect_ratio_resizer"
+        else 512
+    )
+    return (
+        "EXPORT.tflite_resizer",
+        f"model.{arch}.image_resizer is {kind}; a TFLite model has one fixed input shape, and "
+        "the OD API converts only a fixed_shape_resizer",
+        f"replace the resizer with image_resizer {{ fixed_shape_resizer {{ height: {size} "
+        f"width: {size} }} }} in the config and train with it (it changes what the model sees, "
+        "so it is not applied for you), or export saved_model only",
+    )
+
+
 def lower_is_better(metric: str) -> bool:
     """Losses fall as a model improves; precision and recall rise."""
     return "loss" in metric.lower()
@@ -167,7 +199,9 @@ def render_export(export: dict) -> list[str]:
     lines = []
     for entry in export.values():
         c = entry["comparison"]
-        if not entry["conclusive"]:
+        if not entry["conclusive"] and not c["at_cut"]:
+            verdict = "INCONCLUSIVE: neither the checkpoint nor the export detects anything"
+        elif not entry["conclusive"]:
             verdict = (
                 f"INCONCLUSIVE: all {c['at_cut']} top detections are within the score "
                 "tolerance of the cut-off (the model barely separates them)"

@@ -82,6 +82,29 @@ def iou(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
     return np.where(union > 0, inter / np.where(union > 0, union, 1), 0.0)
 
 
+def _lookup(source: Detections, target: Detections, score_tolerance: float):
+    """Yields (box, score, twin) for each of source's top detections.
+
+    `twin` is target's index of the same class at IoU >= MATCH_IOU (the closest score), -1
+    when there is none, None when there is none but the detection is "at the cut" (see
+    Comparison).
+    """
+    cut = target.scores.min() if target.full and len(target.scores) else -np.inf
+    taken = np.zeros(len(target.scores), dtype=bool)
+    for box, cls, score in zip(
+        source.boxes[:TOP_K], source.classes[:TOP_K], source.scores[:TOP_K], strict=True
+    ):
+        candidates = (target.classes == cls) & (iou(box, target.boxes) >= MATCH_IOU) & ~taken
+        if candidates.any():
+            twin = int(np.argmin(np.where(candidates, np.abs(target.scores - score), np.inf)))
+            taken[twin] = True
+            yield box, score, twin
+        elif score <= cut + score_tolerance:
+            yield box, score, None
+        else:
+            yield box, score, -1
+
+
 @dataclasses.dataclass
 class Comparison:
     """The running figures over all images of one format.
@@ -96,39 +119,38 @@ class Comparison:
     tolerance: Tolerance
     compared: int = 0  # checkpoint detections compared
     at_cut: int = 0  # ... not found, but within the score tolerance of the exported cut-off
+    extra_compared: int = 0  # the export's top detections looked up in the checkpoint's
+    extra: int = 0  # ... of which the checkpoint has none
     matched: int = 0
     max_box_delta: float = 0.0
     max_score_delta: float = 0.0
 
     def add(self, reference: Detections, exported: Detections) -> None:
-        """Matches the checkpoint's top detections of one image to the exported model's."""
-        cut = exported.scores.min() if exported.full and len(exported.scores) else np.inf
-        taken = np.zeros(len(exported.scores), dtype=bool)
-        for box, cls, score in zip(
-            reference.boxes[:TOP_K],
-            reference.classes[:TOP_K],
-            reference.scores[:TOP_K],
-            strict=True,
-        ):
-            overlap = iou(box, exported.boxes)
-            candidates = (exported.classes == cls) & (overlap >= MATCH_IOU) & ~taken
-            if not candidates.any():
-                if score <= cut + self.tolerance.max_score_delta and exported.full:
-                    self.at_cut += 1
-                else:
-                    self.compared += 1
-                continue
-            self.compared += 1
-            # The closest score among the same-place, same-class detections is this one's twin.
-            index = int(np.argmin(np.where(candidates, np.abs(exported.scores - score), np.inf)))
-            taken[index] = True
-            self.matched += 1
-            self.max_box_delta = max(
-                self.max_box_delta, float(np.max(np.abs(exported.boxes[index] - box)))
-            )
-            self.max_score_delta = max(
-                self.max_score_delta, float(abs(exported.scores[index] - score))
-            )
+        """Compares one image both ways.
+
+        The checkpoint's top detections are looked up in the export's (matched, deltas), and
+        the export's top detections in the checkpoint's: an export that invents boxes the
+        checkpoint does not have fails too.
+        """
+        score_tolerance = self.tolerance.max_score_delta
+        for box, score, twin in _lookup(reference, exported, score_tolerance):
+            if twin is None:
+                self.at_cut += 1
+            elif twin < 0:
+                self.compared += 1
+            else:
+                self.compared += 1
+                self.matched += 1
+                self.max_box_delta = max(
+                    self.max_box_delta, float(np.max(np.abs(exported.boxes[twin] - box)))
+                )
+                self.max_score_delta = max(
+                    self.max_score_delta, float(abs(exported.scores[twin] - score))
+                )
+        for _, _, twin in _lookup(exported, reference, score_tolerance):
+            if twin is not None:
+                self.extra_compared += 1
+                self.extra += twin < 0
 
     @property
     def matched_share(self) -> float:  # noqa: D102
@@ -136,7 +158,7 @@ class Comparison:
 
     @property
     def conclusive(self) -> bool:  # noqa: D102
-        return self.compared > 0
+        return self.compared > 0 or self.extra > 0
 
     def problem(self) -> str | None:
         """Why the exported model fails its tolerance (None: it passes or is inconclusive)."""
@@ -146,6 +168,11 @@ class Comparison:
             problems.append(
                 f"only {self.matched}/{self.compared} of the checkpoint's detections found "
                 f"(needs {tolerance.min_matched:.0%})"
+            )
+        if self.extra_compared and self.extra / self.extra_compared > 1 - tolerance.min_matched:
+            problems.append(
+                f"{self.extra}/{self.extra_compared} of the export's top detections are not "
+                "the checkpoint's"
             )
         if self.max_box_delta > tolerance.max_box_delta:
             problems.append(
@@ -163,6 +190,7 @@ class Comparison:
         return {
             "compared": self.compared,
             "at_cut": self.at_cut,
+            "extra": self.extra,
             "matched": self.matched,
             "matched_share": round(self.matched_share, 4),
             "max_box_delta": self.max_box_delta,

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from train import results
 from train.preflight.findings import ERROR, WARNING
-from train.results import TFLITE_ARCHS
 
 
 def _formats(ctx) -> tuple[str, ...]:
@@ -35,35 +34,11 @@ def check_export(ctx):
         )
     if "tflite" not in formats:
         return
-    if arch not in TFLITE_ARCHS:
-        yield ctx.finding_at(
-            arch or "model",
-            "EXPORT.tflite_arch",
-            ERROR,
-            f"--export tflite: the OD API converts only SSD and CenterNet models to TFLite; this "
-            f"is {arch}",
-            "export saved_model only (--export saved_model), or train an SSD or CenterNet model "
-            "for a device",
-        )
-        return
-    resizer = getattr(config.model, arch).image_resizer
-    kind = resizer.WhichOneof("image_resizer_oneof")
-    if kind != "fixed_shape_resizer":
-        size = (
-            resizer.keep_aspect_ratio_resizer.max_dimension
-            if kind == "keep_aspect_ratio_resizer"
-            else 512
-        )
-        yield ctx.finding_at(
-            "image_resizer",
-            "EXPORT.tflite_resizer",
-            ERROR,
-            f"--export tflite: model.{arch}.image_resizer is {kind}; a TFLite model has one "
-            "fixed input shape, and the OD API converts only a fixed_shape_resizer",
-            f"replace the resizer with image_resizer {{ fixed_shape_resizer {{ height: {size} "
-            f"width: {size} }} }} in the config and train with it (it changes what the model "
-            "sees, so it is not applied for you), or export saved_model only",
-        )
+    problem = results.tflite_problem(config)
+    if problem:
+        code, message, fix = problem
+        field = "image_resizer" if code == "EXPORT.tflite_resizer" else (arch or "model")
+        yield ctx.finding_at(field, code, ERROR, f"--export tflite: {message}", fix)
     if options.tflite_quantize == "int8" and not results.train_paths(config):
         yield ctx.finding_at(
             "train_input_reader",

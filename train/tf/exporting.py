@@ -144,16 +144,16 @@ def tflite_fn(model_bytes: bytes, arch: str):
     outputs = interpreter.get_output_details()
     height, width = int(given["shape"][1]), int(given["shape"][2])
 
-    def _by_role(values: list[np.ndarray]) -> tuple:
-        # The op's outputs are boxes, classes, scores, count; their order in the model varies
-        # with the converter, so tell them apart by what they hold.
-        boxes = next(v for v in values if v.ndim == 3 and v.shape[-1] == 4)
-        count = next(v for v in values if v.size == 1)
-        pair = [v for v in values if v.ndim == 2 and v.size > 1]
-        whole = [v for v in pair if np.allclose(v, np.rint(v))]
-        classes = whole[0] if len(whole) == 1 else pair[0]
-        scores = next(v for v in pair if v is not classes)
-        return boxes, classes, scores, count
+    # Both OD API TFLite modules return (boxes, classes, scores, count) reversed, so the
+    # converted call's outputs are StatefulPartitionedCall:0 count, :1 scores, :2 classes,
+    # :3 boxes; their position in get_output_details() varies with the converter. (Telling
+    # them apart by value fails: a saturated model's scores are all 1.0, like class ids.)
+    by_name = {o["name"].rsplit(":", 1)[-1]: o["index"] for o in outputs}
+    if sorted(by_name) != ["0", "1", "2", "3"]:
+        raise RuntimeError(
+            f"unexpected TFLite outputs {[o['name'] for o in outputs]} (expected the OD API "
+            "exporter's StatefulPartitionedCall:0-3)"
+        )
 
     def run(image: np.ndarray, preprocessed: np.ndarray) -> Detections:
         if arch == "ssd":
@@ -162,8 +162,9 @@ def tflite_fn(model_bytes: bytes, arch: str):
             feed = tf.image.resize(image.astype(np.float32), [height, width]).numpy()[np.newaxis]
         interpreter.set_tensor(given["index"], feed)
         interpreter.invoke()
-        values = [interpreter.get_tensor(o["index"]) for o in outputs]
-        boxes, classes, scores, count = _by_role(values)
+        count, scores, classes, boxes = (
+            interpreter.get_tensor(by_name[k]) for k in ("0", "1", "2", "3")
+        )
         # TFLite's detection op does not clip boxes to the image as the checkpoint's
         # postprocess does; an app clips them (README), so does the comparison.
         boxes = np.clip(boxes[0], 0.0, 1.0)

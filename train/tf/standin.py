@@ -31,11 +31,15 @@ def build_standin(
     num_classes: int | None = None,
     seed: int = 0,
     image_size: int | None = None,
+    shift: tuple[float, float] = (0.0, 0.02),
 ) -> str:
     """Builds, perturbs and saves the model; returns the checkpoint prefix.
 
     `image_size` builds at a smaller input (variables do not depend on it; EfficientDet needs
-    a multiple of 128) to make big zoo models affordable on a CPU.
+    a multiple of 128) to make big zoo models affordable on a CPU. `shift` is the uniform
+    range added to every float variable: the default (all positive) makes any restore
+    visible but drives deep ResNets to inf activations; a centred range such as
+    (-0.01, 0.01) keeps a model that detects (the export tests compare detections).
     """
     from train import compat, files
 
@@ -57,7 +61,7 @@ def build_standin(
     generator = tf.random.Generator.from_seed(seed)
     for variable in model.variables:
         if variable.dtype.is_floating:
-            variable.assign_add(generator.uniform(variable.shape, 0.0, 0.02, dtype=variable.dtype))
+            variable.assign_add(generator.uniform(variable.shape, *shift, dtype=variable.dtype))
     checkpoint_dir = os.path.join(out_dir, "checkpoint")
     if os.path.isdir(checkpoint_dir):
         shutil.rmtree(checkpoint_dir)
