@@ -23,7 +23,8 @@ from train.pipeline import configfile
 # final eval against the evaluator beside training, SavedModel and float32 TFLite verified.
 CASES = {  # zoo config: (input size, formats, tflite quantization, weight shift of the stand-in)
     # The stand-in's default shift (all weights + U(0, 0.02)) drives the deep ResNets to inf
-    # (Faster R-CNN: no detections) or saturated scores (CenterNet: all 1.0, nothing decisive).
+    # (Faster R-CNN: no detections, even at U(-0.01, 0.01) on some runs) or saturated scores
+    # (CenterNet: all 1.0, nothing decisive): those two keep their initialisers' weights.
     "ssd_mobilenet_v2_320x320_coco17_tpu-8.config": (
         128,
         ("saved_model", "tflite"),
@@ -35,7 +36,7 @@ CASES = {  # zoo config: (input size, formats, tflite quantization, weight shift
         128,
         ("saved_model",),
         "none",
-        (-0.01, 0.01),
+        (0.0, 0.0),
     ),
     "centernet_resnet50_v1_fpn_512x512_kpts_coco17_tpu-8.config": (
         128,

@@ -64,7 +64,14 @@ def test_the_tf_subpackage_is_where_tensorflow_is_imported():
         if name.endswith(".py")
         and "import tensorflow" in open(os.path.join(tf_dir, name), encoding="utf-8").read()
     }
-    assert {"child.py", "prepare.py", "evaluator.py", "restore.py", "standin.py"} <= importing
+    assert {
+        "child.py",
+        "prepare.py",
+        "finish.py",
+        "exporting.py",
+        "restore.py",
+        "standin.py",
+    } <= importing
 
 
 def test_the_driver_process_never_imports_tensorflow(demo_assets, tmp_path):

@@ -77,6 +77,17 @@ def test_garbage_detections_fail_on_matches():
     assert "only 0/3 of the checkpoint's detections found" in comparison.problem()
 
 
+def test_the_same_degenerate_box_is_the_same_detection():
+    """An untrained CenterNet emits zero-area boxes; identical ones still match, others not."""
+    point = _dets([(0.3, 1.0, 0.3, 1.0, 2, 0.99)])
+    comparison = verify.Comparison(verify.TOLERANCES["saved_model"])
+    comparison.add(point, point)
+    assert comparison.matched == comparison.compared == 1
+    moved = verify.Comparison(verify.TOLERANCES["saved_model"])
+    moved.add(point, _dets([(0.3, 0.9, 0.3, 0.9, 2, 0.99)]))
+    assert moved.matched == 0
+
+
 def test_class_off_by_one_is_not_a_match():
     shifted = verify.Detections(REFERENCE.boxes, REFERENCE.classes + 1, REFERENCE.scores)
     comparison = verify.Comparison(verify.TOLERANCES["saved_model"])

@@ -79,7 +79,10 @@ def iou(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
         return np.clip(b[..., 2] - b[..., 0], 0, None) * np.clip(b[..., 3] - b[..., 1], 0, None)
 
     union = area(box) + area(boxes) - inter
-    return np.where(union > 0, inter / np.where(union > 0, union, 1), 0.0)
+    # A degenerate (zero-area) box has no IoU with anything, not even itself; an untrained
+    # CenterNet emits such boxes, and the same box in both outputs is still the same detection.
+    same = np.max(np.abs(boxes - box), axis=1) <= 1e-4
+    return np.where(union > 0, inter / np.where(union > 0, union, 1), same.astype(float))
 
 
 def _lookup(source: Detections, target: Detections, score_tolerance: float):

@@ -132,11 +132,29 @@ def export_tflite(pipeline, pinned: str, work: str, quantize: str, representativ
     return converter.convert()
 
 
-def tflite_fn(model_bytes: bytes, arch: str):
+def model_resize(pipeline):
+    """The model's own resize of one image (float32 [1, h, w, 3]), as its preprocess does it.
+
+    The OD API's fixed_shape_resizer is TF1's bilinear (align_corners=False, no half-pixel
+    centres): a TF2 `tf.image.resize` gives other pixels, and a CenterNet fed those moves its
+    boxes by ~0.02 of the image. What a TFLite CenterNet is fed must be resized this way.
+    """
+    from object_detection.builders import image_resizer_builder
+
+    arch = pipeline.model.WhichOneof("model")
+    resize = image_resizer_builder.build(getattr(pipeline.model, arch).image_resizer)
+
+    def run(image: np.ndarray) -> np.ndarray:
+        return resize(tf.cast(tf.constant(image), tf.float32))[0].numpy()[np.newaxis]
+
+    return run
+
+
+def tflite_fn(model_bytes: bytes, arch: str, resize):
     """Runs a TFLite detector on one image.
 
     SSD takes the preprocessed image (the model's preprocess is not part of it), CenterNet
-    the resized raw pixels.
+    the raw pixels resized by `resize` (model_resize).
     """
     interpreter = tf.lite.Interpreter(model_content=model_bytes, num_threads=1)
     interpreter.allocate_tensors()
@@ -159,7 +177,7 @@ def tflite_fn(model_bytes: bytes, arch: str):
         if arch == "ssd":
             feed = preprocessed.astype(np.float32)
         else:
-            feed = tf.image.resize(image.astype(np.float32), [height, width]).numpy()[np.newaxis]
+            feed = resize(image)
         interpreter.set_tensor(given["index"], feed)
         interpreter.invoke()
         count, scores, classes, boxes = (

@@ -174,7 +174,8 @@ def _promote(staged: str, final: str) -> None:
     os.replace(staged, final)
 
 
-def _export_and_verify(tf, spec, pipeline, images, references, reference_ms) -> dict:
+def _export_and_verify(tf, spec, pipeline, reference, images, references, reference_ms) -> dict:
+    """Exports each format into a staging folder, runs it on the images, compares, promotes."""
     from train import verify
     from train.tf import exporting
 
@@ -199,12 +200,14 @@ def _export_and_verify(tf, spec, pipeline, images, references, reference_ms) -> 
                 final, key = os.path.join(spec.export_dir, "saved_model"), "saved_model"
             else:
                 calibration = _images(tf, spec.calibration_records or spec.images, 32)
-                shape = _fixed_shape(pipeline)
+                resize = exporting.model_resize(pipeline)
 
-                def representative(calibration=calibration, shape=shape):
+                def representative(calibration=calibration, resize=resize):
                     for image in calibration:
-                        _, preprocessed = _REFERENCE[0](image)
-                        yield [_tflite_input(arch, image, preprocessed, shape)]
+                        if arch == "ssd":
+                            yield [reference(image)[1].astype("float32")]
+                        else:
+                            yield [resize(image)]
 
                 model = exporting.export_tflite(
                     pipeline,
@@ -216,7 +219,7 @@ def _export_and_verify(tf, spec, pipeline, images, references, reference_ms) -> 
                 staged = os.path.join(staging, "model.tflite")
                 with open(staged, "wb") as f:
                     f.write(model)
-                detect, _ = exporting.tflite_fn(model, arch)
+                detect, _ = exporting.tflite_fn(model, arch, resize)
                 final = os.path.join(spec.export_dir, "model.tflite")
                 key = (
                     "tflite" if spec.tflite_quantize == "none" else f"tflite_{spec.tflite_quantize}"
@@ -225,10 +228,10 @@ def _export_and_verify(tf, spec, pipeline, images, references, reference_ms) -> 
             _Phase.name = f"verify_{fmt}"
             comparison = verify.Comparison(verify.TOLERANCES[key])
             latencies = []
-            for image, (reference, preprocessed) in zip(images, references, strict=True):
+            for image, (expected, preprocessed) in zip(images, references, strict=True):
                 exported, ms = _timed(detect, image, preprocessed)
                 latencies.append(ms)
-                comparison.add(reference, exported)
+                comparison.add(expected, exported)
             problem = comparison.problem()
             entry = {
                 "format": key,
@@ -253,14 +256,12 @@ def _export_and_verify(tf, spec, pipeline, images, references, reference_ms) -> 
                 _promote(staged, final)
                 entry["path"] = final
             if fmt == "tflite":
-                entry.update(_tflite_sidecars(spec, pipeline, arch, final if not problem else None))
+                kept = final if not problem else None
+                entry.update(_tflite_sidecars(spec, pipeline, arch, kept, reference))
             results[fmt] = entry
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return results
-
-
-_REFERENCE: list = []  # the checkpoint's detect function, shared with the int8 calibration
 
 
 def _fixed_shape(pipeline):
@@ -269,17 +270,7 @@ def _fixed_shape(pipeline):
     return resizer.height, resizer.width
 
 
-def _tflite_input(arch: str, image, preprocessed, shape):
-    """What a TFLite model of `arch` takes for `image` (see exporting.tflite_fn)."""
-    import numpy as np
-    import tensorflow as tf
-
-    if arch == "ssd":
-        return preprocessed.astype(np.float32)
-    return tf.image.resize(image.astype(np.float32), list(shape)).numpy()[np.newaxis]
-
-
-def _tflite_sidecars(spec, pipeline, arch: str, model_path: str | None) -> dict:
+def _tflite_sidecars(spec, pipeline, arch: str, model_path: str | None, reference) -> dict:
     """labels.txt beside model.tflite, and what the app must feed it."""
     import numpy as np
 
@@ -291,18 +282,20 @@ def _tflite_sidecars(spec, pipeline, arch: str, model_path: str | None) -> dict:
             f.write("\n".join(labels) + "\n")
     height, width = _fixed_shape(pipeline)
     if arch == "ssd":
-        _, low = _REFERENCE[0](np.zeros((height, width, 3), np.uint8))
-        _, high = _REFERENCE[0](np.full((height, width, 3), 255, np.uint8))
+        _, low = reference(np.zeros((height, width, 3), np.uint8))
+        _, high = reference(np.full((height, width, 3), 255, np.uint8))
         scale = (high.reshape(-1, 3).mean(0) - low.reshape(-1, 3).mean(0)) / 255.0
         offset = low.reshape(-1, 3).mean(0)
         feed = (
-            f"float32 [1, {height}, {width}, 3], RGB resized to {width}x{height}, then "
+            f"float32 [1, {height}, {width}, 3], RGB resized to {width}x{height} (TF1 bilinear, "
+            "align_corners=False), then "
             f"pixel * {float(scale[0]):.6g} + {float(offset[0]):.6g} (the model's preprocessing "
             "is not in the TFLite file)"
         )
     else:
         feed = (
-            f"float32 [1, {height}, {width}, 3], RGB pixel values 0-255 resized to {width}x{height}"
+            f"float32 [1, {height}, {width}, 3], RGB pixel values 0-255 resized to "
+            f"{width}x{height} with TF1 bilinear (align_corners=False), as the model saw them"
         )
     return {
         "labels": labels_path if model_path else None,
@@ -373,8 +366,8 @@ def main(argv: list[str]) -> int:
             images = _images(tf, spec.images, spec.verify_images)
             if not images:
                 raise RuntimeError(f"no images to verify on in {', '.join(spec.images)}")
-            _REFERENCE[:] = [exporting.reference_fn(pipeline, spec.checkpoint)]
-            timed = [_timed(_REFERENCE[0], image) for image in images]
+            reference = exporting.reference_fn(pipeline, spec.checkpoint)
+            timed = [_timed(reference, image) for image in images]
             references = [value for value, _ in timed]
             reference_ms = _median_ms([ms for _, ms in timed])
             if spec.contact_sheet:
@@ -383,7 +376,9 @@ def main(argv: list[str]) -> int:
                 _contact_sheet(images, references, names, spec.contact_sheet)
                 sheet = spec.contact_sheet
             if spec.formats:
-                exported = _export_and_verify(tf, spec, pipeline, images, references, reference_ms)
+                exported = _export_and_verify(
+                    tf, spec, pipeline, reference, images, references, reference_ms
+                )
         FinishReport(evaluation, exported, sheet, reference_ms).write(spec.report)
         outcome = Outcome(OK, step=spec.step, checkpoint=spec.checkpoint)
     except Exception as e:  # noqa: BLE001 - one line for the driver, the traceback in the log
