@@ -473,7 +473,7 @@ def _finish(plan: RunPlan, reporter: _Reporter) -> int:
     if final is None or not (evaluate or formats):
         return errors.EXIT_OK
 
-    def spec(checkpoint: str, evaluate: bool, formats: tuple[str, ...]):
+    def spec(checkpoint: str, evaluate: bool, formats: tuple[str, ...], sheet: bool = True):
         info = identify.inspect(checkpoint)
         return results.finish_spec(
             model_dir,
@@ -486,14 +486,14 @@ def _finish(plan: RunPlan, reporter: _Reporter) -> int:
             input_type=options.input_type,
             tflite_quantize=options.tflite_quantize,
             verify_images=options.verify_images,
-            contact_sheet=bool(formats) or evaluate,
+            contact_sheet=sheet,
         )
 
     exported = best if best is not None else final
     specs = (
         [spec(final, evaluate, formats)]
         if exported == final or not formats
-        else [spec(final, evaluate, ()), spec(exported, False, formats)]
+        else [spec(final, evaluate, (), sheet=False), spec(exported, False, formats)]
     )
     code = errors.EXIT_OK
     for one in specs:

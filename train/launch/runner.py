@@ -67,42 +67,20 @@ def _start(argv, env: dict[str, str], log_path: str):
         )
 
 
-def run_prepare(
-    spec: PrepareSpec, env: dict[str, str], log_path: str
-) -> tuple[PrepareReport | None, Outcome]:
-    """Runs train/tf/prepare.py on CPU; returns its report (None if it wrote none) and Outcome."""
-    spec_path = os.path.join(os.path.dirname(spec.report), "prepare_spec.json")
-    spec.write(spec_path)
-    for stale in (spec.report, spec.outcome):
-        with contextlib.suppress(FileNotFoundError):
-            os.remove(stale)
-    # CPU only: the report does not need a GPU, and must not hold one the training needs.
-    child_env = {**os.environ, **env, "CUDA_VISIBLE_DEVICES": "-1"}
-    child = _start([sys.executable, "-m", "train.tf.prepare", spec_path], child_env, log_path)
-    try:
-        code = child.wait()
-    except KeyboardInterrupt:
-        child.kill()
-        child.wait()
-        raise
-    outcome = Outcome.read(spec.outcome) or Outcome(
-        FAILED, error=f"the restore dry run ended with exit status {code}"
-    )
-    return (PrepareReport.read(spec.report) if outcome.status == OK else None), outcome
+def _run_cpu_child(module: str, spec, report_cls, env: dict[str, str], log_path: str, what: str):
+    """Writes `spec` beside its report, runs `python -m module SPEC` on CPU and waits.
 
-
-def run_finish(
-    spec: FinishSpec, env: dict[str, str], log_path: str
-) -> tuple[FinishReport | None, Outcome]:
-    """Runs train/tf/finish.py on CPU (evaluate, export, verify one pinned checkpoint)."""
-    spec_path = os.path.join(os.path.dirname(spec.report), "finish_spec.json")
+    Returns (the child's report, read as `report_cls`, or None unless it ended OK; its
+    Outcome). CPU only: these children must not hold GPU memory the training needs.
+    """
+    spec_path = os.path.join(os.path.dirname(spec.report), f"{module.rsplit('.', 1)[-1]}_spec.json")
     os.makedirs(os.path.dirname(spec_path), exist_ok=True)
     spec.write(spec_path)
     for stale in (spec.report, spec.outcome):
         with contextlib.suppress(FileNotFoundError):
             os.remove(stale)
     child_env = {**os.environ, **env, "CUDA_VISIBLE_DEVICES": "-1"}
-    child = _start([sys.executable, "-m", "train.tf.finish", spec_path], child_env, log_path)
+    child = _start([sys.executable, "-m", module, spec_path], child_env, log_path)
     try:
         code = child.wait()
     except KeyboardInterrupt:
@@ -110,9 +88,25 @@ def run_finish(
         child.wait()
         raise
     outcome = Outcome.read(spec.outcome) or Outcome(
-        FAILED, error=f"the evaluation/export process ended with exit status {code}"
+        FAILED, error=f"the {what} ended with exit status {code}"
     )
-    return (FinishReport.read(spec.report) if outcome.status == OK else None), outcome
+    return (report_cls.read(spec.report) if outcome.status == OK else None), outcome
+
+
+def run_prepare(
+    spec: PrepareSpec, env: dict[str, str], log_path: str
+) -> tuple[PrepareReport | None, Outcome]:
+    """Runs train/tf/prepare.py on CPU; returns its report (None if it wrote none) and Outcome."""
+    return _run_cpu_child("train.tf.prepare", spec, PrepareReport, env, log_path, "restore dry run")
+
+
+def run_finish(
+    spec: FinishSpec, env: dict[str, str], log_path: str
+) -> tuple[FinishReport | None, Outcome]:
+    """Runs train/tf/finish.py on CPU (evaluate, export, verify one pinned checkpoint)."""
+    return _run_cpu_child(
+        "train.tf.finish", spec, FinishReport, env, log_path, "evaluation/export process"
+    )
 
 
 EVAL_GRACE_S = 900  # how long the evaluation may take for the last checkpoint after training
