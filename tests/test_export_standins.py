@@ -33,7 +33,7 @@ CASES = {  # zoo config: (input size, formats, tflite quantization, weight shift
     ),
     "ssd_efficientdet_d0_512x512_coco17_tpu-8.config": (256, ("saved_model",), "none", (0.0, 0.02)),
     "faster_rcnn_resnet50_v1_640x640_coco17_tpu-8.config": (
-        128,
+        256,  # at 128 the stand-in's RPN gives no proposals on some runs: no detections
         ("saved_model",),
         "none",
         (0.0, 0.0),
