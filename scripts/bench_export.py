@@ -33,40 +33,6 @@ CASES = (  # zoo config, TFLite?, TFLite quantizations, stand-in weight shift (t
 )
 
 
-def _config(fixtures: str, name: str, size: int, records: dict, out: str) -> str:
-    from train.pipeline import configfile
-    from train.tf import standin
-
-    with open(os.path.join(fixtures, "zoo_tf2", name), encoding="utf-8") as f:
-        config = configfile.parse_text(f.read(), name)
-    model = getattr(config.model, config.model.WhichOneof("model"))
-    model.num_classes = 3
-    if name.startswith("centernet"):  # detection only, with the resizer TFLite needs
-        del model.keypoint_estimation_task[:]
-        model.ClearField("keypoint_label_map_path")
-        for reader in (config.train_input_reader, *config.eval_input_reader):
-            reader.ClearField("num_keypoints")
-        config.eval_config.ClearField("keypoint_edge")
-        config.eval_config.ClearField("parameterized_metric")
-        for step in config.train_config.data_augmentation_options:
-            step.random_horizontal_flip.ClearField("keypoint_flip_permutation")
-        model.image_resizer.fixed_shape_resizer.height = size
-        model.image_resizer.fixed_shape_resizer.width = size
-    standin._set_image_size(config, size)  # noqa: SLF001
-    for reader, path in (
-        (config.train_input_reader, records["train"]),
-        (config.eval_input_reader[0], records["eval"]),
-    ):
-        reader.label_map_path = records["label_map"]
-        reader.tf_record_input_reader.ClearField("input_path")
-        reader.tf_record_input_reader.input_path.append(path)
-    config.train_config.fine_tune_checkpoint = ""
-    target = os.path.join(out, name)
-    with open(target, "w", encoding="utf-8") as f:
-        f.write(configfile.to_text(config))
-    return target
-
-
 def _python(code: str) -> None:
     subprocess.run(
         [sys.executable, "-c", code],
@@ -84,14 +50,16 @@ def main() -> int:  # noqa: D103
     args = parser.parse_args()
     out = os.path.abspath(args.out)
     os.makedirs(out, exist_ok=True)
-    from train.tf import synthetic
+    from train.tf import standin, synthetic
 
     records = synthetic.make_dataset(
         os.path.join(out, "data"), num_train=16, num_eval=8, size=args.size
     )
     rows = []
     for name, tflite, quantizations, shift in CASES:
-        config = _config(args.fixtures, name, args.size, records, out)
+        config = standin.zoo_config_on_records(
+            os.path.join(args.fixtures, "zoo_tf2", name), args.size, records, out
+        )
         run_dir = os.path.join(out, name.removesuffix(".config"))
         _python(
             "from train.tf import standin\n"

@@ -17,7 +17,6 @@ import pytest
 
 from tests.conftest import run_python
 from tests.test_finish import HEADLINE, _scalars
-from train.pipeline import configfile
 
 # SSD MobileNetV2 FPNLite 320 (the demo's) is tested through the driver in test_finish.py:
 # final eval against the evaluator beside training, SavedModel and float32 TFLite verified.
@@ -56,41 +55,6 @@ def records(tmp_path_factory):
     )
 
 
-def _standin_config(shared_fixtures, name, size, records, out_dir) -> str:
-    """The zoo config for 3 classes on the records; CenterNet without keypoints and with the
-    fixed_shape_resizer TFLite needs (the EXPORT.tflite_resizer edit, made by the user)."""
-    from train.tf import standin
-
-    with open(os.path.join(shared_fixtures, "zoo_tf2", name), encoding="utf-8") as f:
-        config = configfile.parse_text(f.read(), name)
-    model = getattr(config.model, config.model.WhichOneof("model"))
-    model.num_classes = 3
-    if name.startswith("centernet"):
-        del model.keypoint_estimation_task[:]
-        model.ClearField("keypoint_label_map_path")
-        for reader in (config.train_input_reader, *config.eval_input_reader):
-            reader.ClearField("num_keypoints")
-        config.eval_config.ClearField("keypoint_edge")
-        config.eval_config.ClearField("parameterized_metric")
-        for step in config.train_config.data_augmentation_options:
-            step.random_horizontal_flip.ClearField("keypoint_flip_permutation")
-        model.image_resizer.fixed_shape_resizer.height = size
-        model.image_resizer.fixed_shape_resizer.width = size
-    standin._set_image_size(config, size)  # noqa: SLF001 - the variables do not depend on it
-    for reader, path in (
-        (config.train_input_reader, records["train"]),
-        (config.eval_input_reader[0], records["eval"]),
-    ):
-        reader.label_map_path = records["label_map"]
-        reader.tf_record_input_reader.ClearField("input_path")
-        reader.tf_record_input_reader.input_path.append(path)
-    config.train_config.fine_tune_checkpoint = ""
-    target = os.path.join(str(out_dir), name)
-    with open(target, "w", encoding="utf-8") as f:
-        f.write(configfile.to_text(config))
-    return target
-
-
 def _reference_metrics(config: str, checkpoint_dir: str, out_dir: str) -> dict:
     """The OD API's eval_continuously on the checkpoint (model_main_tf2 --checkpoint_dir)."""
     done = run_python(
@@ -107,7 +71,11 @@ def _reference_metrics(config: str, checkpoint_dir: str, out_dir: str) -> dict:
 @pytest.mark.parametrize("name", list(CASES))
 def test_evaluate_and_export_a_zoo_standin(shared_fixtures, records, tmp_path, name):
     size, formats, quantize, shift = CASES[name]
-    config = _standin_config(shared_fixtures, name, size, records, tmp_path)
+    from train.tf import standin
+
+    config = standin.zoo_config_on_records(
+        os.path.join(shared_fixtures, "zoo_tf2", name), size, records, str(tmp_path)
+    )
     run_dir = tmp_path / "run"
     built = run_python(
         "from train.tf import standin\n"

@@ -25,6 +25,46 @@ def _set_image_size(config, size: int) -> None:
         resizer.keep_aspect_ratio_resizer.max_dimension = size
 
 
+def zoo_config_on_records(source: str, size: int, records: dict, out_dir: str) -> str:
+    """A zoo config for 3 classes at `size`, reading `records` (synthetic.make_dataset's).
+
+    Detection only: a CenterNet keypoint config loses its keypoint task (and what the readers,
+    eval and augmentation keep for it) and gets the fixed_shape_resizer TFLite needs (the
+    EXPORT.tflite_resizer edit, made as a user would). No fine-tune checkpoint. Written to
+    out_dir under the source's name; returns its path. For the export tests and benchmark.
+    """
+    from train import files
+    from train.pipeline import configfile
+
+    name = os.path.basename(source)
+    config = configfile.load(source).proto
+    model = getattr(config.model, config.model.WhichOneof("model"))
+    model.num_classes = 3
+    if name.startswith("centernet"):
+        del model.keypoint_estimation_task[:]
+        model.ClearField("keypoint_label_map_path")
+        for reader in (config.train_input_reader, *config.eval_input_reader):
+            reader.ClearField("num_keypoints")
+        config.eval_config.ClearField("keypoint_edge")
+        config.eval_config.ClearField("parameterized_metric")
+        for step in config.train_config.data_augmentation_options:
+            step.random_horizontal_flip.ClearField("keypoint_flip_permutation")
+        model.image_resizer.fixed_shape_resizer.height = size
+        model.image_resizer.fixed_shape_resizer.width = size
+    _set_image_size(config, size)  # the variables do not depend on it
+    for reader, path in (
+        (config.train_input_reader, records["train"]),
+        (config.eval_input_reader[0], records["eval"]),
+    ):
+        reader.label_map_path = records["label_map"]
+        reader.tf_record_input_reader.ClearField("input_path")
+        reader.tf_record_input_reader.input_path.append(path)
+    config.train_config.fine_tune_checkpoint = ""
+    target = os.path.join(str(out_dir), name)
+    files.write_atomic(target, configfile.to_text(config))
+    return target
+
+
 def build_standin(
     config_path: str,
     out_dir: str,
