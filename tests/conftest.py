@@ -26,6 +26,7 @@ def pytest_configure(config):
     compat.apply(with_tensorflow=False)
     config.addinivalue_line("markers", "slow: trains or builds models (tens of seconds)")
     config.addinivalue_line("markers", "stack: run on every supported TF stack in CI")
+    config.addinivalue_line("markers", "data: annotation conversion and record checks")
 
 
 def skip_unless_required(reason: str) -> None:

@@ -186,7 +186,45 @@ def _usage_problem(options: RunOptions) -> str | None:
         return f"--export: {e}"
     if options.patience and not options.eval:
         return "--patience needs --eval (early stopping watches the evaluations)"
+    if options.data:
+        given = [
+            f"--{name}"
+            for name in ("label_map", "train_input_path", "eval_input_path")
+            if getattr(options, name)
+        ]
+        if given:
+            return (
+                f"--data sets the records and label map; drop {' and '.join(given)} (or "
+                "--data); to keep a label map's ids, convert with python -m train.data "
+                "convert SRC --out DIR --label_map MAP and pass --data DIR"
+            )
     return None
+
+
+def with_data(options: RunOptions) -> tuple[RunOptions, Stop | None]:
+    """Options with --data turned into records and a label map (converting when needed).
+
+    The one step before planning that may write: an annotation folder is converted into
+    model_dir/data (reused on rerun while its sources are unchanged).
+    """
+    if not options.data or _usage_problem(options):
+        return options, None
+    from train.data import use
+
+    try:
+        data = use.prepare(use.plan(options.data, options.model_dir), _emit)
+    except use.DataError as e:
+        return options, Stop(e.code, errors.clip(f"error: {e}"))
+    return (
+        dataclasses.replace(
+            options,
+            label_map=data.label_map,
+            train_input_path=(data.train,),
+            eval_input_path=(data.eval,) if data.eval else (),
+            data=None,  # resolved: what is left is ordinary records and a label map
+        ),
+        None,
+    )
 
 
 def plan_run(options: RunOptions, environ=None, visible_gpus: int | None = None) -> RunPlan:
@@ -668,6 +706,9 @@ def run(options: RunOptions) -> int:
     except compat.CompatError as e:
         _emit(f"error: ENV: {e}")
         return errors.EXIT_PREFLIGHT
+    options, stop = with_data(options)
+    if stop is not None:
+        return execute(RunPlan(options, stop, duties=_report_unless(options, [])))
     return execute(plan_run(options))
 
 

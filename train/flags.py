@@ -38,6 +38,18 @@ TRAIN_INPUT_PATH = flags.DEFINE_multi_string(
 EVAL_INPUT_PATH = flags.DEFINE_multi_string(
     "eval_input_path", [], "TFRecord path or glob for evaluation (overrides input_path)."
 )
+DATA = flags.DEFINE_string(
+    "data",
+    None,
+    "A folder `python -m train.data convert` wrote, or annotations (VOC, COCO, YOLO, CSV) to "
+    "convert into model_dir/data (reused while unchanged); sets the records and label map.",
+)
+SCAN_RECORDS = flags.DEFINE_enum(
+    "scan_records",
+    "sample",
+    ["sample", "all"],
+    "Preflight record check: the first 200 records per reader, or every record of every file.",
+)
 NUM_CLASSES = flags.DEFINE_integer(
     "num_classes",
     None,
@@ -190,7 +202,7 @@ VERIFY_IMAGES = flags.DEFINE_integer(
 REQUIRED = ("pipeline_config", "model_dir")
 
 # A flag given as `--label_map=` would blank the field and silently skip every check of it.
-for _holder in (PIPELINE_CONFIG, MODEL_DIR, CHECKPOINT, LABEL_MAP, REPORT_JSON, GPUS):
+for _holder in (PIPELINE_CONFIG, MODEL_DIR, CHECKPOINT, LABEL_MAP, REPORT_JSON, GPUS, DATA):
     flags.register_validator(
         _holder.name,
         lambda value: value is None or bool(value.strip()),
@@ -218,6 +230,8 @@ def options_from_flags() -> RunOptions:
         label_map=LABEL_MAP.value,
         train_input_path=tuple(TRAIN_INPUT_PATH.value),
         eval_input_path=tuple(EVAL_INPUT_PATH.value),
+        data=DATA.value,
+        scan_records=SCAN_RECORDS.value,
         num_classes=NUM_CLASSES.value,
         num_train_steps=NUM_TRAIN_STEPS.value,
         batch_size=BATCH_SIZE.value,

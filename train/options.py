@@ -18,6 +18,8 @@ class RunOptions:
     label_map: str | None = None
     train_input_path: tuple[str, ...] = ()
     eval_input_path: tuple[str, ...] = ()
+    data: str | None = None  # --data: sets the three above (train.data.use)
+    scan_records: str = "sample"  # "all": the preflight reads every record
     num_classes: int | None = None
     num_train_steps: int | None = None
     batch_size: int | None = None

@@ -12,14 +12,28 @@ def aside_path(model_dir: str, stamp: str) -> str:
     return f"{model_dir}.moved-{stamp}"
 
 
+DATA = "data"  # --data's conversion of an annotation folder: the run's input, not the run
+
+
 def inputs_inside(model_dir: str, paths) -> list[str]:
-    """The given input paths (config, checkpoint, data) that live inside model_dir."""
+    """The given input paths (config, checkpoint, data) that live inside model_dir.
+
+    model_dir/data (what --data converted) does not count: --fresh keeps it in place.
+    """
     root = os.path.abspath(model_dir).rstrip(os.sep) + os.sep
-    return [p for p in paths if p and os.path.abspath(p).startswith(root)]
+    kept = os.path.join(root, DATA) + os.sep
+    return [
+        p
+        for p in paths
+        if p and os.path.abspath(p).startswith(root) and not os.path.abspath(p).startswith(kept)
+    ]
 
 
 def move_aside(model_dir: str) -> str | None:
-    """Renames model_dir to a free DIR.moved-TIME and returns it (None when there is none)."""
+    """Renames model_dir to a free DIR.moved-TIME and returns it (None when there is none).
+
+    model_dir/data, the conversion of --data, is moved back: it is the new run's input.
+    """
     if not os.path.exists(model_dir):
         return None
     stamp = time.strftime("%Y%m%d-%H%M%S")
@@ -28,6 +42,9 @@ def move_aside(model_dir: str) -> str | None:
         n += 1
         target = aside_path(model_dir, f"{stamp}-{n}")
     os.rename(model_dir, target)
+    if os.path.isdir(os.path.join(target, DATA)):  # the converted --data stays for the new run
+        os.makedirs(model_dir)
+        os.rename(os.path.join(target, DATA), os.path.join(model_dir, DATA))
     return target
 
 

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import time
 
 from train import errors, files, records
+from train.data.scan import feature as _feature
 from train.pipeline import fields
-from train.preflight.findings import ERROR, WARNING, Edit, Finding
+from train.preflight.findings import ERROR, INFO, WARNING, Edit, Finding
 
 
 def _patterns(reader) -> list[str]:
@@ -98,194 +100,168 @@ def check_input_shards(ctx):
 
 
 _SAMPLE = 200  # records scanned per input reader: enough to catch systematic mistakes, < 1 s
-_NORMALISED = (-0.5, 1.5)  # a coordinate beyond these is a pixel value, not a normalised one
-
-
-def _scan(paths: list[str], limit: int):
-    """Yields (file, record index, parsed Example or exception, payload) for the first records."""
-    from train import wireprotos
-
-    example_class = wireprotos.example()
-    count = 0
-    for path in paths:
-        index = 0
-        try:
-            for payload in records.read_records(path, limit - count):
-                try:
-                    example = example_class.FromString(payload)
-                except Exception as e:  # noqa: BLE001 - a payload that is no Example
-                    yield path, index, e, payload
-                    return
-                yield path, index, example, payload
-                index += 1
-                count += 1
-        except (OSError, records.RecordError) as e:
-            yield path, index, e, b""
-            return
-        if count >= limit:
-            return
-
-
-def _feature(example, key):
-    feature = example.features.feature.get(key)
-    if feature is None:
-        return []
-    kind = feature.WhichOneof("kind")
-    return list(getattr(feature, kind).value) if kind else []
-
-
-@dataclasses.dataclass
-class _Tally:
-    """How many scanned records have one problem, and where it first occurs."""
-
-    count: int = 0
-    first: str = ""
-    detail: str = ""  # what is wrong with the first one, when the finding says it apart
-
-    def add(self, where: str, detail: str = "") -> None:
-        if not self.count:
-            self.first, self.detail = where, detail
-        self.count += 1
-
-
-def _box_problems(example) -> tuple[bool, bool, bool]:
-    """(pixel coordinates, min > max, slightly outside [0, 1]) for one example's boxes."""
-    box = [_feature(example, f"image/object/bbox/{k}") for k in ("xmin", "ymin", "xmax", "ymax")]
-    values = [v for values in box for v in values]
-    pixels = any(not _NORMALISED[0] <= v <= _NORMALISED[1] for v in values)
-    inverted = any(lo > hi for lo, hi in zip(box[0] + box[1], box[2] + box[3], strict=False))
-    edge = any(not 0.0 <= v <= 1.0 for v in values)
-    return pixels, inverted, edge and not pixels
 
 
 def check_input_records(ctx):
-    """INPUT_DATA: a bounded scan of each reader's records: framing, checksums, images, labels.
+    """INPUT_DATA: each reader's records: framing, checksums, images, labels, boxes.
+
+    A bounded sample by default (the first records, in file order); every record of every
+    file with --scan_records all (train.data.scan, in parallel over files).
 
     Everything here would otherwise surface only in training: a corrupted record ("corrupted
-    record at 12", no file name), a record without an image or with an image that is no
-    JPEG/PNG/BMP (a decode error deep in the input pipeline), class names or labels the OD API
-    silently turns into background, boxes in pixel coordinates (training on garbage).
+    record at 12", no file name), a record without an image or with an image that does not
+    decode (an error deep in the input pipeline), class names or labels the OD API silently
+    turns into background, boxes in pixel coordinates (training on garbage) or of zero area
+    (NaN losses).
     """
+    from train.data import scan
+
     label_map = ctx.train_label_map
-    names = set(label_map.names) if label_map else None
-    num_classes = label_map.max_id if label_map else None
+    every = getattr(ctx.options, "scan_records", "sample") == "all"
     for reader_path, reader in fields.input_readers(ctx.config):
         paths = _record_files(reader)
         if not paths:
             continue
-        unknown: dict[str, int] = {}
-        out_of_range: set[int] = set()
-        no_image, not_image, pixels, inverted, edge = (_Tally() for _ in range(5))
-        scanned = 0
-        needs = _ReaderNeeds.of(reader, ctx.config)
-        mismatches: dict[str, _Tally] = {}
-        for path, index, example, payload in _scan(paths, _SAMPLE):
-            where = f"{path} record {index}"
-            if isinstance(example, Exception):
-                reason = example.reason if isinstance(example, files.InputError) else example
-                yield Finding(
-                    "INPUT_DATA.corrupt",
-                    ERROR,
-                    f"{reader_path}: {path}: not a readable TFRecord of tf.train.Example "
-                    f"({errors.one_line(reason) if isinstance(reason, Exception) else reason})",
-                    "regenerate the file; check it was copied whole (not a Git LFS pointer)",
-                    file=path,
-                )
-                break
-            scanned += 1
-            problems = needs.problems(example, payload)
-            for kind, detail in problems:
-                mismatches.setdefault(kind, _Tally()).add(where, detail)
-            if any(kind == "record_kind" for kind, _ in problems):
-                continue  # a SequenceExample: its image is in its feature lists
-            image = records.image_problem(example)
-            if image and image[0] == "no_image":
-                no_image.add(where)
-            elif image:
-                not_image.add(f"{where} (starts with {image[1]!r})")
-            texts = [
-                t.decode("utf-8", "replace") for t in _feature(example, "image/object/class/text")
-            ]
-            labels = _feature(example, "image/object/class/label")
-            if names is not None and texts:
-                for text in texts:
-                    if text not in names:
-                        unknown[text] = unknown.get(text, 0) + 1
-            elif num_classes and labels:
-                out_of_range.update(x for x in labels if not 1 <= x <= num_classes)
-            is_pixels, is_inverted, is_edge = _box_problems(example)
-            for tally, hit in ((pixels, is_pixels), (inverted, is_inverted), (edge, is_edge)):
-                if hit:
-                    tally.add(where)
-        where = f"{reader_path} ({paths[0]}{' ...' if len(paths) > 1 else ''})"
-        yield from needs.findings(reader_path, mismatches, scanned)
-        regenerate = "fix the converter that wrote the records, then regenerate them"
-        if no_image.count:
-            yield Finding(
-                "INPUT_DATA.no_image",
-                ERROR,
-                f"{reader_path}: {no_image.count} of {scanned} scanned records have no "
-                f"image/encoded (first: {no_image.first}); training fails on them",
-                regenerate + " (each tf.train.Example needs the encoded image bytes)",
+        needs = ReaderNeeds.of(reader, ctx.config)
+        expect = scan.Expect(
+            frozenset(label_map.names) if label_map else None,
+            label_map.max_id if label_map else None,
+            needs,
+        )
+        started = time.perf_counter()
+        found = scan.scan_files(paths, expect, None if every else _SAMPLE)
+        wall = time.perf_counter() - started
+        yield from record_findings(reader_path, paths, found, needs, label_map)
+        yield _scanned(reader_path, paths, found, every, wall)
+
+
+def _scanned(reader_path: str, paths: list[str], found, every: bool, wall: float) -> Finding:
+    """INPUT_DATA.scanned: how much of the data the checks above looked at."""
+    megabytes = found.bytes / 1e6
+    if every:
+        message = (
+            f"{reader_path}: scanned every record: {found.records} records, {megabytes:.1f} MB "
+            f"in {len(paths)} file(s), {wall:.1f} s ({megabytes / max(wall, 1e-9):.0f} MB/s)"
+        )
+        fix = "nothing to do"
+    elif found.complete:
+        message = (
+            f"{reader_path}: scanned all {found.records} records ({megabytes:.1f} MB) in "
+            f"{len(paths)} file(s)"
+        )
+        fix = "nothing to do"
+    else:
+        message = (
+            f"{reader_path}: scanned a sample: the first {found.records} records of "
+            f"{len(paths)} file(s)"
+        )
+        fix = "pass --scan_records all to read and check every record (parallel, at disk speed)"
+    return Finding("INPUT_DATA.scanned", INFO, message, fix)
+
+
+def record_findings(reader_path, paths, found, needs, label_map):
+    """The findings of one reader's scan (train.data.scan.FileScan, merged over its files)."""
+    scanned = found.records
+    tallies = found.tallies
+    if found.broken:
+        more = f" (and {found.broken_files - 1} more file(s))" if found.broken_files > 1 else ""
+        yield Finding(
+            "INPUT_DATA.corrupt",
+            ERROR,
+            f"{reader_path}: not a readable TFRecord of tf.train.Example: {found.broken}{more}",
+            "regenerate the file; check it was copied whole (not a Git LFS pointer)",
+            file=found.broken_path,
+        )
+    yield from needs.findings(
+        reader_path, {k: t for k, t in tallies.items() if k in ReaderNeeds.KINDS}, scanned
+    )
+    where = f"{reader_path} ({paths[0]}{' ...' if len(paths) > 1 else ''})"
+    regenerate = "fix the converter that wrote the records, then regenerate them"
+    if "no_image" in tallies:
+        tally = tallies["no_image"]
+        yield Finding(
+            "INPUT_DATA.no_image",
+            ERROR,
+            f"{reader_path}: {tally.count} of {scanned} scanned records have no "
+            f"image/encoded (first: {tally.first}); training fails on them",
+            regenerate + " (each tf.train.Example needs the encoded image bytes)",
+        )
+    if "not_image" in tallies:
+        tally = tallies["not_image"]
+        yield Finding(
+            "INPUT_DATA.image_format",
+            ERROR,
+            f"{reader_path}: {tally.count} of {scanned} scanned records hold an "
+            f"image/encoded that is not a JPEG, PNG or BMP image (first: {tally.first}); "
+            "the OD API cannot decode it",
+            regenerate + " (write the JPEG or PNG file's bytes, not decoded pixels)",
+        )
+    if "image_decode" in tallies:
+        tally = tallies["image_decode"]
+        yield Finding(
+            "INPUT_DATA.image_decode",
+            ERROR,
+            f"{reader_path}: {tally.count} of {scanned} scanned records hold an image whose "
+            f"header does not decode (first: {tally.first}: {tally.detail}); the input "
+            "pipeline fails on it",
+            regenerate + " (python -m train.data convert re-encodes what Pillow can read)",
+        )
+    if found.unknown:
+        listed = ", ".join(f"{t!r} x{n}" for t, n in sorted(found.unknown.items())[:5])
+        yield Finding(
+            "INPUT_DATA.class_text",
+            ERROR,
+            f"{where}: class names not in the label map {label_map.path}: {listed} (first: "
+            f"{tallies['class_text'].first}); the OD API silently turns those boxes into "
+            "background",
+            "make the label map names match image/object/class/text (case matters)",
+        )
+    if found.out_of_range:
+        yield Finding(
+            "INPUT_DATA.label_range",
+            ERROR,
+            f"{where}: class labels {sorted(found.out_of_range)[:10]} outside "
+            f"1..{label_map.max_id} (first: {tallies['label_range'].first}); those boxes "
+            "silently become background",
+            "label classes 1..N as in the label map (0 is background)",
+        )
+    pixels, degenerate = tallies.get("pixels"), tallies.get("degenerate")
+    if pixels or degenerate:
+        what = []
+        if pixels:
+            what.append(
+                f"{pixels.count} have coordinates far outside [0, 1], i.e. pixel values "
+                f"(first: {pixels.first})"
             )
-        if not_image.count:
-            yield Finding(
-                "INPUT_DATA.image_format",
-                ERROR,
-                f"{reader_path}: {not_image.count} of {scanned} scanned records hold an "
-                f"image/encoded that is not a JPEG, PNG or BMP image (first: {not_image.first}); "
-                "the OD API cannot decode it",
-                regenerate + " (write the JPEG or PNG file's bytes, not decoded pixels)",
+        if degenerate:
+            what.append(
+                f"{degenerate.count} have a box with min >= max, zero or negative area "
+                f"(first: {degenerate.first})"
             )
-        if unknown:
-            listed = ", ".join(f"{t!r} x{n}" for t, n in sorted(unknown.items())[:5])
-            yield Finding(
-                "INPUT_DATA.class_text",
-                ERROR,
-                f"{where}: class names not in the label map {label_map.path}: {listed}; the OD "
-                "API silently turns those boxes into background",
-                "make the label map names match image/object/class/text (case matters)",
-            )
-        if out_of_range:
-            yield Finding(
-                "INPUT_DATA.label_range",
-                ERROR,
-                f"{where}: class labels {sorted(out_of_range)[:10]} outside 1..{num_classes}; "
-                "those boxes silently become background",
-                "label classes 1..N as in the label map (0 is background)",
-            )
-        if pixels.count or inverted.count:
-            what = []
-            if pixels.count:
-                what.append(
-                    f"{pixels.count} have coordinates far outside [0, 1], i.e. pixel values "
-                    f"(first: {pixels.first})"
-                )
-            if inverted.count:
-                what.append(f"{inverted.count} have min > max (first: {inverted.first})")
-            yield Finding(
-                "INPUT_DATA.boxes",
-                ERROR,
-                f"{reader_path}: of {scanned} scanned records {'; '.join(what)}: training would "
-                "learn from wrong boxes",
-                "write normalised coordinates: xmin = x / width, ymin = y / height, ..., with "
-                "xmin < xmax and ymin < ymax",
-            )
-        if edge.count:
-            yield Finding(
-                "INPUT_DATA.boxes_edge",
-                WARNING,
-                f"{reader_path}: {edge.count} of {scanned} scanned records have boxes slightly "
-                f"outside [0, 1] (first: {edge.first})",
-                "clip the boxes to the image when converting",
-            )
+        yield Finding(
+            "INPUT_DATA.boxes",
+            ERROR,
+            f"{reader_path}: of {scanned} scanned records {'; '.join(what)}: training would "
+            "learn from wrong boxes (a zero-area box makes the losses NaN)",
+            "write normalised coordinates: xmin = x / width, ymin = y / height, ..., with "
+            "xmin < xmax and ymin < ymax (python -m train.data convert drops degenerate boxes)",
+        )
+    if "edge" in tallies:
+        tally = tallies["edge"]
+        yield Finding(
+            "INPUT_DATA.boxes_edge",
+            WARNING,
+            f"{reader_path}: {tally.count} of {scanned} scanned records have boxes slightly "
+            f"outside [0, 1] (first: {tally.first})",
+            "clip the boxes to the image when converting",
+        )
 
 
 _FEATURE_LISTS = 2  # tf.train.SequenceExample's field number of feature_lists
 
 
 @dataclasses.dataclass(frozen=True)
-class _ReaderNeeds:
+class ReaderNeeds:
     """What one input reader is told to load, which each record must then hold.
 
     The OD API's TfExampleDecoder reads these only when the reader asks for them, and a record
@@ -293,13 +269,15 @@ class _ReaderNeeds:
     "Feature list 'image/encoded' is required").
     """
 
+    KINDS = ("record_kind", "mask_type", "masks", "keypoints", "context")
+
     sequence: bool
     masks: str | None  # "png" | "numerical" | None
     keypoints: int
     context: bool
 
     @classmethod
-    def of(cls, reader, config) -> _ReaderNeeds:
+    def of(cls, reader, config) -> ReaderNeeds:
         """What `reader` loads, less what MODEL.keypoints / MODEL.masks_unused remove.
 
         Keypoints or masks the model has no task for are a config finding whose fix removes

@@ -1,0 +1,246 @@
+"""Verify TFRecord files record by record, TF-free, in parallel over files.
+
+What TensorFlow's reader and the OD API's decoder would trip over, found before training:
+framing and both CRC-32C checksums (google-crc32c, GB/s), records that are no
+tf.train.Example, missing or undecodable images (Pillow reads the header only), class names
+not in the label map, labels outside 1..num_classes, boxes in pixels, inverted or of zero area
+(a zero-width box makes the box coder's log() -inf: NaN losses), boxes outside the image.
+
+`scan_file` reads one file (up to `limit` records) into a picklable `FileScan`;
+`scan_files` runs it over many files, in worker processes when every record is read, and
+`merge` adds the results up in file order, so "first" always means the first in read order.
+The preflight's bounded sample and `--scan_records all` are the same code.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import dataclasses
+import io
+import os
+import struct
+import time
+
+from train import files, records
+
+_NORMALISED = (-0.5, 1.5)  # a coordinate beyond these is a pixel value, not a normalised one
+_HEADER = struct.Struct("<QI")
+_CRC = struct.Struct("<I")
+
+
+@dataclasses.dataclass
+class Tally:
+    """How many scanned records have one problem, and where it first occurs."""
+
+    count: int = 0
+    first: str = ""
+    detail: str = ""  # what is wrong with the first one, when the finding says it apart
+
+    def add(self, where: str, detail: str = "", count: int = 1) -> None:  # noqa: D102
+        if not self.count:
+            self.first, self.detail = where, detail
+        self.count += count
+
+
+@dataclasses.dataclass
+class FileScan:
+    """What one file (or, merged, a set of files) holds and what is wrong with it."""
+
+    path: str
+    records: int = 0  # records read whole (framing and checksums good)
+    bytes: int = 0
+    complete: bool = False  # read to the end (not stopped by the limit or an error)
+    broken: str = ""  # "FILE: record N: why" of the first unreadable record
+    broken_files: int = 0
+    broken_path: str = ""
+    tallies: dict[str, Tally] = dataclasses.field(default_factory=dict)
+    unknown: dict[str, int] = dataclasses.field(default_factory=dict)  # class text -> boxes
+    out_of_range: set[int] = dataclasses.field(default_factory=set)
+    files: int = 1
+    seconds: float = 0.0
+
+    def add(self, kind: str, where: str, detail: str = "") -> None:  # noqa: D102
+        self.tallies.setdefault(kind, Tally()).add(where, detail)
+
+
+@dataclasses.dataclass(frozen=True)
+class Expect:
+    """What the records are checked against (picklable: it travels to the workers).
+
+    Attributes:
+      names: the label map's class names (None: no label map).
+      num_classes: the largest id in the label map (None: unknown).
+      needs: an object whose `problems(example, payload)` lists what a record lacks for
+        its input reader ([(kind, detail)]); None for a plain Example reader.
+      decode_images: parse each image's header with Pillow.
+    """
+
+    names: frozenset[str] | None = None
+    num_classes: int | None = None
+    needs: object = None
+    decode_images: bool = True
+
+
+def feature(example, key):
+    """The values of one feature of a tf.train.Example ([] when absent)."""
+    feature = example.features.feature.get(key)
+    if feature is None:
+        return []
+    kind = feature.WhichOneof("kind")
+    return list(getattr(feature, kind).value) if kind else []
+
+
+def box_problems(example) -> tuple[bool, bool, bool]:
+    """(pixel coordinates, degenerate: min >= max, slightly outside [0, 1]) of its boxes."""
+    box = [feature(example, f"image/object/bbox/{k}") for k in ("xmin", "ymin", "xmax", "ymax")]
+    values = [v for values in box for v in values]
+    pixels = any(not _NORMALISED[0] <= v <= _NORMALISED[1] for v in values)
+    degenerate = any(lo >= hi for lo, hi in zip(box[0] + box[1], box[2] + box[3], strict=False))
+    edge = any(not 0.0 <= v <= 1.0 for v in values)
+    return pixels, degenerate, edge and not pixels
+
+
+def _decodes(data: bytes) -> str | None:
+    """Why Pillow cannot read an image's header (None when it can)."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            if image.size[0] <= 0 or image.size[1] <= 0:
+                return f"size {image.size}"
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
+        return str(e) or type(e).__name__
+    return None
+
+
+def _check(found: FileScan, where: str, example, payload, expect: Expect) -> None:
+    if expect.needs is not None:
+        problems = expect.needs.problems(example, payload)
+        for kind, detail in problems:
+            found.add(kind, where, detail)
+        if any(kind == "record_kind" for kind, _ in problems):
+            return  # a SequenceExample: its image is in its feature lists
+    image = records.image_problem(example)
+    if image and image[0] == "no_image":
+        found.add("no_image", where)
+    elif image:
+        found.add("not_image", f"{where} (starts with {image[1]!r})")
+    elif expect.decode_images:
+        declared = feature(example, "image/format")
+        if declared != [b"raw"]:
+            why = _decodes(feature(example, "image/encoded")[0])
+            if why:
+                found.add("image_decode", where, why)
+    texts = [t.decode("utf-8", "replace") for t in feature(example, "image/object/class/text")]
+    labels = feature(example, "image/object/class/label")
+    if expect.names is not None and texts:
+        for text in texts:
+            if text not in expect.names:
+                found.unknown[text] = found.unknown.get(text, 0) + 1
+                found.add("class_text", where, repr(text))
+    elif expect.num_classes and labels:
+        bad = [x for x in labels if not 1 <= x <= expect.num_classes]
+        if bad:
+            found.out_of_range.update(bad)
+            found.add("label_range", where, f"label {bad[0]}")
+    pixels, degenerate, edge = box_problems(example)
+    for kind, hit in (("pixels", pixels), ("degenerate", degenerate), ("edge", edge)):
+        if hit:
+            found.add(kind, where)
+
+
+def scan_file(path: str, expect: Expect, limit: int | None = None) -> FileScan:
+    """Reads up to `limit` records of one file (all when None) and checks each."""
+    import google_crc32c
+
+    from train import wireprotos
+
+    def masked(data: bytes) -> int:
+        crc = google_crc32c.value(data)
+        return (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF
+
+    parse = wireprotos.example().FromString
+    found = FileScan(path)
+    start = time.perf_counter()
+    try:
+        with files.open_input(path) as raw, io.BufferedReader(raw, 1 << 20) as f:
+            index = 0
+            while limit is None or index < limit:
+                header = f.read(12)
+                if not header:
+                    found.complete = True
+                    break
+                why = ""
+                if len(header) < 12:
+                    why = "truncated header (file cut short?)"
+                else:
+                    length, length_crc = _HEADER.unpack(header)
+                    if masked(header[:8]) != length_crc:
+                        why = "bad length checksum (not a TFRecord file?)"
+                if not why:
+                    payload = f.read(length)
+                    crc = f.read(4)
+                    if len(crc) < 4:
+                        why = "truncated (file cut short?)"
+                    elif masked(payload) != _CRC.unpack(crc)[0]:
+                        why = "bad data checksum (the record's bytes are corrupted)"
+                if why:
+                    found.broken, found.broken_files = f"{path}: record {index}: {why}", 1
+                    found.broken_path = path
+                    break
+                found.bytes += 16 + length
+                try:
+                    example = parse(payload)
+                except Exception as e:  # noqa: BLE001 - a payload that is no Example
+                    found.broken = f"{path}: record {index}: not a tf.train.Example ({e})"
+                    found.broken_files, found.broken_path = 1, path
+                    break
+                _check(found, f"{path} record {index}", example, payload, expect)
+                found.records += 1
+                index += 1
+    except files.InputError as e:
+        found.broken, found.broken_files, found.broken_path = f"{path} {e.reason}", 1, path
+    except OSError as e:
+        found.broken, found.broken_files, found.broken_path = f"{path}: {e}", 1, path
+    found.seconds = time.perf_counter() - start
+    return found
+
+
+def merge(scans: list[FileScan]) -> FileScan:
+    """The scans of several files added up, in their order."""
+    total = FileScan(scans[0].path if scans else "", files=len(scans), complete=True)
+    for scan in scans:
+        total.records += scan.records
+        total.bytes += scan.bytes
+        total.complete = total.complete and scan.complete
+        total.seconds += scan.seconds
+        if scan.broken and not total.broken:
+            total.broken, total.broken_path = scan.broken, scan.broken_path
+        total.broken_files += scan.broken_files
+        for kind, tally in scan.tallies.items():
+            total.tallies.setdefault(kind, Tally()).add(tally.first, tally.detail, tally.count)
+        for text, count in scan.unknown.items():
+            total.unknown[text] = total.unknown.get(text, 0) + count
+        total.out_of_range |= scan.out_of_range
+    return total
+
+
+def scan_files(
+    paths: list[str], expect: Expect, limit: int | None = None, jobs: int = 0
+) -> FileScan:
+    """Scans files: the first `limit` records in all (in order), or every record in parallel."""
+    if limit is not None:
+        scans = []
+        for path in paths:
+            left = limit - sum(s.records for s in scans)
+            if left <= 0:
+                break
+            scans.append(scan_file(path, expect, left))
+            if scans[-1].broken:
+                break
+        return merge(scans)
+    jobs = min(jobs or os.cpu_count() or 1, len(paths))
+    if jobs <= 1:
+        return merge([scan_file(p, expect) for p in paths])
+    with concurrent.futures.ProcessPoolExecutor(max_workers=jobs) as pool:
+        return merge(list(pool.map(scan_file, paths, [expect] * len(paths))))
