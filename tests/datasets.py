@@ -227,6 +227,7 @@ def write_yolo(root: str, items: list[Spec]) -> str:
 
 def write_csv(root: str, items: list[Spec]) -> str:
     """The tutorials' xml_to_csv output: one row per box, images in images/."""
+    os.makedirs(root, exist_ok=True)
     rows = ["filename,width,height,class,xmin,ymin,xmax,ymax"]
     for spec in items:
         write_image(spec, os.path.join(root, "images", spec.name))

@@ -228,7 +228,10 @@ def merge(scans: list[FileScan]) -> FileScan:
 def scan_files(
     paths: list[str], expect: Expect, limit: int | None = None, jobs: int = 0
 ) -> FileScan:
-    """Scans files: the first `limit` records in all (in order), or every record in parallel."""
+    """Scans files: the first `limit` records in all (in order), or every record in parallel.
+
+    A broken record ends the scan of its file only: the others are still read.
+    """
     if limit is not None:
         scans = []
         for path in paths:
@@ -236,8 +239,6 @@ def scan_files(
             if left <= 0:
                 break
             scans.append(scan_file(path, expect, left))
-            if scans[-1].broken:
-                break
         return merge(scans)
     jobs = min(jobs or os.cpu_count() or 1, len(paths))
     if jobs <= 1:

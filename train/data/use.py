@@ -34,6 +34,7 @@ class DataPlan:
     train: str  # glob of the training records
     eval: str | None  # glob of the eval records (None: the split is empty)
     label_map: str
+    source: str = ""  # the annotation folder model_dir/data was converted from
 
 
 def _summary(folder: str) -> dict | None:
@@ -72,7 +73,7 @@ def plan(data: str, model_dir: str) -> DataPlan:
     current = previous is not None and previous.get("fingerprint") == convert.fingerprint(options)
     train, evaluation = _globs(out, previous if current else None)
     label_map = os.path.join(out, convert.LABEL_MAP)
-    return DataPlan(out, None if current else options, train, evaluation, label_map)
+    return DataPlan(out, None if current else options, train, evaluation, label_map, data)
 
 
 def prepare(data_plan: DataPlan, emit) -> DataPlan:
@@ -80,7 +81,13 @@ def prepare(data_plan: DataPlan, emit) -> DataPlan:
     from train.data import sources
 
     if data_plan.conversion is None:
-        emit(f"--data: using {data_plan.folder} (converted earlier; sources unchanged)")
+        if data_plan.source:
+            emit(
+                f"--data: using {data_plan.folder}, converted earlier from {data_plan.source} "
+                "(its files are unchanged)"
+            )
+        else:
+            emit(f"--data: using the records and label map in {data_plan.folder}")
         return data_plan
     emit(f"--data: converting {data_plan.conversion.source} into {data_plan.folder}")
     try:
