@@ -173,3 +173,38 @@ def test_undecodable_image_header_is_found(tmp_path):
     _write(path, [example.SerializeToString()])
     found = scan.scan_files([path], scan.Expect(), None)
     assert found.tallies["image_decode"].first == f"{path} record 0"
+
+
+def test_image_headers_are_judged_like_a_decoder_would():
+    """JPEG and PNG headers are parsed without Pillow: the same verdicts as Pillow + TF."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    from train.data import scan
+
+    pixels = np.random.default_rng(0).integers(0, 255, (48, 64, 3), dtype=np.uint8)
+
+    def encoded(fmt, **kw):
+        buffer = io.BytesIO()
+        Image.fromarray(pixels).save(buffer, fmt, **kw)
+        return buffer.getvalue()
+
+    good = [
+        encoded("JPEG"),
+        encoded("JPEG", progressive=True),
+        encoded("JPEG", exif=Image.Exif().tobytes()),
+        encoded("PNG"),
+        encoded("BMP"),
+    ]
+    for data in good:
+        assert scan.image_header_problem(data) is None
+    jpeg, png = good[0], good[3]
+    assert "truncated" in scan.image_header_problem(jpeg[: len(jpeg) // 2])
+    assert "truncated" in scan.image_header_problem(png[:-20])
+    assert scan.image_header_problem(png[:22] + bytes([png[22] ^ 1]) + png[23:]) == (
+        "IHDR checksum mismatch"
+    )
+    assert scan.image_header_problem(b"\xff\xd8" + b"\xff\xda" + jpeg[4:]) is not None
+    assert scan.image_header_problem(b"BM" + b"\0" * 10) is not None
