@@ -281,3 +281,48 @@ def test_exif_box_turning_matches_pillow():
         ys, xs = np.nonzero(shown)
         want = (xs.min(), ys.min(), xs.max() + 1, ys.max() + 1)
         assert images.orient_box(orientation, box, width, height) == want, orientation
+
+
+def test_boxes_drawn_on_the_stored_pixels_turn_with_the_image(tmp_path):
+    """A tool that ignored EXIF wrote the stored size: its boxes are turned like the pixels."""
+    from PIL import Image
+
+    shown = datasets.Spec("turned.jpg", 120, 160, (("dog", 10, 90, 60, 150),), kind="exif")
+    root = tmp_path / "voc"
+    datasets.write_voc(str(root), [shown])
+    stored = Image.open(root / "turned.jpg")
+    assert stored.size == (160, 120)  # what a tool blind to EXIF shows and annotates
+    # The same dog on the stored pixels: rotating the shown image 90 degrees counter-clockwise
+    # takes (x, y) to (y, width - x).
+    xml = (root / "turned.xml").read_text()
+    xml = xml.replace("<width>120</width>", "<width>160</width>")
+    xml = xml.replace("<height>160</height>", "<height>120</height>")
+    for tag, old, new in (
+        ("xmin", 10, 90),
+        ("ymin", 90, 120 - 60),
+        ("xmax", 60, 150),
+        ("ymax", 150, 120 - 10),
+    ):
+        xml = xml.replace(f"<{tag}>{old}</{tag}>", f"<{tag}>{new}</{tag}>")
+    (root / "turned.xml").write_text(xml)
+    out = tmp_path / "out"
+    result = _convert(root, out, "--val_fraction=0")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "its boxes were turned with the image (EXIF 6)" in result.stdout
+    ((_, got),) = _decode(str(out)).values()
+    assert got["image"].shape == (160, 120, 3)
+    np.testing.assert_allclose(got["boxes"], [[90 / 160, 10 / 120, 150 / 160, 60 / 120]], atol=1e-6)
+
+
+def test_conversion_and_check_import_no_tensorflow(tmp_path):
+    source = datasets.write_coco(str(tmp_path / "coco"), datasets.specs(2, start=70))
+    code = (
+        "import sys\n"
+        "from train.data import convert, checkcmd\n"
+        f"convert.convert(convert.ConvertOptions({source!r}, {str(tmp_path / 'out')!r}))\n"
+        f"checkcmd.check([{str(tmp_path / 'out' / '*.record')!r}], None)\n"
+        "print('LOADED', sorted(m for m in sys.modules if m.split('.')[0] in "
+        "('tensorflow', 'keras', 'tf_slim', 'tf_keras')))\n"
+    )
+    result = run_python(code)
+    assert "LOADED []" in result.stdout, result.stdout + result.stderr[-2000:]
