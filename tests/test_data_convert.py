@@ -326,3 +326,22 @@ def test_conversion_and_check_import_no_tensorflow(tmp_path):
     )
     result = run_python(code)
     assert "LOADED []" in result.stdout, result.stdout + result.stderr[-2000:]
+
+
+def test_skip_empty_and_a_broken_coco_file(tmp_path):
+    source = datasets.write_coco(str(tmp_path / "coco"), datasets.specs(3, start=80))
+    negative = datasets.Spec("empty.jpg", 64, 48, ())
+    datasets.write_coco(str(tmp_path / "coco"), [*datasets.specs(3, start=80), negative])
+    result = _convert(source, tmp_path / "kept")
+    assert result.returncode == 0 and "empty.jpg" in _decode(str(tmp_path / "kept"))
+    result = _convert(source, tmp_path / "skipped", "--skip_empty")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "empty.jpg: no boxes (--skip_empty)" in result.stdout
+    assert "empty.jpg" not in _decode(str(tmp_path / "skipped"))
+
+    path = tmp_path / "coco" / "annotations" / "instances_default.json"
+    path.write_text(path.read_text()[:-30])  # cut short
+    result = _convert(source, tmp_path / "broken")
+    assert result.returncode == errors.EXIT_USAGE and "Traceback" not in result.stderr
+    assert "no usable COCO annotation file: skipped file:" in result.stderr
+    assert "instances_default.json: not a COCO instances file" in result.stderr

@@ -205,7 +205,8 @@ def read(root: str, kind: str = "auto", skip: str | None = None) -> Source:
         unique.append(item)
     source.items = sorted(unique, key=lambda i: i.key)
     if not source.annotation_files:
-        raise SourceError(f"{root}: no {FORMAT_NAMES[kind]} annotation files found")
+        why = f": {source.problems[0].line()}" if source.problems else ""
+        raise SourceError(f"{root}: no usable {FORMAT_NAMES[kind]} annotation file{why}")
     return source
 
 
