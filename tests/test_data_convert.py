@@ -345,3 +345,14 @@ def test_skip_empty_and_a_broken_coco_file(tmp_path):
     assert result.returncode == errors.EXIT_USAGE and "Traceback" not in result.stderr
     assert "no usable COCO annotation file: skipped file:" in result.stderr
     assert "instances_default.json: not a COCO instances file" in result.stderr
+
+
+def test_an_interrupted_first_conversion_does_not_block_the_next(tmp_path):
+    source = datasets.write_csv(str(tmp_path / "csv"), datasets.specs(2, start=90))
+    out = tmp_path / "out"
+    (out / ".converting-abc123").mkdir(parents=True)  # what a killed first run leaves
+    (out / ".converting-abc123" / "train-00000-of-00001.record").write_bytes(b"partial")
+    result = _convert(source, out)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert not (out / ".converting-abc123").exists()
+    assert sorted(_decode(str(out))) == ["img_090.jpg", "img_091.jpg"]

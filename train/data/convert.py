@@ -241,7 +241,13 @@ def _check_out(options: ConvertOptions, source_root: str) -> None:
     problem = files.writable_dir_problem(out)
     if problem:
         raise ConvertError(f"--out {options.out} {problem}")
-    if os.path.isdir(out) and os.listdir(out) and not os.path.isfile(os.path.join(out, SUMMARY)):
+    # (a staging folder left by an interrupted first conversion does not count)
+    held = (
+        [n for n in os.listdir(out) if not n.startswith(".converting-")]
+        if os.path.isdir(out)
+        else []
+    )
+    if held and not os.path.isfile(os.path.join(out, SUMMARY)):
         raise ConvertError(
             f"--out {options.out} holds other files (no {SUMMARY} of an earlier conversion); "
             "name a new or empty folder"
@@ -259,7 +265,7 @@ def fingerprint(options: ConvertOptions) -> str:
     base = root if os.path.isdir(root) else os.path.dirname(root)
     digest = hashlib.sha256()
     skip = os.path.abspath(options.out)
-    paths = sources._walk(base, skip) if os.path.isdir(root) else [root]  # noqa: SLF001
+    paths = sources.walk(base, skip) if os.path.isdir(root) else [root]
     for path in paths:
         try:
             info = os.stat(path)
@@ -295,6 +301,9 @@ def convert(options: ConvertOptions, emit=print) -> dict:
     shards = {s: _shard_count(options.shards, len(items), sizes[s]) for s, items in splits.items()}
     out = os.path.abspath(options.out)
     os.makedirs(out, exist_ok=True)
+    for stale in os.listdir(out):  # what an interrupted conversion left
+        if stale.startswith(".converting-"):
+            shutil.rmtree(os.path.join(out, stale), ignore_errors=True)
     stage = tempfile.mkdtemp(prefix=".converting-", dir=out)
     problems = list(source.problems)
     item_problems: list[Problem] = []

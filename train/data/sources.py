@@ -83,7 +83,7 @@ class Source:
     found: str  # what `auto` saw, e.g. "Pascal VOC: 12 XML files"
 
 
-def _walk(root: str, skip: str | None) -> list[str]:
+def walk(root: str, skip: str | None) -> list[str]:
     """Every file under root (sorted, hidden folders and `skip` left out)."""
     found = []
     skip = os.path.realpath(skip) if skip else None
@@ -122,7 +122,7 @@ def detect(root: str, skip: str | None = None) -> tuple[str, str]:
         return kind, f"{FORMAT_NAMES[kind]}: {root}"
     if not os.path.isdir(root):
         raise SourceError(f"{root}: no such file or folder")
-    paths = _walk(root, skip)
+    paths = walk(root, skip)
     names = {os.path.basename(p) for p in paths}
     found = {}
     if "data.yaml" in names or "classes.txt" in names:
@@ -188,8 +188,8 @@ def read(root: str, kind: str = "auto", skip: str | None = None) -> Source:
     elif not os.path.exists(root):
         raise SourceError(f"{root}: no such file or folder")
     base = root if os.path.isdir(root) else os.path.dirname(root)
-    paths = _walk(base, skip) if os.path.isdir(root) else [root]
-    images = _Images(base, _walk(base, skip))
+    paths = walk(base, skip) if os.path.isdir(root) else [root]
+    images = _Images(base, walk(base, skip))
     reader = {"voc": _read_voc, "coco": _read_coco, "yolo": _read_yolo, "csv": _read_csv}[kind]
     source = reader(root, paths, images)
     source.found = found or f"{FORMAT_NAMES[kind]} (--format {kind})"
