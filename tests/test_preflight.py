@@ -174,8 +174,12 @@ def test_ignored_fields(good_config, tmp_path):
     report = _preflight(good_config, tmp_path / "model")
     assert "IGNORED_FIELD" in _codes(report, "error")  # load_all_... is rejected by TF2
     warnings = _codes(report, "warning")
-    assert "IGNORED_FIELD.freeze_variables" in warnings and "IGNORED_FIELD.use_bfloat16" in warnings
+    assert "IGNORED_FIELD.use_bfloat16" in warnings
     assert all(f.fixable for f in report.findings if f.code.startswith("IGNORED_FIELD"))
+    # freeze_variables is no longer ignored: the driver applies it, and says so (kept as is)
+    (freeze,) = [f for f in report.findings if f.code == "FREEZE.freeze_variables"]
+    assert freeze.severity == "info" and not freeze.fixable and freeze.line
+    assert "no variable matching them trains" in freeze.message
 
 
 def test_input_data_no_match_and_empty(good_config, tmp_path):

@@ -118,6 +118,8 @@ class TrainSpec(Contract):
     restore_report: str  # where the child writes its TrainingRestore
     outcome: str  # where the child writes its Outcome
     strategy: StrategySpec = StrategySpec()
+    freeze: str = ""  # --freeze, canonical (train.pipeline.freezing.parse_flag)
+    freeze_report: str = ""  # where the child writes its TrainingFreeze
 
 
 @dataclasses.dataclass(frozen=True)
@@ -259,6 +261,13 @@ class TrainingRestore(Contract):
     def as_report(self) -> dict:
         """The form the JSON report and TensorBoard carry (measurement + checkpoint)."""
         return {**self.measurement, "checkpoint": self.checkpoint}
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainingFreeze(Contract):
+    """What the training child trains and freezes (train.pipeline.freezing.report)."""
+
+    report: dict
 
 
 OK, STOPPED, FAILED = "ok", "stopped", "failed"

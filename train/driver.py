@@ -23,7 +23,7 @@ from train.launch.plan import LaunchPlan
 from train.options import RunOptions
 from train.pipeline import configfile, fields, rewrite
 from train.preflight import Context, PreviousRun, Report, run_preflight
-from train.preflight.findings import ERROR, Finding
+from train.preflight.findings import ERROR, WARNING, Finding
 
 
 def _emit(line: str) -> None:
@@ -659,6 +659,34 @@ def _train(plan: RunPlan, reporter: _Reporter) -> int:
                     launch.start_step,
                 )
 
+    def on_freeze(measured: dict) -> None:
+        reporter.results["freeze"] = measured
+        if measured["rule"] == "nothing frozen":
+            reporter.write("training")
+            return
+        _emit(f"freeze: {measured['summary']} ({measured['rule']})")
+        for pattern in measured["unmatched"]:
+            finding = Finding(
+                "FREEZE.no_match",
+                WARNING,
+                f"{plan.source.path}: the pattern {pattern!r} matches no trainable variable of "
+                "this model, so it changes nothing (TF2 variables are named by Keras layer, "
+                "e.g. 'block_3_expand/kernel', not TF1 scopes like 'FeatureExtractor/...')",
+                "fix the pattern (re.match from the start of the name), or use --freeze "
+                "backbone / backbone,neck",
+                file=plan.source.path,
+            )
+            reporter.extra.append(finding)
+            _emit(f"warning: {finding.code}: {finding.message}\n  fix: {finding.fix}")
+        reporter.write("training")
+        if plan.duties.summaries:
+            board.write_run_summaries(
+                summaries,
+                {"tfod_finetune/freeze": report.restore_text(measured)},
+                None,
+                launch.start_step,
+            )
+
     if plan.duties.summaries:
         board.write_run_summaries(
             summaries,
@@ -680,7 +708,7 @@ def _train(plan: RunPlan, reporter: _Reporter) -> int:
         reporter.extra.append(finding)
         return f"error: {finding.code}: {finding.message}\n  fix: {finding.fix}"
 
-    run = functools.partial(runner.run, explain=explain)
+    run = functools.partial(runner.run, explain=explain, on_freeze=on_freeze)
     if not plan.duties.tensorboard:
         return run(launch, options.log_every_s, _emit, on_restore)
     log_path = os.path.join(launch.work_dir, "logs", "tensorboard.log")

@@ -50,6 +50,13 @@ SCAN_RECORDS = flags.DEFINE_enum(
     ["sample", "all"],
     "Preflight record check: the first 200 records per reader, or every record of every file.",
 )
+FREEZE = flags.DEFINE_string(
+    "freeze",
+    None,
+    "Freeze model components: backbone, neck, backbone,neck, or none (train everything, "
+    "ignoring the config's freeze_variables / update_trainable_variables). Default: the "
+    "config's two fields, which the driver applies (the TF2 loop alone ignores them).",
+)
 NUM_CLASSES = flags.DEFINE_integer(
     "num_classes",
     None,
@@ -216,6 +223,29 @@ for _holder in (TRAIN_INPUT_PATH, EVAL_INPUT_PATH):
     )
 
 
+def _freeze_flag(value: str | None) -> str:
+    from train.pipeline import freezing
+
+    return freezing.parse_flag(value)
+
+
+flags.register_validator(
+    "freeze",
+    lambda value: value is None or _valid_freeze(value),
+    message="use none, or components from backbone, neck (e.g. --freeze backbone,neck)",
+)
+
+
+def _valid_freeze(value: str) -> bool:
+    from train.pipeline import freezing
+
+    try:
+        freezing.parse_flag(value)
+    except freezing.FreezeError:
+        return False
+    return True
+
+
 def holders() -> list:
     """Every flag this module defines (the CLI's key flags, shown by --help)."""
     return [value for value in globals().values() if isinstance(value, flags.FlagHolder)]
@@ -232,6 +262,7 @@ def options_from_flags() -> RunOptions:
         eval_input_path=tuple(EVAL_INPUT_PATH.value),
         data=DATA.value,
         scan_records=SCAN_RECORDS.value,
+        freeze=_freeze_flag(FREEZE.value),
         num_classes=NUM_CLASSES.value,
         num_train_steps=NUM_TRAIN_STEPS.value,
         batch_size=BATCH_SIZE.value,

@@ -20,6 +20,7 @@ class RunOptions:
     eval_input_path: tuple[str, ...] = ()
     data: str | None = None  # --data: sets the three above (train.data.use)
     scan_records: str = "sample"  # "all": the preflight reads every record
+    freeze: str = ""  # --freeze, canonical: "" (the config's fields), "none", "backbone,neck"
     num_classes: int | None = None
     num_train_steps: int | None = None
     batch_size: int | None = None

@@ -96,6 +96,6 @@ def build_json(
 
 
 def restore_text(measured: dict) -> str:
-    """The training's fine-tune restore measurement, for the TensorBoard text summary."""
+    """A child's measurement (the fine-tune restore, the freeze), for a TensorBoard text."""
     body = {k: v for k, v in measured.items() if k != "summary"}
     return f"{measured.get('summary', '')}\n\n{json.dumps(body, indent=2, sort_keys=True)}"

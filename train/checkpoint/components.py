@@ -76,7 +76,8 @@ def component_of(key: str) -> str:
     return "other"
 
 
-def _rank(name: str) -> tuple[int, str]:
+def rank(name: str) -> tuple[int, str]:
+    """Sort key of a component name: display order, unknown ones last by name."""
     return (ORDER.index(name) if name in ORDER else len(ORDER), name)
 
 
@@ -105,7 +106,7 @@ def tally(entries) -> list[Tally]:
         if restored:
             item.restored += 1
             item.restored_parameters += size
-    return sorted(by_name.values(), key=lambda t: _rank(t.name))
+    return sorted(by_name.values(), key=lambda t: rank(t.name))
 
 
 def _millions(n: int) -> str:

@@ -154,6 +154,8 @@ def build_plan(
         restore_report=os.path.join(work_dir, "restore.json"),
         outcome=os.path.join(work_dir, "logs", "train.outcome.json"),
         strategy=strategy_spec(topology),
+        freeze=options.freeze or "",
+        freeze_report=os.path.join(work_dir, "freeze.json"),
     )
     return LaunchPlan(
         argv=(python, "-m", "train.tf.child", os.path.join(work_dir, "train_spec.json")),

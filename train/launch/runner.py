@@ -21,6 +21,7 @@ from train.contracts import (
     Outcome,
     PrepareReport,
     PrepareSpec,
+    TrainingFreeze,
     TrainingRestore,
 )
 from train.launch.plan import LaunchPlan, plan_json
@@ -162,19 +163,24 @@ def _outcome(plan: LaunchPlan, returncode: int, signals: list[str]) -> Outcome:
     return Outcome(FAILED, error=f"the training process ended with exit status {returncode}")
 
 
-def run(plan: LaunchPlan, log_every_s: float, emit=None, on_restore=None, explain=None) -> int:
+def run(
+    plan: LaunchPlan, log_every_s: float, emit=None, on_restore=None, explain=None, on_freeze=None
+) -> int:
     """Executes the plan; returns a driver exit code (errors.EXIT_*).
 
-    `on_restore(report)` is called once, when the child has measured its fine-tune restore.
+    `on_restore(report)` is called once, when the child has measured its fine-tune restore;
+    `on_freeze(report)` once, when it has decided which variables train.
     `explain(outcome)` may turn a failure into the line to print (a finding with its fix).
     """
     emit = emit or (lambda line: print(line, file=sys.stderr, flush=True))
     files.write_atomic(os.path.join(plan.work_dir, "launch.json"), plan_json(plan))
     plan.train.write(plan.train_spec_path)
-    for stale in (plan.train.restore_report, plan.train.outcome):  # an earlier run's
+    stale_files = (plan.train.restore_report, plan.train.outcome, plan.train.freeze_report)
+    for stale in [p for p in stale_files if p]:  # an earlier run's
         with contextlib.suppress(FileNotFoundError):
             os.remove(stale)
     restore_seen = on_restore is None
+    freeze_seen = on_freeze is None or not plan.train.freeze_report
     env = {**os.environ, **plan.env}
     tail = EventTail(os.path.join(plan.model_dir, "train"))
     printer = ProgressPrinter(plan.num_train_steps, plan.start_step, log_every_s, emit)
@@ -190,6 +196,14 @@ def run(plan: LaunchPlan, log_every_s: float, emit=None, on_restore=None, explai
             if measured is not None:
                 restore_seen = True
                 on_restore(measured.as_report())
+
+    def check_freeze() -> None:
+        nonlocal freeze_seen
+        if not freeze_seen:
+            measured = TrainingFreeze.read(plan.train.freeze_report)
+            if measured is not None:
+                freeze_seen = True
+                on_freeze(measured.report)
 
     emit(
         f"training: {plan.num_train_steps - plan.start_step} steps from step {plan.start_step} "
@@ -222,6 +236,7 @@ def run(plan: LaunchPlan, log_every_s: float, emit=None, on_restore=None, explai
                 except subprocess.TimeoutExpired:
                     pass
                 check_restore()
+                check_freeze()
                 progress()
                 check_early_stop()
                 if stop.signals and stop.deadline is None:
@@ -242,6 +257,7 @@ def run(plan: LaunchPlan, log_every_s: float, emit=None, on_restore=None, explai
     if evaluator is not None:
         _finish_eval(plan, evaluator, outcome.status != OK and not stopped_early, emit)
     check_restore()
+    check_freeze()
     progress(final=True)
     if stopped_early:
         emit(f"stopped early: {outcome.detail}")

@@ -37,6 +37,7 @@ CHECKS: tuple[Check, ...] = (
     checks_config.check_placeholders,
     checks_config.check_checkpoint_version,
     checks_config.check_ignored_fields,
+    checks_config.check_freezing,
     checks_config.check_tf1_config,
     checks_config.check_label_maps,
     checks_config.check_num_classes,

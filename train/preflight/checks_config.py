@@ -112,8 +112,6 @@ _IGNORED = {
     "num_batch_queue_threads": "TF1 input queues only",
     "prefetch_queue_capacity": "TF1 input queues only",
     "bias_grad_multiplier": "TF1 trainer only",
-    "freeze_variables": "ignored by the TF2 loop: every variable still trains",
-    "update_trainable_variables": "ignored by the TF2 loop: every variable still trains",
     "from_detection_checkpoint": "deprecated; fine_tune_checkpoint_type says the same explicitly",
     "use_bfloat16": "forced off unless training on TPU",
 }
@@ -160,15 +158,9 @@ def check_ignored_fields(ctx):
     for name, why in _IGNORED.items():
         if not fields.has(ctx.config, f"train_config.{name}"):
             continue
-        wanted_freeze = name in ("freeze_variables", "update_trainable_variables")
-        severity = WARNING if wanted_freeze or getattr(tc, name) is True else INFO
+        severity = WARNING if getattr(tc, name) is True else INFO
         fix = "delete it"
-        if wanted_freeze:
-            fix = (
-                "delete it; to really freeze layers the TF2 OD API offers no config switch "
-                "(tensorflow/models PR #10321)"
-            )
-        elif name == "use_bfloat16" and tc.use_bfloat16:
+        if name == "use_bfloat16" and tc.use_bfloat16:
             fix = "delete it; bfloat16 is applied only on TPU, so this run trains in float32"
         yield ctx.finding_at(
             name,
@@ -177,6 +169,61 @@ def check_ignored_fields(ctx):
             f"train_config.{name} is ignored by the TF2 training loop ({why})",
             fix,
             edits=(Edit(f"train_config.{name}", None, f"ignored by TF2: {why}"),),
+        )
+
+
+def check_freezing(ctx):
+    """FREEZE: what freeze_variables / update_trainable_variables / --freeze will do.
+
+    The TF2 loop alone ignores the two fields; the driver's training child applies them
+    (train.pipeline.freezing). A pattern that matches no variable can only be told once the
+    model is built: the run warns then (FREEZE.no_match).
+    """
+    from train.pipeline import freezing
+
+    flag = getattr(ctx.options, "freeze", "")
+    the_rule = freezing.rule(ctx.train_config, flag)
+    for name in ("update_trainable_variables", "freeze_variables"):
+        patterns = [p for p in getattr(ctx.train_config, name) if p]
+        if not patterns:
+            continue
+        if flag == "none":
+            message = f"train_config.{name} {patterns} is overridden by --freeze none: every "
+            message += "variable trains"
+        else:
+            what = (
+                "only variables matching"
+                if name == "update_trainable_variables"
+                else ("no variable matching")
+            )
+            message = (
+                f"train_config.{name} {patterns}: {what} them trains (applied by the driver's "
+                "training child; the OD API's TF2 loop alone ignores this field); a pattern "
+                "that matches no variable is warned about when training starts"
+            )
+        yield ctx.finding_at(
+            name,
+            f"FREEZE.{name}",
+            INFO,
+            message,
+            "nothing to do; --freeze none trains every variable, --freeze backbone freezes the "
+            "backbone whatever the patterns",
+        )
+    if the_rule.components:
+        arch = ctx.config.model.WhichOneof("model")
+        model = getattr(ctx.config.model, arch) if arch else None
+        batchnorm = ""
+        if model is not None and "freeze_batchnorm" in model.DESCRIPTOR.fields_by_name:
+            batchnorm = (
+                " (batch-norm statistics follow the model's freeze_batchnorm: "
+                f"{str(model.freeze_batchnorm).lower()})"
+            )
+        yield Finding(
+            "FREEZE.components",
+            INFO,
+            f"--freeze {','.join(the_rule.components)}: those components' trainable variables "
+            f"are not trained{batchnorm}",
+            "nothing to do; the run prints what trains when it starts",
         )
 
 

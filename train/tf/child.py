@@ -223,6 +223,66 @@ def _tracking_phases(model_lib_v2, phase: Phase):
         model_lib_v2.inputs.train_input = original_input
 
 
+class NothingToTrain(RuntimeError):
+    """The freeze rule leaves no variable to train."""
+
+
+@contextlib.contextmanager
+def _freezing(model_lib_v2, config, spec):
+    """Makes the model's `trainable_variables` what the freeze rule leaves (see freezing).
+
+    train_loop's step trains `detection_model.trainable_variables`; the built model's class is
+    swapped for a subclass whose property filters that list, decided once, the first time
+    the variables exist (when the step is traced), and reported in spec.freeze_report.
+    """
+    from train.contracts import TrainingFreeze
+    from train.pipeline import freezing
+
+    the_rule = freezing.rule(config.train_config, spec.freeze)
+    builders = model_lib_v2.MODEL_BUILD_UTIL_MAP
+    original_build = builders["detection_model_fn_base"]
+
+    def build(*args, **kwargs):
+        model = original_build(*args, **kwargs)
+        decided: dict[int, bool] = {}
+        base = type(model)
+
+        def trainable_variables(self):
+            every = super(frozen_class, self).trainable_variables
+            if every and any(id(v) not in decided for v in every):
+                _decide(self, every, decided)
+            return [v for v in every if decided.get(id(v), True)]
+
+        frozen_class = type(
+            base.__name__, (base,), {"trainable_variables": property(trainable_variables)}
+        )
+        model.__class__ = frozen_class
+        return model
+
+    def _decide(model, every, decided):
+        from train.tf import restore
+
+        keys = {id(v): k for k, v in restore.model_variables(model).items()}
+        named = [(v.name, keys.get(id(v), ""), int(v.shape.num_elements() or 0)) for v in every]
+        trains, unmatched = freezing.decide(the_rule, [(n, k) for n, k, _ in named])
+        decided.update({id(v): keep for v, keep in zip(every, trains, strict=True)})
+        measured = freezing.report(the_rule, named, trains, unmatched)
+        if spec.freeze_report:
+            TrainingFreeze(measured).write(spec.freeze_report)
+        print(f"[tfod-finetune] freeze: {measured['summary']}", flush=True)
+        if not any(trains):
+            raise NothingToTrain(
+                f"FREEZE.everything: {the_rule.describe()} leaves no variable to train"
+            )
+
+    if the_rule.active or spec.freeze_report:
+        builders["detection_model_fn_base"] = build
+    try:
+        yield
+    finally:
+        builders["detection_model_fn_base"] = original_build
+
+
 def _signalled_anywhere(tf, strategy):
     """A function: True on every worker when any worker passes True (one tiny all-reduce)."""
 
@@ -407,6 +467,7 @@ def main(argv: list[str]) -> int:
             _recording_checkpoint_managers(tf, managers, guard),
             _measured_fine_tune_restore(model_lib_v2, spec.restore_report, num_classes, phase),
             _tracking_phases(model_lib_v2, phase),
+            _freezing(model_lib_v2, config, spec),
             _iteration_end_hook(model_lib_v2, iteration_end),
             offline_build.no_downloads(bool(config.train_config.fine_tune_checkpoint)),
             strategy.scope(),
