@@ -120,6 +120,7 @@ class TrainSpec(Contract):
     strategy: StrategySpec = StrategySpec()
     freeze: str = ""  # --freeze, canonical (train.pipeline.freezing.parse_flag)
     freeze_report: str = ""  # where the child writes its TrainingFreeze
+    nan_guard: bool = True  # stop at the first non-finite loss or gradient (benchmarks: off)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -286,6 +287,7 @@ class Outcome(Contract):
       detail: one human line about the end ("saved ... at step 12", "step 3 was already saved").
       phase: FAILED: what was running: "model" (the build), "restore", "input" (the first
         batch), "loss", "first_step" (input + losses of training's first step), "train".
+      code: FAILED: the finding code when the child knows it ("TRAIN.nan").
     """
 
     status: str
@@ -295,3 +297,4 @@ class Outcome(Contract):
     signal: str | None = None
     detail: str = ""
     phase: str = ""
+    code: str = ""  # a finding code the failure is known as (e.g. TRAIN.nan)

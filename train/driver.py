@@ -638,6 +638,33 @@ def explain_failure(plan: RunPlan, outcome: Outcome, log_path: str) -> Finding:
     )
 
 
+def nan_finding(plan: RunPlan, outcome: Outcome) -> Finding:
+    """TRAIN.nan: where the losses went non-finite, what was kept, and the likely causes."""
+    config = plan.resolved_config
+    batch = config.train_config.batch_size if config is not None else None
+    extractor = (fields.feature_extractor_type(config) or "") if config is not None else ""
+    causes = [
+        f"a learning rate too high for batch {batch}: lower learning_rate_base (or the "
+        "optimizer's rate), or pass --nan_retries 2 to continue from the last good checkpoint "
+        "with the rate halved",
+        "degenerate boxes (zero area) or boxes in pixels in the records: --scan_records all "
+        "checks every record (python -m train.data check GLOB)",
+    ]
+    if "efficientnet" in extractor and batch is not None and batch < 8:
+        causes.insert(
+            0,
+            f"EfficientDet at batch {batch} (tensorflow/models #9151): raise the batch to 8 or "
+            "more, or lower the learning rate",
+        )
+    return Finding(
+        "TRAIN.nan",
+        ERROR,
+        f"training stopped: {outcome.error}",
+        "likely causes, most likely first: " + "; ".join(causes),
+        file=plan.source.path if plan.source else None,
+    )
+
+
 def _train(plan: RunPlan, reporter: _Reporter) -> int:
     """Runs the launch plan, with summaries and a TensorBoard server as the duties say."""
     from train.launch import board, runner
@@ -700,6 +727,10 @@ def _train(plan: RunPlan, reporter: _Reporter) -> int:
 
     def explain(outcome: Outcome) -> str | None:
         """A failure before the first step as the rehearsal's finding, not a traceback tail."""
+        if outcome.code == "TRAIN.nan":
+            finding = nan_finding(plan, outcome)
+            reporter.extra.append(finding)
+            return f"error: {finding.code}: {finding.message}\n  fix: {finding.fix}"
         if outcome.phase not in ("model", "input", "first_step") or (
             outcome.error or ""
         ).startswith("bad training record"):

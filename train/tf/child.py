@@ -223,6 +223,82 @@ def _tracking_phases(model_lib_v2, phase: Phase):
         model_lib_v2.inputs.train_input = original_input
 
 
+NAN_TAG = "TRAIN.nan"  # in the check's message: how a non-finite value is told from other errors
+
+
+@contextlib.contextmanager
+def _nan_guard(tf, model_lib_v2, enabled: bool):
+    """Fails a training step whose losses or gradients are not finite, before it applies them.
+
+    Each loss of the step and the gradients' global norm pass through check_numerics inside
+    the traced step, so the update that would write NaN into the weights never runs, the
+    global step does not advance, and the loop stops at its next read of the step (it reads
+    the step every iteration already: no extra device sync). The error names the loss.
+    """
+    if not enabled:
+        yield
+        return
+    original_losses = model_lib_v2._compute_losses_and_predictions_dicts  # noqa: SLF001
+    original_build = model_lib_v2.optimizer_builder.build
+
+    def losses(*args, **kwargs):
+        losses_dict, predictions = original_losses(*args, **kwargs)
+        checked = {
+            name: tf.debugging.check_numerics(value, f"{NAN_TAG} {name}")
+            for name, value in losses_dict.items()
+        }
+        return checked, predictions
+
+    def build(*args, **kwargs):
+        optimizer, extra = original_build(*args, **kwargs)
+        apply = optimizer.apply_gradients
+
+        def apply_gradients(grads_and_vars, *a, **kw):
+            pairs = list(grads_and_vars)
+            norm = tf.linalg.global_norm([g for g, _ in pairs if g is not None])
+            check = tf.debugging.check_numerics(norm, f"{NAN_TAG} gradients")
+            with tf.control_dependencies([check]):
+                pairs = [(tf.identity(g) if g is not None else g, v) for g, v in pairs]
+            return apply(pairs, *a, **kw)
+
+        optimizer.apply_gradients = apply_gradients
+        return optimizer, extra
+
+    model_lib_v2._compute_losses_and_predictions_dicts = losses  # noqa: SLF001
+    model_lib_v2.optimizer_builder.build = build
+    try:
+        yield
+    finally:
+        model_lib_v2._compute_losses_and_predictions_dicts = original_losses  # noqa: SLF001
+        model_lib_v2.optimizer_builder.build = original_build
+
+
+def _nan_line(error: Exception, step: int | None, latest: str | None) -> str | None:
+    """The TRAIN.nan line for a failed check_numerics (None for any other error)."""
+    import re
+
+    found = re.search(rf"{re.escape(NAN_TAG)} (\S+) : Tensor had (NaN|Inf) values", str(error))
+    if not found:
+        return None
+    what, kind = found.groups()
+    subject = "the gradients' norm" if what == "gradients" else what
+    good = "none (no checkpoint yet)"
+    if latest:
+        import tensorflow as tf
+
+        try:
+            saved = int(
+                tf.train.load_checkpoint(latest).get_tensor("step/.ATTRIBUTES/VARIABLE_VALUE")
+            )
+            good = f"{latest} (step {saved}, the last good weights)"
+        except (tf.errors.OpError, ValueError):
+            good = f"{latest} (the last good weights)"
+    return (
+        f"{subject} became {kind} in the step after step {step}; that step was not applied "
+        f"and nothing after it saved: the newest checkpoint is {good}"
+    )
+
+
 class NothingToTrain(RuntimeError):
     """The freeze rule leaves no variable to train."""
 
@@ -468,6 +544,7 @@ def main(argv: list[str]) -> int:
             _measured_fine_tune_restore(model_lib_v2, spec.restore_report, num_classes, phase),
             _tracking_phases(model_lib_v2, phase),
             _freezing(model_lib_v2, config, spec),
+            _nan_guard(tf, model_lib_v2, spec.nan_guard),
             _iteration_end_hook(model_lib_v2, iteration_end),
             offline_build.no_downloads(bool(config.train_config.fine_tune_checkpoint)),
             strategy.scope(),
@@ -502,7 +579,15 @@ def main(argv: list[str]) -> int:
         outcome = Outcome(STOPPED, step=step(), checkpoint=saved, signal=str(stop), detail=what)
     except Exception as e:  # noqa: BLE001 - one line for the driver; the traceback in the log
         traceback.print_exc()
-        outcome = Outcome(FAILED, step=step(), error=_failure_line(tf, e, config), phase=phase.name)
+        latest = managers[-1].latest_checkpoint if managers else None
+        nan = _nan_line(e, step(), latest)
+        if nan:
+            outcome = Outcome(
+                FAILED, step=step(), checkpoint=latest, error=nan, phase=phase.name, code=NAN_TAG
+            )
+        else:
+            error = _failure_line(tf, e, config)
+            outcome = Outcome(FAILED, step=step(), error=error, phase=phase.name)
     print(f"[tfod-finetune] {outcome.status}: {outcome.error or outcome.detail}", flush=True)
     outcome.write(spec.outcome)
     return {OK: 0, STOPPED: errors.EXIT_INTERRUPTED}.get(outcome.status, errors.EXIT_TRAINING)
