@@ -208,3 +208,22 @@ def test_image_headers_are_judged_like_a_decoder_would():
     )
     assert scan.image_header_problem(b"\xff\xd8" + b"\xff\xda" + jpeg[4:]) is not None
     assert scan.image_header_problem(b"BM" + b"\0" * 10) is not None
+
+
+def test_the_run_length_is_given_in_epochs(shards):
+    """Past the 200-record sample the records are counted by their framing alone."""
+    from train.data import scan
+
+    paths = sorted(glob.glob(os.path.join(shards["clean"], "*.record")))
+    assert scan.count_records(paths) == _SHARDS * _PER_SHARD
+    result = _preflight(shards, shards["clean"], "--num_train_steps=90", "--batch_size=2")
+    assert (
+        f"TRAIN.epochs: 90 steps x batch 2 = 180 images, about 0.5 epochs of "
+        f"{_SHARDS * _PER_SHARD} training images"
+    ) in result.stderr
+    cut = os.path.join(shards["clean"], "..", "cut.record")
+    with open(paths[0], "rb") as f:
+        data = f.read()
+    with open(cut, "wb") as f:
+        f.write(data[:-10])
+    assert scan.count_records([cut]) is None

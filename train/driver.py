@@ -665,6 +665,30 @@ def nan_finding(plan: RunPlan, outcome: Outcome) -> Finding:
     )
 
 
+def oom_finding(plan: RunPlan, outcome: Outcome) -> Finding:
+    """TRAIN.oom: what ran out, the batch that failed, and a batch that should fit."""
+    batch = plan.resolved_config.train_config.batch_size
+    replicas = plan.launch.strategy.replicas if plan.launch else 1
+    smaller = max(replicas, (batch // 2) // replicas * replicas)
+    if smaller >= batch:
+        fix = (
+            f"batch {batch} is already the smallest for {replicas} replica(s): use a smaller "
+            "input size (image_resizer), fewer replicas per host, or a machine with more memory"
+        )
+    else:
+        fix = (
+            f"pass --batch_size {smaller} (half of {batch}, a multiple of the {replicas} "
+            "replica(s)) and keep the learning rate in proportion, or use a smaller input size"
+        )
+    return Finding(
+        "TRAIN.oom",
+        ERROR,
+        f"training at batch {batch} ran out of memory: {outcome.error}",
+        fix,
+        file=plan.source.path if plan.source else None,
+    )
+
+
 def _train(plan: RunPlan, reporter: _Reporter) -> int:
     """Runs the launch plan, with summaries and a TensorBoard server as the duties say."""
     from train.launch import board, runner
@@ -727,8 +751,8 @@ def _train(plan: RunPlan, reporter: _Reporter) -> int:
 
     def explain(outcome: Outcome) -> str | None:
         """A failure before the first step as the rehearsal's finding, not a traceback tail."""
-        if outcome.code == "TRAIN.nan":
-            finding = nan_finding(plan, outcome)
+        if outcome.code in ("TRAIN.nan", "TRAIN.oom"):
+            finding = (nan_finding if outcome.code == "TRAIN.nan" else oom_finding)(plan, outcome)
             reporter.extra.append(finding)
             return f"error: {finding.code}: {finding.message}\n  fix: {finding.fix}"
         if outcome.phase not in ("model", "input", "first_step") or (

@@ -160,7 +160,54 @@ def _outcome(plan: LaunchPlan, returncode: int, signals: list[str]) -> Outcome:
         return outcome
     if signals:
         return Outcome(STOPPED, signal=signals[0], detail="killed before saving")
+    memory = _out_of_memory(returncode, plan.log_path)
+    if memory:
+        return Outcome(FAILED, error=memory, code="TRAIN.oom", phase="train")
     return Outcome(FAILED, error=f"the training process ended with exit status {returncode}")
+
+
+# What a process that ran out of host memory leaves in its log when it dies without an Outcome.
+_MEMORY_MARKERS = ("std::bad_alloc", "Cannot allocate memory", "MemoryError", "out of memory")
+
+
+def _out_of_memory(returncode: int, log_path: str) -> str | None:
+    """Why a child that died without an Outcome ran out of memory, or None.
+
+    SIGKILL that nobody here sent is the kernel's (or a container's) out-of-memory killer;
+    an abort or exit with an allocation failure in the log is an address-space or allocator
+    limit. Both are host memory: a GPU allocator failure is a ResourceExhaustedError the
+    child reports itself.
+    """
+    import resource
+
+    peak_gb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024**2
+    peak = f"the largest child's peak resident memory was {peak_gb:.1f} GB"
+    if returncode == -signal.SIGKILL:
+        return (
+            "the training process was killed (SIGKILL) without a stop asked for: the kernel's "
+            f"out-of-memory killer, host memory ran out ({peak})"
+        )
+    try:
+        with open(log_path, "rb") as f:
+            f.seek(max(0, os.path.getsize(log_path) - 20000))
+            tail = f.read().decode("utf-8", "replace")
+    except OSError:
+        return None
+    found = [m for m in _MEMORY_MARKERS if m in tail]
+    if returncode == 0 or not found:
+        return None
+    import re
+
+    allocation = re.search(
+        r"OOM when allocating tensor with (shape\[[^\]]*\]).*?device:([A-Z]+:\d+)", tail
+    )
+    what = (
+        f"allocating a tensor of {allocation.group(1)} on {allocation.group(2)}"
+        if allocation
+        else f"{found[0]!r} in its log"
+    )
+    how = f"signal {-returncode}" if returncode < 0 else f"exit status {returncode}"
+    return f"the training process ran out of host memory ({what}; it ended with {how}; {peak})"
 
 
 def run(

@@ -133,6 +133,28 @@ def check_input_records(ctx):
         wall = time.perf_counter() - started
         yield from record_findings(reader_path, paths, found, needs, label_map)
         yield _scanned(reader_path, paths, found, every, wall)
+        if reader_path == "train_input_reader":
+            count = found.records if found.complete else scan.count_records(paths)
+            epochs = _epochs(ctx, count)
+            if epochs:
+                yield epochs
+
+
+def _epochs(ctx, count: int | None) -> Finding | None:
+    """TRAIN.epochs: the run's length in passes over the training images."""
+    steps = ctx.config.train_config.num_steps
+    batch = ctx.config.train_config.batch_size
+    if not count or not steps or batch <= 0:
+        return None
+    images = steps * batch
+    return Finding(
+        "TRAIN.epochs",
+        INFO,
+        f"{steps} steps x batch {batch} = {images} images, about {images / count:.3g} epochs of "
+        f"{count} training images",
+        "nothing to do; set --num_train_steps to about epochs x images / batch for another "
+        "length (a few dozen epochs is typical for fine-tuning)",
+    )
 
 
 def _scanned(reader_path: str, paths: list[str], found, every: bool, wall: float) -> Finding:

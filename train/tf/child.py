@@ -299,6 +299,22 @@ def _nan_line(error: Exception, step: int | None, latest: str | None) -> str | N
     )
 
 
+def _memory_line(tf, error: Exception) -> str | None:
+    """The TRAIN.oom line for an allocation failure (None for any other error)."""
+    import re
+
+    if isinstance(error, MemoryError):
+        return "the training process ran out of host memory (MemoryError)"
+    if not isinstance(error, tf.errors.ResourceExhaustedError):
+        return None
+    text = str(error)
+    device = re.search(r"device:([A-Z]+:\d+)", text)
+    shape = re.search(r"tensor with shape\s*\[[^\]]*\]", text)
+    where = f"on {device.group(1)}" if device else "on a device"
+    what = f" allocating a {shape.group(0).split('with ')[1]}" if shape else ""
+    return f"out of memory {where}{what} (ResourceExhaustedError)"
+
+
 class NothingToTrain(RuntimeError):
     """The freeze rule leaves no variable to train."""
 
@@ -581,7 +597,10 @@ def main(argv: list[str]) -> int:
         traceback.print_exc()
         latest = managers[-1].latest_checkpoint if managers else None
         nan = _nan_line(e, step(), latest)
-        if nan:
+        memory = _memory_line(tf, e)
+        if memory:
+            outcome = Outcome(FAILED, step=step(), error=memory, phase=phase.name, code="TRAIN.oom")
+        elif nan:
             outcome = Outcome(
                 FAILED, step=step(), checkpoint=latest, error=nan, phase=phase.name, code=NAN_TAG
             )
