@@ -74,3 +74,52 @@ def test_the_newest_checkpoint_holds_only_finite_values(nan_run):
     assert 0 < step < 20
     # nothing was saved after the poisoned step: the checkpoints are steps 0..step, one each
     assert len(glob.glob(os.path.join(nan_run["dir"], "ckpt-*.index"))) <= step + 1
+
+
+def test_nan_retries_restore_the_last_good_checkpoint_with_the_rate_halved(demo_assets, tmp_path):
+    """Here halving is not enough (5e6 -> 2.5e6): one retry, recorded, then TRAIN.nan again."""
+    from train.pipeline import configfile
+
+    model_dir = tmp_path / "model"
+    report = tmp_path / "report.json"
+    result = run_python(
+        demo_driver_args(
+            demo_assets,
+            model_dir,
+            "--num_train_steps=20",
+            "--checkpoint_every_n=1",
+            "--batch_size=2",
+            "--nan_retries=1",
+            f"--report_json={report}",
+            config=_absurd_rate_config(tmp_path),
+        )
+    )
+    assert result.returncode == errors.EXIT_TRAINING, result.stderr[-3000:]
+    assert "nan retry 1/1: continuing from " in result.stderr
+    assert "learning_rate_base 5e+06 -> 2.5e+06" in result.stderr
+    assert result.stderr.count("error: TRAIN.nan") == 1  # the retried one is not an error
+    with open(report) as f:
+        document = json.load(f)
+    (retry,) = document["nan_retries"]
+    assert retry["retry"] == 1 and retry["resumed_from"].startswith(str(model_dir))
+    resolved = configfile.load(str(model_dir / "pipeline.config")).proto
+    rate = resolved.train_config.optimizer.momentum_optimizer.learning_rate
+    assert rate.cosine_decay_learning_rate.learning_rate_base == pytest.approx(2.5e6)
+    assert [f["code"] for f in document["findings"]].count("TRAIN.nan") == 1
+
+
+def test_scale_learning_rate_reaches_every_schedule():
+    from train.pipeline import configfile, rewrite
+
+    config = configfile.load(DEMO_CONFIG).proto
+    manual = config.train_config.optimizer.momentum_optimizer.learning_rate
+    manual.ClearField("cosine_decay_learning_rate")
+    manual.manual_step_learning_rate.initial_learning_rate = 0.1
+    manual.manual_step_learning_rate.schedule.add(step=10, learning_rate=0.01)
+    halved, changes = rewrite.scale_learning_rate(config, 0.5, "test")
+    schedule = halved.train_config.optimizer.momentum_optimizer.learning_rate
+    assert schedule.manual_step_learning_rate.initial_learning_rate == pytest.approx(0.05)
+    assert schedule.manual_step_learning_rate.schedule[0].learning_rate == pytest.approx(0.005)
+    assert schedule.manual_step_learning_rate.schedule[0].step == 10
+    assert [c.path.rsplit(".", 1)[1] for c in changes] == ["initial_learning_rate", "learning_rate"]
+    assert manual.manual_step_learning_rate.initial_learning_rate == pytest.approx(0.1)  # a copy

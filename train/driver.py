@@ -749,8 +749,14 @@ def _train(plan: RunPlan, reporter: _Reporter) -> int:
             launch.start_step,
         )
 
+    last_failure: dict = {}
+
     def explain(outcome: Outcome) -> str | None:
         """A failure before the first step as the rehearsal's finding, not a traceback tail."""
+        last_failure["outcome"] = outcome
+        retried = last_failure.get("retries", 0)
+        if outcome.code == "TRAIN.nan" and retried < options.nan_retries:
+            return f"TRAIN.nan (retry {retried + 1}/{options.nan_retries} follows): {outcome.error}"
         if outcome.code in ("TRAIN.nan", "TRAIN.oom"):
             finding = (nan_finding if outcome.code == "TRAIN.nan" else oom_finding)(plan, outcome)
             reporter.extra.append(finding)
@@ -763,7 +769,24 @@ def _train(plan: RunPlan, reporter: _Reporter) -> int:
         reporter.extra.append(finding)
         return f"error: {finding.code}: {finding.message}\n  fix: {finding.fix}"
 
-    run = functools.partial(runner.run, explain=explain, on_freeze=on_freeze)
+    attempt = functools.partial(runner.run, explain=explain, on_freeze=on_freeze)
+
+    def run(current, *args) -> int:
+        """Trains; on TRAIN.nan, up to --nan_retries times, again with the rate halved."""
+        retries = []
+        while True:
+            code = attempt(current, *args)
+            outcome = last_failure.pop("outcome", None)
+            if (
+                code != errors.EXIT_TRAINING
+                or outcome is None
+                or outcome.code != "TRAIN.nan"
+                or len(retries) >= options.nan_retries
+            ):
+                return code
+            current = _nan_retry(plan, reporter, current, outcome, retries)
+            last_failure["retries"] = len(retries)
+
     if not plan.duties.tensorboard:
         return run(launch, options.log_every_s, _emit, on_restore)
     log_path = os.path.join(launch.work_dir, "logs", "tensorboard.log")
@@ -777,6 +800,55 @@ def _train(plan: RunPlan, reporter: _Reporter) -> int:
     except board.ServerError as e:
         _emit(f"warning: tensorboard: {e}; training without it")
         return run(launch, options.log_every_s, _emit, on_restore)
+
+
+def _nan_retry(plan: RunPlan, reporter: _Reporter, launch, outcome: Outcome, retries: list):
+    """Halves the learning rates in the resolved config and returns the launch to resume.
+
+    The training child resumes from model_dir's newest checkpoint, which the NaN guard kept
+    free of the poisoned step. The retry is printed and recorded in the report
+    (`nan_retries`); the TRAIN.nan it answers is no longer a finding of the run.
+    """
+    from train.pipeline import configfile
+
+    resolved = configfile.load(launch.train.pipeline_config).proto
+    number = len(retries) + 1
+    halved, changes = rewrite.scale_learning_rate(
+        resolved, 0.5, f"--nan_retries: retry {number} after TRAIN.nan"
+    )
+    files.write_atomic(launch.train.pipeline_config, configfile.to_text(halved))
+    step = outcome.step or 0
+    rates = ", ".join(f"{c.path.rsplit('.', 1)[1]} {c.old} -> {c.new}" for c in changes)
+    _emit(
+        f"nan retry {number}/{plan.options.nan_retries}: continuing from {outcome.checkpoint} "
+        f"with the learning rate halved ({rates})"
+    )
+    reporter.extra = [f for f in reporter.extra if f.code != "TRAIN.nan"]
+    retries.append(
+        {
+            "retry": number,
+            "failed_after_step": step,
+            "resumed_from": outcome.checkpoint,
+            "cause": outcome.error,
+            "changes": [{"field": c.path, "old": c.old, "new": c.new} for c in changes],
+        }
+    )
+    reporter.results["nan_retries"] = list(retries)
+    reporter.write("training")
+    return dataclasses.replace(launch, start_step=_checkpoint_step(outcome.checkpoint, step))
+
+
+def _checkpoint_step(prefix: str | None, default: int) -> int:
+    """The step a checkpoint holds (from its index, TF-free), else `default`."""
+    if not prefix:
+        return default
+    from train.checkpoint import bundle
+
+    try:
+        step = bundle.read_int64(prefix, "step/.ATTRIBUTES/VARIABLE_VALUE")
+    except (OSError, ValueError, bundle.UnsupportedIndex):
+        return default
+    return default if step is None else step
 
 
 def run(options: RunOptions) -> int:

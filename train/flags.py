@@ -57,6 +57,13 @@ FREEZE = flags.DEFINE_string(
     "ignoring the config's freeze_variables / update_trainable_variables). Default: the "
     "config's two fields, which the driver applies (the TF2 loop alone ignores them).",
 )
+NAN_RETRIES = flags.DEFINE_integer(
+    "nan_retries",
+    0,
+    "On a non-finite loss (TRAIN.nan): continue from the last good checkpoint with the "
+    "learning rate halved, at most this many times (0: stop, exit 4).",
+    lower_bound=0,
+)
 NUM_CLASSES = flags.DEFINE_integer(
     "num_classes",
     None,
@@ -263,6 +270,7 @@ def options_from_flags() -> RunOptions:
         data=DATA.value,
         scan_records=SCAN_RECORDS.value,
         freeze=_freeze_flag(FREEZE.value),
+        nan_retries=NAN_RETRIES.value,
         num_classes=NUM_CLASSES.value,
         num_train_steps=NUM_TRAIN_STEPS.value,
         batch_size=BATCH_SIZE.value,

@@ -21,6 +21,7 @@ class RunOptions:
     data: str | None = None  # --data: sets the three above (train.data.use)
     scan_records: str = "sample"  # "all": the preflight reads every record
     freeze: str = ""  # --freeze, canonical: "" (the config's fields), "none", "backbone,neck"
+    nan_retries: int = 0  # TRAIN.nan: resume from the last good checkpoint, rate halved
     num_classes: int | None = None
     num_train_steps: int | None = None
     batch_size: int | None = None

@@ -100,6 +100,38 @@ def restore_from_transplant(config, prefix: str) -> tuple[object, list[Change]]:
     return config, changes
 
 
+def scale_learning_rate(config, factor: float, why: str) -> tuple[object, list[Change]]:
+    """A copy of `config` with every learning rate of its optimizer multiplied by `factor`.
+
+    Every float field whose name holds "learning_rate" under the optimizer's learning_rate
+    message: a constant rate, an exponential or cosine schedule's base and warm-up rates,
+    each step of a manual schedule (--nan_retries halves them all).
+    """
+    config = copy.deepcopy(config)
+    changes: list[Change] = []
+    optimizer = config.train_config.optimizer
+    kind = optimizer.WhichOneof("optimizer")
+    if kind is None:
+        return config, changes
+
+    def visit(message, path):
+        for field, value in message.ListFields():
+            where = f"{path}.{field.name}"
+            if field.type == field.TYPE_MESSAGE:
+                items = value if field.label == field.LABEL_REPEATED else [value]
+                for index, item in enumerate(items):
+                    visit(
+                        item, f"{where}[{index}]" if field.label == field.LABEL_REPEATED else where
+                    )
+            elif field.cpp_type == field.CPPTYPE_FLOAT and "learning_rate" in field.name:
+                new = value * factor
+                setattr(message, field.name, new)
+                changes.append(Change(where, f"{value:g}", f"{new:g}", why))
+
+    visit(getattr(optimizer, kind), f"train_config.optimizer.{kind}")
+    return config, changes
+
+
 def unified_diff(source_text: str, source_path: str, resolved_text: str) -> str:
     """Diff between the canonical text of the input and the resolved config."""
     canonical = configfile.to_text(configfile.parse_text(source_text, source_path))
