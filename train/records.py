@@ -136,11 +136,13 @@ class RecordError(Exception):
     """The file is not a well-formed TFRecord file."""
 
 
-def _next_record(f, verify_payload: bool = True) -> tuple[bytes | None, str | None]:
+def next_record(f, verify_payload: bool = True) -> tuple[bytes | None, str | None]:
     """(payload, None) for the record at f's position; (None, problem) otherwise.
 
     The problem is None at a clean end of file, else "truncated header", "bad length
-    checksum", "truncated" or "bad data checksum".
+    checksum", "truncated" or "bad data checksum" (`explain` gives the sentence). The payload
+    and its checksum are read apart: no copy of the payload beyond the read itself (the full
+    scan reads every record through here).
     """
     header = f.read(12)
     if not header:
@@ -150,20 +152,26 @@ def _next_record(f, verify_payload: bool = True) -> tuple[bytes | None, str | No
     length, length_crc = struct.unpack("<QI", header)
     if masked_crc32c(header[:8]) != length_crc:
         return None, "bad length checksum"
-    body = f.read(length + 4)  # payload + its CRC
-    if len(body) < length + 4:
+    payload = f.read(length)
+    crc = f.read(4)
+    if len(payload) < length or len(crc) < 4:
         return None, "truncated"
-    payload = body[:length]
-    if verify_payload and masked_crc32c(payload) != struct.unpack("<I", body[length:])[0]:
+    if verify_payload and masked_crc32c(payload) != struct.unpack("<I", crc)[0]:
         return None, "bad data checksum"
     return payload, None
 
 
 _EXPLAINED = {
+    "truncated header": "truncated header (file cut short?)",
     "bad length checksum": "bad length checksum (not a TFRecord file?)",
     "truncated": "truncated (file cut short?)",
     "bad data checksum": "bad data checksum (the record's bytes are corrupted)",
 }
+
+
+def explain(problem: str) -> str:
+    """A next_record problem as the sentence findings use."""
+    return _EXPLAINED.get(problem, problem)
 
 
 def read_records(path: str, limit: int):
@@ -175,9 +183,9 @@ def read_records(path: str, limit: int):
     """
     with files.open_input(path) as f:
         for index in range(limit):
-            payload, problem = _next_record(f)
+            payload, problem = next_record(f)
             if problem:
-                raise RecordError(f"record {index}: {_EXPLAINED.get(problem, problem)}")
+                raise RecordError(f"record {index}: {explain(problem)}")
             if payload is None:
                 return
             yield payload
@@ -204,7 +212,7 @@ def read_new_records(path: str, offset: int) -> tuple[list[bytes], int]:
     with files.open_input(path) as f:
         f.seek(offset)
         while True:
-            payload, problem = _next_record(f, verify_payload=False)
+            payload, problem = next_record(f, verify_payload=False)
             if problem == "bad length checksum":
                 raise RecordError(f"{path}: bad length checksum at byte {offset}")
             if payload is None:

@@ -25,7 +25,6 @@ from train import files, records
 
 _NORMALISED = (-0.5, 1.5)  # a coordinate beyond these is a pixel value, not a normalised one
 _HEADER = struct.Struct("<QI")
-_CRC = struct.Struct("<I")
 
 
 @dataclasses.dataclass
@@ -61,6 +60,10 @@ class FileScan:
 
     def add(self, kind: str, where: str, detail: str = "") -> None:  # noqa: D102
         self.tallies.setdefault(kind, Tally()).add(where, detail)
+
+    def fail(self, message: str) -> None:
+        """This file cannot be read on from here: `message` says where and why."""
+        self.broken, self.broken_files, self.broken_path = message, 1, self.path
 
 
 @dataclasses.dataclass(frozen=True)
@@ -224,13 +227,7 @@ def _check(found: FileScan, where: str, example, payload, expect: Expect) -> Non
 
 def scan_file(path: str, expect: Expect, limit: int | None = None) -> FileScan:
     """Reads up to `limit` records of one file (all when None) and checks each."""
-    import google_crc32c
-
     from train import wireprotos
-
-    def masked(data: bytes) -> int:
-        crc = google_crc32c.value(data)
-        return (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF
 
     parse = wireprotos.example().FromString
     found = FileScan(path)
@@ -239,42 +236,26 @@ def scan_file(path: str, expect: Expect, limit: int | None = None) -> FileScan:
         with files.open_input(path) as raw, io.BufferedReader(raw, 1 << 20) as f:
             index = 0
             while limit is None or index < limit:
-                header = f.read(12)
-                if not header:
+                payload, problem = records.next_record(f)
+                if problem:
+                    found.fail(f"{path}: record {index}: {records.explain(problem)}")
+                    break
+                if payload is None:
                     found.complete = True
                     break
-                why = ""
-                if len(header) < 12:
-                    why = "truncated header (file cut short?)"
-                else:
-                    length, length_crc = _HEADER.unpack(header)
-                    if masked(header[:8]) != length_crc:
-                        why = "bad length checksum (not a TFRecord file?)"
-                if not why:
-                    payload = f.read(length)
-                    crc = f.read(4)
-                    if len(crc) < 4:
-                        why = "truncated (file cut short?)"
-                    elif masked(payload) != _CRC.unpack(crc)[0]:
-                        why = "bad data checksum (the record's bytes are corrupted)"
-                if why:
-                    found.broken, found.broken_files = f"{path}: record {index}: {why}", 1
-                    found.broken_path = path
-                    break
-                found.bytes += 16 + length
+                found.bytes += 16 + len(payload)
                 try:
                     example = parse(payload)
                 except Exception as e:  # noqa: BLE001 - a payload that is no Example
-                    found.broken = f"{path}: record {index}: not a tf.train.Example ({e})"
-                    found.broken_files, found.broken_path = 1, path
+                    found.fail(f"{path}: record {index}: not a tf.train.Example ({e})")
                     break
                 _check(found, f"{path} record {index}", example, payload, expect)
                 found.records += 1
                 index += 1
     except files.InputError as e:
-        found.broken, found.broken_files, found.broken_path = f"{path} {e.reason}", 1, path
+        found.fail(f"{path} {e.reason}")
     except OSError as e:
-        found.broken, found.broken_files, found.broken_path = f"{path}: {e}", 1, path
+        found.fail(f"{path}: {e}")
     found.seconds = time.perf_counter() - start
     return found
 
