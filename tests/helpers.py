@@ -32,6 +32,18 @@ def demo_driver_args(
     ]
 
 
+def checkpoint_tensors(prefix: str) -> dict:
+    """{key: value} of the model/ variables of a checkpoint (no optimizer slots)."""
+    import tensorflow as tf
+
+    reader = tf.train.load_checkpoint(prefix)
+    return {
+        name: reader.get_tensor(name)
+        for name in reader.get_variable_to_shape_map()
+        if name.startswith("model/") and name.endswith(_VALUE) and "OPTIMIZER_SLOT" not in name
+    }
+
+
 def model_variables(prefix: str) -> dict[str, list[int]]:
     """{object path: shape} of the model/ variables of a checkpoint (no slots)."""
     import tensorflow as tf

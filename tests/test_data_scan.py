@@ -132,30 +132,18 @@ def test_clean_records_pass_the_full_scan(shards):
     assert "INPUT_DATA.boxes" not in result.stderr and "INPUT_DATA.corrupt" not in result.stderr
 
 
+def _check(shards, pattern: str):
+    return run_python(["-m", "train.data", "check", pattern, f"--label_map={shards['label_map']}"])
+
+
 def test_check_command_reports_the_same_and_exits_3(shards):
-    result = run_python(
-        [
-            "-m",
-            "train.data",
-            "check",
-            os.path.join(shards["faulty"], "train-*.record"),
-            f"--label_map={shards['label_map']}",
-        ]
-    )
+    result = _check(shards, os.path.join(shards["faulty"], "train-*.record"))
     assert result.returncode == errors.EXIT_PREFLIGHT, result.stderr[-2000:]
     assert "INPUT_DATA.corrupt" in result.stdout and "record 1: bad data checksum" in result.stdout
     assert "INPUT_DATA.label_range" in result.stdout and "INPUT_DATA.boxes" in result.stdout
     # the scan goes on past the broken record in shard 0: shards 1 and 2 are read whole
     assert f"record {_PER_SHARD - 1})" in result.stdout
-    clean = run_python(
-        [
-            "-m",
-            "train.data",
-            "check",
-            os.path.join(shards["clean"], "*.record"),
-            f"--label_map={shards['label_map']}",
-        ]
-    )
+    clean = _check(shards, os.path.join(shards["clean"], "*.record"))
     assert clean.returncode == 0, clean.stdout[-2000:]
     assert f"checked {_SHARDS * _PER_SHARD} records" in clean.stdout
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from tests.conftest import DEMO_CONFIG, run_python
-from tests.helpers import demo_driver_args
+from tests.helpers import checkpoint_tensors, demo_driver_args
 from train import errors
 
 pytestmark = [pytest.mark.slow]
@@ -67,17 +67,6 @@ def runs(demo_assets, tmp_path_factory):
     return done
 
 
-def _tensors(prefix: str) -> dict:
-    import tensorflow as tf
-
-    reader = tf.train.load_checkpoint(prefix)
-    return {
-        key: reader.get_tensor(key)
-        for key in reader.get_variable_to_shape_map()
-        if key.startswith("model/") and "OPTIMIZER_SLOT" not in key
-    }
-
-
 def _optimized(prefix: str) -> set[str]:
     """Keys of the variables the optimizer trained: it keeps a momentum slot for each."""
     import tensorflow as tf
@@ -115,9 +104,9 @@ def _trainable(key: str) -> bool:
 
 def _compare(run, demo_assets):
     """(start, final, fine-tune) tensors of the run's step-0 and final checkpoints."""
-    start = _tensors(os.path.join(run["dir"], "ckpt-1"))
-    final = _tensors(os.path.join(run["dir"], "ckpt-2"))
-    fine_tune = _tensors(demo_assets["prefix"])
+    start = checkpoint_tensors(os.path.join(run["dir"], "ckpt-1"))
+    final = checkpoint_tensors(os.path.join(run["dir"], "ckpt-2"))
+    fine_tune = checkpoint_tensors(demo_assets["prefix"])
     return start, final, fine_tune
 
 

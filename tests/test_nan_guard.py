@@ -28,9 +28,8 @@ def _absurd_rate_config(tmp_path) -> str:
     return str(path)
 
 
-@pytest.fixture(scope="module")
-def nan_run(demo_assets, tmp_path_factory):
-    root = tmp_path_factory.mktemp("nan")
+def _absurd_run(demo_assets, root, *extra) -> dict:
+    """20 steps at the absurd rate, a checkpoint each step, into root/model."""
     model_dir = root / "model"
     report = root / "report.json"
     result = run_python(
@@ -41,10 +40,16 @@ def nan_run(demo_assets, tmp_path_factory):
             "--checkpoint_every_n=1",
             "--batch_size=2",
             f"--report_json={report}",
+            *extra,
             config=_absurd_rate_config(root),
         )
     )
     return {"dir": str(model_dir), "result": result, "report": str(report)}
+
+
+@pytest.fixture(scope="module")
+def nan_run(demo_assets, tmp_path_factory):
+    return _absurd_run(demo_assets, tmp_path_factory.mktemp("nan"))
 
 
 def test_the_run_stops_with_train_nan_and_exit_4(nan_run):
@@ -80,20 +85,8 @@ def test_nan_retries_restore_the_last_good_checkpoint_with_the_rate_halved(demo_
     """Here halving is not enough (5e6 -> 2.5e6): one retry, recorded, then TRAIN.nan again."""
     from train.pipeline import configfile
 
-    model_dir = tmp_path / "model"
-    report = tmp_path / "report.json"
-    result = run_python(
-        demo_driver_args(
-            demo_assets,
-            model_dir,
-            "--num_train_steps=20",
-            "--checkpoint_every_n=1",
-            "--batch_size=2",
-            "--nan_retries=1",
-            f"--report_json={report}",
-            config=_absurd_rate_config(tmp_path),
-        )
-    )
+    run = _absurd_run(demo_assets, tmp_path, "--nan_retries=1")
+    model_dir, report, result = tmp_path / "model", run["report"], run["result"]
     assert result.returncode == errors.EXIT_TRAINING, result.stderr[-3000:]
     assert "nan retry 1/1: continuing from " in result.stderr
     assert "learning_rate_base 5e+06 -> 2.5e+06" in result.stderr

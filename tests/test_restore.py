@@ -16,7 +16,7 @@ import os
 import pytest
 
 from tests.conftest import DEMO_CONFIG, run_python
-from tests.helpers import demo_driver_args, zero_learning_rate_config
+from tests.helpers import checkpoint_tensors, demo_driver_args, zero_learning_rate_config
 from train.checkpoint import components
 from train.pipeline import configfile, rewrite
 
@@ -238,17 +238,6 @@ def trained(request, demo_assets, tmp_path_factory):
     return runs
 
 
-def _read(prefix: str) -> dict:
-    import tensorflow as tf
-
-    reader = tf.train.load_checkpoint(prefix)
-    return {
-        name: reader.get_tensor(name)
-        for name in reader.get_variable_to_shape_map()
-        if name.startswith("model/") and name.endswith(_VALUE) and "OPTIMIZER_SLOT" not in name
-    }
-
-
 def _moving_statistic(key: str) -> bool:
     # Batch-norm moving statistics are updated by the training step even at learning rate 0.
     return "moving_mean" in key or "moving_variance" in key
@@ -259,8 +248,8 @@ def test_coverage_matches_the_trained_model(trained):
     import numpy as np
     import tensorflow as tf
 
-    source = _read(trained["source"])
-    after = _read(tf.train.latest_checkpoint(trained["type"]["dir"]))
+    source = checkpoint_tensors(trained["source"])
+    after = checkpoint_tensors(tf.train.latest_checkpoint(trained["type"]["dir"]))
     measured = trained["type"]["report"]["training"]
     assert measured["variables"] == len(after)  # every model variable, counted once
     new = set(measured["new"])
@@ -285,8 +274,8 @@ def test_transplant_restores_strictly_more_and_only_class_tensors_are_fresh(trai
     import numpy as np
     import tensorflow as tf
 
-    source = _read(trained["source"])
-    after = _read(tf.train.latest_checkpoint(trained["transplant"]["dir"]))
+    source = checkpoint_tensors(trained["source"])
+    after = checkpoint_tensors(tf.train.latest_checkpoint(trained["transplant"]["dir"]))
     report = trained["transplant"]["report"]
     transplant, detection = report["transplant"], report["dry_run"]
     assert transplant["transferred"] > detection["restored"]

@@ -697,18 +697,21 @@ def _train(plan: RunPlan, reporter: _Reporter) -> int:
     _emit(f"strategy: {plan.topology.describe()}")
     summaries = os.path.join(launch.model_dir, "train")
 
+    def text_summary(name: str, measured: dict) -> None:
+        if plan.duties.summaries:
+            board.write_run_summaries(
+                summaries,
+                {f"tfod_finetune/{name}": report.restore_text(measured)},
+                None,
+                launch.start_step,
+            )
+
     def on_restore(measured: dict | None) -> None:
         if measured:
             _emit(f"restore: {measured['summary']}")
             reporter.restore["training"] = measured
             reporter.write("training")
-            if plan.duties.summaries:
-                board.write_run_summaries(
-                    summaries,
-                    {"tfod_finetune/restore": report.restore_text(measured)},
-                    None,
-                    launch.start_step,
-                )
+            text_summary("restore", measured)
 
     def on_freeze(measured: dict) -> None:
         reporter.results["freeze"] = measured
@@ -730,13 +733,7 @@ def _train(plan: RunPlan, reporter: _Reporter) -> int:
             reporter.extra.append(finding)
             _emit(f"warning: {finding.code}: {finding.message}\n  fix: {finding.fix}")
         reporter.write("training")
-        if plan.duties.summaries:
-            board.write_run_summaries(
-                summaries,
-                {"tfod_finetune/freeze": report.restore_text(measured)},
-                None,
-                launch.start_step,
-            )
+        text_summary("freeze", measured)
 
     if plan.duties.summaries:
         board.write_run_summaries(

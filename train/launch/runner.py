@@ -153,6 +153,24 @@ def _finish_eval(plan: LaunchPlan, evaluator, stopped: bool, emit) -> None:
         emit(f"warning: evaluation failed: {said} (log: {spec.log_path})")
 
 
+def _once(contract, path: str, callback, as_report):
+    """A poll that calls `callback(as_report(x))` once, when the child has written `path`.
+
+    A no-op without a callback or a path (nobody asked, or an older spec).
+    """
+    seen = callback is None or not path
+
+    def check() -> None:
+        nonlocal seen
+        if not seen:
+            found = contract.read(path)
+            if found is not None:
+                seen = True
+                callback(as_report(found))
+
+    return check
+
+
 def _outcome(plan: LaunchPlan, returncode: int, signals: list[str]) -> Outcome:
     """What the child wrote as its Outcome, or what its exit status says when it wrote none."""
     outcome = Outcome.read(plan.train.outcome)
@@ -226,8 +244,6 @@ def run(
     for stale in [p for p in stale_files if p]:  # an earlier run's
         with contextlib.suppress(FileNotFoundError):
             os.remove(stale)
-    restore_seen = on_restore is None
-    freeze_seen = on_freeze is None or not plan.train.freeze_report
     env = {**os.environ, **plan.env}
     tail = EventTail(os.path.join(plan.model_dir, "train"))
     printer = ProgressPrinter(plan.num_train_steps, plan.start_step, log_every_s, emit)
@@ -236,21 +252,12 @@ def run(
         if plan.is_chief:  # the other workers' summaries go to scratch folders
             printer.feed(tail.poll(final=final))
 
-    def check_restore() -> None:
-        nonlocal restore_seen
-        if not restore_seen:
-            measured = TrainingRestore.read(plan.train.restore_report)
-            if measured is not None:
-                restore_seen = True
-                on_restore(measured.as_report())
-
-    def check_freeze() -> None:
-        nonlocal freeze_seen
-        if not freeze_seen:
-            measured = TrainingFreeze.read(plan.train.freeze_report)
-            if measured is not None:
-                freeze_seen = True
-                on_freeze(measured.report)
+    check_restore = _once(
+        TrainingRestore, plan.train.restore_report, on_restore, TrainingRestore.as_report
+    )
+    check_freeze = _once(
+        TrainingFreeze, plan.train.freeze_report, on_freeze, lambda found: found.report
+    )
 
     emit(
         f"training: {plan.num_train_steps - plan.start_step} steps from step {plan.start_step} "
