@@ -101,6 +101,90 @@ def test_nan_retries_restore_the_last_good_checkpoint_with_the_rate_halved(demo_
     assert [f["code"] for f in document["findings"]].count("TRAIN.nan") == 1
 
 
+# float32's largest value: a sum of squares past it is Inf.
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
+# The FPNLite head's class predictor is a separable conv; its pointwise kernel is 1x1x128x24
+# (128 channels, 6 anchors x (3 classes + background)).
+_KERNEL = "WeightSharedConvolutionalBoxPredictor/WeightSharedConvolutionalClassHead/ClassPredictor"
+_KERNEL_SIZE = 128 * 24
+
+
+def _halving_suffices_config(tmp_path) -> tuple[str, float]:
+    """A run that goes Inf at its second step at a rate S, and trains to the end at S / 2.
+
+    Only the class predictor's pointwise kernel trains (N weights), with an L2 regularizer
+    (apply_conv_hyperparams_to_heads), by Adam with epsilon ~0: Adam's first update moves each
+    weight by the rate times the sign of its gradient, so by exactly S whatever the data. The
+    rate is S for step 0 and 0 after. Then the regularization loss sums N squares of ~S: Inf
+    when N S^2 > float32's maximum. S is chosen so that N (S / 2)^2 is 0.9 of the maximum
+    (finite, with every weight at +-S/2: the bound Adam cannot exceed) while N S^2 is 3.6
+    times it (Inf as soon as 28 % of the weights have a non-zero gradient).
+    """
+    rate = 2 * 0.95 * (_FLOAT32_MAX / _KERNEL_SIZE) ** 0.5
+    text = open(DEMO_CONFIG).read()
+    start, end = text.index("  optimizer {"), text.index("    use_moving_average: false")
+    optimizer = (
+        "  optimizer {\n    adam_optimizer {\n      epsilon: 1e-30\n      learning_rate {\n"
+        f"        manual_step_learning_rate {{ initial_learning_rate: {rate!r}\n"
+        "          schedule { step: 1 learning_rate: 0.0 } }\n      }\n    }\n"
+    )
+    text = text[:start] + optimizer + text[end:]
+    text = text.replace(
+        "weight_shared_convolutional_box_predictor {",
+        "weight_shared_convolutional_box_predictor {\n apply_conv_hyperparams_to_heads: true",
+    )
+    text = text.replace(
+        "train_config {",
+        f"train_config {{\n  update_trainable_variables: '{_KERNEL}/pointwise_kernel'",
+        1,
+    )
+    path = tmp_path / "halving.config"
+    path.write_text(text)
+    return str(path), rate
+
+
+def test_nan_retries_finish_a_run_where_halving_the_rate_suffices(demo_assets, tmp_path):
+    import tensorflow as tf
+
+    config, rate = _halving_suffices_config(tmp_path)
+    model_dir, report = tmp_path / "model", tmp_path / "report.json"
+    result = run_python(
+        demo_driver_args(
+            demo_assets,
+            model_dir,
+            "--num_train_steps=3",
+            "--batch_size=2",
+            "--nan_retries=1",
+            f"--report_json={report}",
+            config=config,
+        )
+    )
+    assert result.returncode == errors.EXIT_OK, result.stderr[-3000:]
+    assert (
+        "TRAIN.nan (retry 1/1 follows): Loss/regularization_loss became Inf in the step after "
+        "step 1; that step was not applied" in result.stderr
+    )
+    assert (
+        "nan retry 1/1: continuing from " in result.stderr and "ckpt-* at step 3" in result.stderr
+    )
+    assert "error: TRAIN.nan" not in result.stderr
+    with open(report) as f:
+        document = json.load(f)
+    (retry,) = document["nan_retries"]
+    assert retry["failed_after_step"] == 1 and retry["changes"][0]["new"] == f"{rate / 2:g}"
+    assert "TRAIN.nan" not in [f["code"] for f in document["findings"]]
+    # The premise: the kernel has N weights; each moved by at most S / 2, and every value is
+    # finite after the three steps.
+    reader = tf.train.load_checkpoint(str(model_dir))
+    kernel = reader.get_tensor(
+        "model/_box_predictor/_prediction_heads/class_predictions_with_background/"
+        "_class_predictor_layers/0/pointwise_kernel/.ATTRIBUTES/VARIABLE_VALUE"
+    )
+    assert kernel.size == _KERNEL_SIZE and np.isfinite(kernel).all()
+    assert 0.25 * rate < float(np.abs(kernel).max()) <= 0.5 * rate * 1.0001
+    assert int(reader.get_tensor("step/.ATTRIBUTES/VARIABLE_VALUE")) == 3
+
+
 def test_scale_learning_rate_reaches_every_schedule():
     from train.pipeline import configfile, rewrite
 
@@ -116,3 +200,6 @@ def test_scale_learning_rate_reaches_every_schedule():
     assert schedule.manual_step_learning_rate.schedule[0].step == 10
     assert [c.path.rsplit(".", 1)[1] for c in changes] == ["initial_learning_rate", "learning_rate"]
     assert manual.manual_step_learning_rate.initial_learning_rate == pytest.approx(0.1)  # a copy
+    manual.manual_step_learning_rate.schedule.add(step=20, learning_rate=0.0)
+    _, changes = rewrite.scale_learning_rate(config, 0.5, "test")
+    assert len(changes) == 2  # a rate of 0 is not a change

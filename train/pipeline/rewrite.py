@@ -125,8 +125,9 @@ def scale_learning_rate(config, factor: float, why: str) -> tuple[object, list[C
                     )
             elif field.cpp_type == field.CPPTYPE_FLOAT and "learning_rate" in field.name:
                 new = value * factor
-                setattr(message, field.name, new)
-                changes.append(Change(where, f"{value:g}", f"{new:g}", why))
+                if new != value:  # a rate of 0 stays 0: not a change
+                    setattr(message, field.name, new)
+                    changes.append(Change(where, f"{value:g}", f"{new:g}", why))
 
     visit(getattr(optimizer, kind), f"train_config.optimizer.{kind}")
     return config, changes

@@ -231,15 +231,27 @@ def _nan_guard(tf, model_lib_v2, enabled: bool):
     """Fails a training step whose losses or gradients are not finite, before it applies them.
 
     Each loss of the step and the gradients' global norm pass through check_numerics inside
-    the traced step, so the update that would write NaN into the weights never runs, the
-    global step does not advance, and the loop stops at its next read of the step (it reads
-    the step every iteration already: no extra device sync). The error names the loss.
+    the traced step, so the update that would write NaN into the weights never runs, and the
+    loop stops at its next read of the step (it reads the step every iteration already: no
+    extra device sync). The error names the loss. train_loop's `global_step.assign_add(1)`
+    depends on nothing in the step, so it could run before a check fails; a no-op assign to
+    the same variable after the checks and the update orders it behind them (TensorFlow runs
+    a function's ops on one variable in program order): a failed step does not count.
     """
     if not enabled:
         yield
         return
     original_losses = model_lib_v2._compute_losses_and_predictions_dicts  # noqa: SLF001
     original_build = model_lib_v2.optimizer_builder.build
+    original_step = model_lib_v2.eager_train_step
+
+    def train_step(model, features, labels, unpad, optimizer, training_step, *args, **kwargs):
+        losses = original_step(
+            model, features, labels, unpad, optimizer, training_step, *args, **kwargs
+        )
+        with tf.control_dependencies([*losses.values(), optimizer.iterations.read_value()]):
+            training_step.assign_add(0)
+        return losses
 
     def losses(*args, **kwargs):
         losses_dict, predictions = original_losses(*args, **kwargs)
@@ -266,11 +278,13 @@ def _nan_guard(tf, model_lib_v2, enabled: bool):
 
     model_lib_v2._compute_losses_and_predictions_dicts = losses  # noqa: SLF001
     model_lib_v2.optimizer_builder.build = build
+    model_lib_v2.eager_train_step = train_step
     try:
         yield
     finally:
         model_lib_v2._compute_losses_and_predictions_dicts = original_losses  # noqa: SLF001
         model_lib_v2.optimizer_builder.build = original_build
+        model_lib_v2.eager_train_step = original_step
 
 
 def _nan_line(error: Exception, step: int | None, latest: str | None) -> str | None:
