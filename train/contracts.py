@@ -9,6 +9,7 @@ on the other: `from_json` refuses unknown and missing fields. TF-free.
     driver --EvalSpec-->    train/tf/evaluator.py  --Outcome-->                   driver
     driver --PrepareSpec--> train/tf/prepare.py    --Outcome, PrepareReport-->    driver
     driver --FinishSpec-->  train/tf/finish.py     --Outcome, FinishReport-->     driver
+    (--batch_size auto runs the training child a few steps per batch size: its Outcome's memory)
     (train.evaluate and train.export send the same FinishSpec)
     train/tf/prepare.py --TransplantSource--> the next driver run (is the transplant current?)
 """
@@ -288,6 +289,8 @@ class Outcome(Contract):
       phase: FAILED: what was running: "model" (the build), "restore", "input" (the first
         batch), "loss", "first_step" (input + losses of training's first step), "train".
       code: FAILED: the finding code when the child knows it ("TRAIN.nan").
+      memory: {"peaks": {"host": peak resident bytes, "GPU:0": peak bytes allocated there},
+        "limits": {"GPU:0": bytes TensorFlow may allocate there}} (train/tf/memory.py).
     """
 
     status: str
@@ -298,3 +301,4 @@ class Outcome(Contract):
     detail: str = ""
     phase: str = ""
     code: str = ""  # a finding code the failure is known as (e.g. TRAIN.nan)
+    memory: dict | None = None

@@ -10,6 +10,7 @@ what the CLI calls.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import functools
 import os
@@ -79,6 +80,7 @@ class RunPlan:
     duties: Duties = Duties()
     prepare: PrepareSpec | None = None
     launch: LaunchPlan | None = None
+    auto_batch: dict | None = None  # --batch_size auto: what was measured (report batch_auto)
 
     @property
     def work_dir(self) -> str | None:  # noqa: D102
@@ -186,6 +188,8 @@ def _usage_problem(options: RunOptions) -> str | None:
         return f"--export: {e}"
     if options.patience and not options.eval:
         return "--patience needs --eval (early stopping watches the evaluations)"
+    if options.memory_fraction is not None and not options.batch_size_auto:
+        return "--memory_fraction is the budget of --batch_size auto; pass both, or neither"
     if options.data:
         given = [
             f"--{name}"
@@ -284,6 +288,18 @@ def plan_run(options: RunOptions, environ=None, visible_gpus: int | None = None)
             ),
             duties=duties,
         )
+    if options.batch_size_auto and topology.num_workers > 1:
+        return RunPlan(
+            options,
+            Stop(
+                errors.EXIT_USAGE,
+                f"error: --batch_size auto measures one machine; with {topology.num_workers} "
+                "workers pass --batch_size N (find N on one node: the same command with "
+                "--batch_size auto --preflight_only, times the number of workers)",
+            ),
+            source=source,
+            duties=duties,
+        )
     duties = dataclasses.replace(duties, report=duties.report and topology.is_chief)
     ctx = Context(options=options, source=source, config=config, topology=topology)
     preflight = run_preflight(ctx)
@@ -311,7 +327,7 @@ def plan_run(options: RunOptions, environ=None, visible_gpus: int | None = None)
         return RunPlan(stop=Stop(errors.EXIT_PREFLIGHT, line), duties=duties, **common)
     if options.preflight_only:
         line = "preflight passed (--preflight_only: not training)"
-        return RunPlan(stop=Stop(errors.EXIT_OK, line), duties=duties, **common)
+        return RunPlan(stop=Stop(errors.EXIT_OK, line), topology=topology, duties=duties, **common)
 
     previous_run = preflight.previous_run
     fresh = options.fresh and previous_run is not None
@@ -382,7 +398,8 @@ class _Reporter:
         self.restore: dict = {}
         self.extra: list[Finding] = []  # found after the preflight (the rehearsal, training)
         self.rehearsal: dict | None = None
-        self.results: dict = {}  # eval, export, early_stop
+        # eval, export, early_stop, freeze, nan_retries, batch_auto, memory
+        self.results: dict = {"batch_auto": plan.auto_batch} if plan.auto_batch else {}
 
     def write(self, status: str, code: int | None = None, message: str = "") -> None:
         plan = self.plan
@@ -468,9 +485,12 @@ def execute(plan: RunPlan) -> int:
         return _end(reporter, errors.EXIT_OK, "rehearsal passed (--rehearse: not training)")
     code = _train(plan, reporter)
     launch = plan.launch
+    ended = Outcome.read(launch.train.outcome)
+    if code == errors.EXIT_OK and ended is not None and ended.memory:
+        _emit(_memory_line(ended.memory.get("peaks") or {}, plan.auto_batch))
+        reporter.results["memory"] = ended.memory
     if code == errors.EXIT_OK and launch.is_chief:
         code = _finish(plan, reporter)
-        ended = Outcome.read(launch.train.outcome)
         step = ended.step if ended and ended.step is not None else launch.num_train_steps
         early = " (stopped early)" if "early_stop" in reporter.results else ""
         line = (
@@ -484,6 +504,23 @@ def execute(plan: RunPlan) -> int:
     outcome = Outcome.read(launch.train.outcome)  # what the child said about its end
     reporter.write(_status(code), code, (outcome.error or outcome.detail) if outcome else "")
     return code
+
+
+def _memory_line(peaks: dict, auto_batch: dict | None) -> str:
+    """'memory: training peaked at host 1.85 GB', each pool it used, with its auto budget."""
+    from train.launch import autobatch
+
+    budgets = (auto_batch or {}).get("budgets") or {}
+    pools = [
+        f"{pool} {autobatch.gigabytes(value)}"
+        + (
+            f" (--batch_size auto budget {autobatch.gigabytes(budgets[pool])})"
+            if pool in budgets
+            else ""
+        )
+        for pool, value in sorted(peaks.items())
+    ]
+    return f"memory: training peaked at {', '.join(pools)}"
 
 
 def _finish(plan: RunPlan, reporter: _Reporter) -> int:
@@ -678,7 +715,8 @@ def oom_finding(plan: RunPlan, outcome: Outcome) -> Finding:
     else:
         fix = (
             f"pass --batch_size {smaller} (half of {batch}, a multiple of the {replicas} "
-            "replica(s)) and keep the learning rate in proportion, or use a smaller input size"
+            "replica(s)) and keep the learning rate in proportion, --batch_size auto to "
+            "measure the largest that fits, or use a smaller input size"
         )
     return Finding(
         "TRAIN.oom",
@@ -848,6 +886,125 @@ def _checkpoint_step(prefix: str | None, default: int) -> int:
     return default if step is None else step
 
 
+DEFAULT_MEMORY_FRACTION = 0.85
+
+
+def previous_batch(plan: RunPlan) -> int | None:
+    """The batch of the run being resumed, from its resolved config (None: no such run)."""
+    if plan.previous_run is None or plan.options.fresh or not plan.resolved_path:
+        return None
+    try:
+        batch = configfile.load(plan.resolved_path).proto.train_config.batch_size
+    except configfile.ConfigError:
+        return None
+    return batch or None
+
+
+def with_auto_batch(plan: RunPlan) -> RunPlan:
+    """--batch_size auto: the plan again with the batch measured to fit (or a Stop).
+
+    Runs after a preflight that passed (with the config's batch) and before anything is
+    written but model_dir/batch_probe: a few short training processes at growing batch sizes
+    (train.launch.autobatch), then the whole plan at the chosen batch, so the preflight's
+    findings and the resolved config are those of the batch that trains. A run being resumed
+    keeps its batch.
+    """
+    options = plan.options
+    if plan.stop is not None and not (options.preflight_only and plan.stop.code == 0):
+        return plan
+    if options.rehearse:
+        note = "batch_size auto: not measured (--rehearse trains nothing)"
+        return dataclasses.replace(plan, lines=(*plan.lines, note))
+    batch = previous_batch(plan)
+    if batch is not None:
+        _emit(f"batch_size auto: {batch}, as the run being resumed ({plan.resolved_path})")
+        record = {"batch": batch, "resumed_run": plan.resolved_path}
+    else:
+        fraction = options.memory_fraction or DEFAULT_MEMORY_FRACTION
+        found = _search_batch(plan, fraction)
+        if isinstance(found, Stop | Finding):
+            return _stopped(plan, found)
+        batch, record = found.batch, found.to_report()
+    replanned = plan_run(dataclasses.replace(options, batch_size=batch))
+    stop = replanned.stop
+    if stop is not None and options.preflight_only and stop.code == errors.EXIT_OK:
+        stop = Stop(stop.code, f"{stop.line}; --batch_size auto: batch {batch}")
+    return dataclasses.replace(replanned, auto_batch=record, stop=stop)
+
+
+def _stopped(plan: RunPlan, why) -> RunPlan:
+    """The plan ending with `why` (a Stop, or a Finding that stops it before training)."""
+    if isinstance(why, Stop):
+        return dataclasses.replace(plan, stop=why)
+    line = f"error: {why.code}: {why.message}\n  fix: {why.fix}"
+    return dataclasses.replace(
+        plan, stop=Stop(errors.EXIT_PREFLIGHT, line), findings=(*plan.findings, why)
+    )
+
+
+def _search_batch(plan: RunPlan, fraction: float):
+    """Measures batches until one is chosen: an autobatch.Search, or a Stop / Finding."""
+    from train import envinfo
+    from train.launch import autobatch, runner
+
+    options = plan.options
+    folder = autobatch.probe_dir(options.model_dir)
+    log_path = os.path.join(folder, "probe.log")
+    strategy = launch_plan.strategy_spec(plan.topology)
+    env = {**compat.child_environment(), "PYTHONUNBUFFERED": "1", "TF_CPP_MIN_LOG_LEVEL": "1"}
+    host = envinfo.host_memory_bytes()
+    where = plan.topology.describe()
+    _emit(
+        f"batch_size auto: measuring {autobatch.PROBE_STEPS} training steps per batch size on "
+        f"{where}, within {fraction:g} of the memory ({autobatch.gigabytes(host)} host"
+        f"{' and each GPU' if strategy.gpus else ''}); log: {log_path}"
+        if host
+        else f"batch_size auto: measuring on {where} (host memory unknown); log: {log_path}"
+    )
+
+    def measure(batch: int):
+        spec = launch_plan.probe_spec(options.model_dir, batch, strategy, options.freeze)
+        config = copy.deepcopy(plan.resolved_config)
+        config.train_config.batch_size = batch
+        files.write_atomic(spec.pipeline_config, configfile.to_text(config))
+        return runner.run_probe(spec, batch, env, log_path)
+
+    try:
+        found = autobatch.search(measure, strategy.replicas, fraction, host, log_path, _emit)
+    except KeyboardInterrupt:
+        return Stop(errors.EXIT_INTERRUPTED, "interrupted: nothing was trained")
+    except runner.ProbeFailed as e:
+        return explain_failure(plan, e.outcome, log_path)
+    if found.batch is None:
+        return _no_fit(plan, found)
+    config_batch = plan.resolved_config.train_config.batch_size
+    _emit(
+        f"batch_size auto: batch {found.batch} (it ran within every budget: "
+        f"{', '.join(f'{p} {autobatch.gigabytes(b)}' for p, b in sorted(found.budgets.items()))}"
+        f"); the learning rate stays as the config has it, set for batch {config_batch}"
+    )
+    return found
+
+
+def _no_fit(plan: RunPlan, found) -> Finding:
+    """BATCH.no_fit: not even the smallest batch fits the budget."""
+    from train.launch import autobatch
+
+    first = found.points[0]
+    return Finding(
+        "BATCH.no_fit",
+        ERROR,
+        f"--batch_size auto: {autobatch.describe_point(first, found.budgets)}; the budget is "
+        f"{found.fraction:g} of the memory ("
+        + ", ".join(f"{p} {autobatch.gigabytes(b)}" for p, b in sorted(found.budgets.items()))
+        + f"; log: {found.log})",
+        "raise --memory_fraction, freeze the backbone (--freeze backbone: no gradients or "
+        "optimizer slots for it), use a smaller input size (image_resizer), or a machine with "
+        "more memory",
+        file=plan.source.path if plan.source else None,
+    )
+
+
 def run(options: RunOptions) -> int:
     """Runs one driver invocation and returns its exit code."""
     # Keep TensorFlow's C++ banner out of the report should anything import it; the children
@@ -861,7 +1018,10 @@ def run(options: RunOptions) -> int:
     options, stop = with_data(options)
     if stop is not None:
         return execute(RunPlan(options, stop, duties=_report_unless(options, [])))
-    return execute(plan_run(options))
+    plan = plan_run(options)
+    if options.batch_size_auto:
+        plan = with_auto_batch(plan)
+    return execute(plan)
 
 
 def report_internal_error(options: RunOptions, error: BaseException) -> None:

@@ -78,12 +78,44 @@ NUM_TRAIN_STEPS = flags.DEFINE_integer(
     lower_bound=1,
     upper_bound=_UINT32,
 )
-BATCH_SIZE = flags.DEFINE_integer(
+
+
+class BatchSizeParser(flags.IntegerParser):
+    """A positive integer, or `auto`."""
+
+    def __init__(self):
+        super().__init__(lower_bound=1, upper_bound=_UINT32)
+        self.syntactic_help += ", or auto"
+
+    def parse(self, argument):  # noqa: D102
+        if argument == AUTO:
+            return AUTO
+        try:
+            return super().parse(argument)
+        except ValueError:
+            raise ValueError(f"{argument!r} is not {self.syntactic_help}") from None
+
+    def flag_type(self) -> str:  # noqa: D102
+        return "int or auto"
+
+
+AUTO = "auto"
+BATCH_SIZE = flags.DEFINE(
+    BatchSizeParser(),
     "batch_size",
     None,
-    "Global batch size (overrides train_config.batch_size).",
-    lower_bound=1,
-    upper_bound=_UINT32,
+    "Global batch size (overrides train_config.batch_size), or auto: the largest that fits "
+    "--memory_fraction of the memory, measured in a few short training runs before training "
+    "(the learning rate stays as the config has it).",
+    serializer=flags.ArgumentSerializer(),
+)
+MEMORY_FRACTION = flags.DEFINE_float(
+    "memory_fraction",
+    None,
+    "With --batch_size auto: the share of each GPU's memory (and of the host's RAM or cgroup "
+    "limit) a batch may use at its peak (default 0.85).",
+    lower_bound=0.01,
+    upper_bound=1.0,
 )
 CHECKPOINT_EVERY_N = flags.DEFINE_integer(
     "checkpoint_every_n",
@@ -273,7 +305,9 @@ def options_from_flags() -> RunOptions:
         nan_retries=NAN_RETRIES.value,
         num_classes=NUM_CLASSES.value,
         num_train_steps=NUM_TRAIN_STEPS.value,
-        batch_size=BATCH_SIZE.value,
+        batch_size=None if BATCH_SIZE.value == AUTO else BATCH_SIZE.value,
+        batch_size_auto=BATCH_SIZE.value == AUTO,
+        memory_fraction=MEMORY_FRACTION.value,
         checkpoint_every_n=CHECKPOINT_EVERY_N.value,
         checkpoint_max_to_keep=CHECKPOINT_MAX_TO_KEEP.value,
         num_steps_per_iteration=NUM_STEPS_PER_ITERATION.value,

@@ -25,6 +25,8 @@ class RunOptions:
     num_classes: int | None = None
     num_train_steps: int | None = None
     batch_size: int | None = None
+    batch_size_auto: bool = False  # --batch_size auto: measured before training (autobatch)
+    memory_fraction: float | None = None  # --batch_size auto's budget (None: the default)
     checkpoint_every_n: int = 1000
     checkpoint_max_to_keep: int = 7
     num_steps_per_iteration: int | None = None

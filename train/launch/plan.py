@@ -198,6 +198,30 @@ def prepare_spec(
     )
 
 
+def probe_spec(model_dir: str, batch: int, strategy: StrategySpec, freeze: str) -> TrainSpec:
+    """One --batch_size auto point: the training child, a few steps at `batch`, from scratch.
+
+    Its files go to model_dir/batch_probe/batch-N/ (the caller writes the config there, the
+    planned one at this batch); nothing of it is kept but the Outcome's memory.
+    """
+    from train.launch import autobatch
+
+    folder = os.path.join(autobatch.probe_dir(model_dir), f"batch-{batch}")
+    return TrainSpec(
+        pipeline_config=os.path.join(folder, "pipeline.config"),
+        model_dir=folder,
+        num_train_steps=autobatch.PROBE_STEPS,
+        checkpoint_every_n=autobatch.PROBE_STEPS + 1,
+        checkpoint_max_to_keep=1,
+        num_steps_per_iteration=1,
+        restore_report=os.path.join(folder, "restore.json"),
+        outcome=os.path.join(folder, "outcome.json"),
+        strategy=strategy,
+        freeze=freeze or "",
+        nan_guard=False,  # a probe measures memory; its two steps' losses do not matter
+    )
+
+
 REHEARSAL_MAX_BATCH = 2  # images in the rehearsal's batch on a CPU (the config's when smaller)
 
 

@@ -13,6 +13,8 @@ def aside_path(model_dir: str, stamp: str) -> str:
 
 
 DATA = "data"  # --data's conversion of an annotation folder: the run's input, not the run
+PROBE = "batch_probe"  # --batch_size auto's measurements, made for the run about to start
+KEPT = (DATA, PROBE)  # what --fresh leaves in model_dir
 
 
 def inputs_inside(model_dir: str, paths) -> list[str]:
@@ -32,7 +34,8 @@ def inputs_inside(model_dir: str, paths) -> list[str]:
 def move_aside(model_dir: str) -> str | None:
     """Renames model_dir to a free DIR.moved-TIME and returns it (None when there is none).
 
-    model_dir/data, the conversion of --data, is moved back: it is the new run's input.
+    model_dir/data (the conversion of --data) and model_dir/batch_probe (--batch_size auto's
+    measurements, made by this invocation) are moved back: they belong to the new run.
     """
     if not os.path.exists(model_dir):
         return None
@@ -42,9 +45,10 @@ def move_aside(model_dir: str) -> str | None:
         n += 1
         target = aside_path(model_dir, f"{stamp}-{n}")
     os.rename(model_dir, target)
-    if os.path.isdir(os.path.join(target, DATA)):  # the converted --data stays for the new run
-        os.makedirs(model_dir)
-        os.rename(os.path.join(target, DATA), os.path.join(model_dir, DATA))
+    for name in KEPT:  # the converted --data and the batch measurements belong to the new run
+        if os.path.isdir(os.path.join(target, name)):
+            os.makedirs(model_dir, exist_ok=True)
+            os.rename(os.path.join(target, name), os.path.join(model_dir, name))
     return target
 
 

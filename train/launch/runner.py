@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -23,7 +24,9 @@ from train.contracts import (
     PrepareSpec,
     TrainingFreeze,
     TrainingRestore,
+    TrainSpec,
 )
+from train.launch.autobatch import Point
 from train.launch.plan import LaunchPlan, plan_json
 from train.launch.progress import EventTail, ProgressPrinter
 
@@ -88,9 +91,14 @@ def _run_cpu_child(module: str, spec, report_cls, env: dict[str, str], log_path:
         child.kill()
         child.wait()
         raise
-    outcome = Outcome.read(spec.outcome) or Outcome(
-        FAILED, error=f"the {what} ended with exit status {code}"
-    )
+    outcome = Outcome.read(spec.outcome)
+    if outcome is None:
+        memory = _out_of_memory(code, log_path, f"the {what}")
+        outcome = (
+            Outcome(FAILED, error=memory, code="TRAIN.oom")
+            if memory
+            else Outcome(FAILED, error=f"the {what} ended with exit status {code}")
+        )
     return (report_cls.read(spec.report) if outcome.status == OK else None), outcome
 
 
@@ -107,6 +115,49 @@ def run_finish(
     """Runs train/tf/finish.py on CPU (evaluate, export, verify one pinned checkpoint)."""
     return _run_cpu_child(
         "train.tf.finish", spec, FinishReport, env, log_path, "evaluation/export process"
+    )
+
+
+class ProbeFailed(RuntimeError):
+    """A --batch_size auto point failed for another reason than memory (see its Outcome)."""
+
+    def __init__(self, outcome: Outcome):
+        super().__init__(outcome.error)
+        self.outcome = outcome
+
+
+def run_probe(spec: TrainSpec, batch: int, env: dict[str, str], log_path: str):
+    """Runs one --batch_size auto point (the training child, a few steps) and waits.
+
+    Returns (the Point, the GPU allocators' limits the child read). A point that ran out of
+    memory, on a GPU or on the host (the kernel's SIGKILL included), is a Point that failed;
+    any other failure raises ProbeFailed. The point's checkpoints and summaries are removed.
+    """
+    spec_path = os.path.join(spec.model_dir, "train_spec.json")
+    spec.write(spec_path)
+    child = _start(
+        [sys.executable, "-m", "train.tf.child", spec_path], {**os.environ, **env}, log_path
+    )
+    try:
+        code = child.wait()
+    except KeyboardInterrupt:
+        child.kill()
+        child.wait()
+        raise
+    finally:
+        outcome = Outcome.read(spec.outcome)
+        shutil.rmtree(spec.model_dir, ignore_errors=True)
+    memory = (outcome.memory if outcome else None) or {}
+    peaks, limits = memory.get("peaks", {}), memory.get("limits", {})
+    if outcome is not None and outcome.status == OK:
+        return Point(batch, peaks), limits
+    if outcome is not None and outcome.code == "TRAIN.oom":
+        return Point(batch, peaks, failed=outcome.error), limits
+    killed = _out_of_memory(code, log_path, "the batch probe") if outcome is None else None
+    if killed:
+        return Point(batch, {}, failed=killed), {}
+    raise ProbeFailed(
+        outcome or Outcome(FAILED, error=f"the batch probe ended with exit status {code}")
     )
 
 
@@ -188,7 +239,7 @@ def _outcome(plan: LaunchPlan, returncode: int, signals: list[str]) -> Outcome:
 _MEMORY_MARKERS = ("std::bad_alloc", "Cannot allocate memory", "MemoryError", "out of memory")
 
 
-def _out_of_memory(returncode: int, log_path: str) -> str | None:
+def _out_of_memory(returncode: int, log_path: str, who: str = "the training process") -> str | None:
     """Why a child that died without an Outcome ran out of memory, or None.
 
     SIGKILL that nobody here sent is the kernel's (or a container's) out-of-memory killer;
@@ -202,7 +253,7 @@ def _out_of_memory(returncode: int, log_path: str) -> str | None:
     peak = f"the largest child's peak resident memory was {peak_gb:.1f} GB"
     if returncode == -signal.SIGKILL:
         return (
-            "the training process was killed (SIGKILL) without a stop asked for: the kernel's "
+            f"{who} was killed (SIGKILL) without a stop asked for: the kernel's "
             f"out-of-memory killer, host memory ran out ({peak})"
         )
     try:
@@ -225,7 +276,7 @@ def _out_of_memory(returncode: int, log_path: str) -> str | None:
         else f"{found[0]!r} in its log"
     )
     how = f"signal {-returncode}" if returncode < 0 else f"exit status {returncode}"
-    return f"the training process ran out of host memory ({what}; it ended with {how}; {peak})"
+    return f"{who} ran out of host memory ({what}; it ended with {how}; {peak})"
 
 
 def run(

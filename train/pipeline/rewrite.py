@@ -72,7 +72,8 @@ def apply_overrides(config, options) -> tuple[object, list[Change]]:
         if path:
             _set(config, path, options.num_classes, "--num_classes", changes)
     if options.batch_size is not None:
-        _set(config, "train_config.batch_size", options.batch_size, "--batch_size", changes)
+        why = "--batch_size auto: measured" if options.batch_size_auto else "--batch_size"
+        _set(config, "train_config.batch_size", options.batch_size, why, changes)
     if options.num_train_steps is not None:
         _set(
             config, "train_config.num_steps", options.num_train_steps, "--num_train_steps", changes

@@ -445,7 +445,12 @@ def check_learning_rate(ctx):
 
 
 def check_batch(ctx):
-    """BATCH: global batch vs replicas, and TPU-sized zoo batches on CPU/GPU."""
+    """BATCH: global batch vs replicas, and TPU-sized zoo batches on CPU/GPU.
+
+    Not with --batch_size auto: the batch is then measured to fit, a multiple of the replicas.
+    """
+    if ctx.options.batch_size_auto:
+        return
     batch = ctx.train_config.batch_size
     replicas = ctx.replicas
     if batch == 0:

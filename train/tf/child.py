@@ -17,6 +17,7 @@ same command resumes from model_dir.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import os
 import signal
@@ -192,7 +193,7 @@ class Phase:
 
 
 @contextlib.contextmanager
-def _tracking_phases(model_lib_v2, phase: Phase):
+def tracking_phases(model_lib_v2, phase: Phase):
     """Sets `phase` around train_loop's model build and its input pipeline's construction.
 
     The build is its MODEL_BUILD_UTIL_MAP entry; the pipeline is built by `inputs.train_input`
@@ -313,7 +314,7 @@ def _nan_line(error: Exception, step: int | None, latest: str | None) -> str | N
     )
 
 
-def _memory_line(tf, error: Exception) -> str | None:
+def memory_line(tf, error: Exception) -> str | None:
     """The TRAIN.oom line for an allocation failure (None for any other error)."""
     import re
 
@@ -334,17 +335,18 @@ class NothingToTrain(RuntimeError):
 
 
 @contextlib.contextmanager
-def _freezing(model_lib_v2, config, spec):
+def applying_freeze(model_lib_v2, config, freeze: str, report_path: str = ""):
     """Makes the model's `trainable_variables` what the freeze rule leaves (see freezing).
 
     train_loop's step trains `detection_model.trainable_variables`; the built model's class is
     swapped for a subclass whose property filters that list, decided once, the first time
-    the variables exist (when the step is traced), and reported in spec.freeze_report.
+    the variables exist (when the step is traced), and reported in `report_path` (when given).
+    `freeze` is --freeze, canonical (train.pipeline.freezing.parse_flag).
     """
     from train.contracts import TrainingFreeze
     from train.pipeline import freezing
 
-    the_rule = freezing.rule(config.train_config, spec.freeze)
+    the_rule = freezing.rule(config.train_config, freeze)
     builders = model_lib_v2.MODEL_BUILD_UTIL_MAP
     original_build = builders["detection_model_fn_base"]
 
@@ -373,15 +375,15 @@ def _freezing(model_lib_v2, config, spec):
         trains, unmatched = freezing.decide(the_rule, [(n, k) for n, k, _ in named])
         decided.update({id(v): keep for v, keep in zip(every, trains, strict=True)})
         measured = freezing.report(the_rule, named, trains, unmatched)
-        if spec.freeze_report:
-            TrainingFreeze(measured).write(spec.freeze_report)
+        if report_path:
+            TrainingFreeze(measured).write(report_path)
         print(f"[tfod-finetune] freeze: {measured['summary']}", flush=True)
         if not any(trains):
             raise NothingToTrain(
                 f"FREEZE.everything: {the_rule.describe()} leaves no variable to train"
             )
 
-    if the_rule.active or spec.freeze_report:
+    if the_rule.active or report_path:
         builders["detection_model_fn_base"] = build
     try:
         yield
@@ -542,7 +544,7 @@ def main(argv: list[str]) -> int:
     from object_detection import model_lib_v2
 
     from train.pipeline import configfile, fields
-    from train.tf import offline_build
+    from train.tf import memory, offline_build
 
     config = configfile.load(spec.pipeline_config).proto
     classes_path = fields.num_classes_path(config)
@@ -572,8 +574,8 @@ def main(argv: list[str]) -> int:
         with (
             _recording_checkpoint_managers(tf, managers, guard),
             _measured_fine_tune_restore(model_lib_v2, spec.restore_report, num_classes, phase),
-            _tracking_phases(model_lib_v2, phase),
-            _freezing(model_lib_v2, config, spec),
+            tracking_phases(model_lib_v2, phase),
+            applying_freeze(model_lib_v2, config, spec.freeze, spec.freeze_report),
             _nan_guard(tf, model_lib_v2, spec.nan_guard),
             _iteration_end_hook(model_lib_v2, iteration_end),
             offline_build.no_downloads(bool(config.train_config.fine_tune_checkpoint)),
@@ -611,9 +613,9 @@ def main(argv: list[str]) -> int:
         traceback.print_exc()
         latest = managers[-1].latest_checkpoint if managers else None
         nan = _nan_line(e, step(), latest)
-        memory = _memory_line(tf, e)
-        if memory:
-            outcome = Outcome(FAILED, step=step(), error=memory, phase=phase.name, code="TRAIN.oom")
+        oom = memory_line(tf, e)
+        if oom:
+            outcome = Outcome(FAILED, step=step(), error=oom, phase=phase.name, code="TRAIN.oom")
         elif nan:
             outcome = Outcome(
                 FAILED, step=step(), checkpoint=latest, error=nan, phase=phase.name, code=NAN_TAG
@@ -622,6 +624,7 @@ def main(argv: list[str]) -> int:
             error = _failure_line(tf, e, config)
             outcome = Outcome(FAILED, step=step(), error=error, phase=phase.name)
     print(f"[tfod-finetune] {outcome.status}: {outcome.error or outcome.detail}", flush=True)
+    outcome = dataclasses.replace(outcome, memory=memory.measured(tf))
     outcome.write(spec.outcome)
     return {OK: 0, STOPPED: errors.EXIT_INTERRUPTED}.get(outcome.status, errors.EXIT_TRAINING)
 
