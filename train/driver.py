@@ -14,6 +14,7 @@ import copy
 import dataclasses
 import functools
 import os
+import shutil
 import sys
 
 from train import compat, errors, files, records, report, results
@@ -966,6 +967,8 @@ def _search_batch(plan: RunPlan, fraction: float):
         spec = launch_plan.probe_spec(options.model_dir, batch, strategy, options.freeze)
         config = copy.deepcopy(plan.resolved_config)
         config.train_config.batch_size = batch
+        # From scratch: a killed earlier probe's checkpoint there would be resumed, not measured.
+        shutil.rmtree(spec.model_dir, ignore_errors=True)
         files.write_atomic(spec.pipeline_config, configfile.to_text(config))
         return runner.run_probe(spec, batch, env, log_path)
 

@@ -71,6 +71,28 @@ def _start(argv, env: dict[str, str], log_path: str):
         )
 
 
+def _wait(argv, env: dict[str, str], log_path: str) -> int:
+    """Starts a child and waits for its exit status; Ctrl-C kills it and is raised again."""
+    child = _start(argv, env, log_path)
+    try:
+        return child.wait()
+    except KeyboardInterrupt:
+        child.kill()
+        child.wait()
+        raise
+
+
+def _ended(outcome_path: str, code: int, log_path: str, what: str) -> Outcome:
+    """The Outcome a child wrote, or what its exit says (TRAIN.oom when memory ran out)."""
+    outcome = Outcome.read(outcome_path)
+    if outcome is not None:
+        return outcome
+    memory = _out_of_memory(code, log_path, f"the {what}")
+    if memory:
+        return Outcome(FAILED, error=memory, code="TRAIN.oom")
+    return Outcome(FAILED, error=f"the {what} ended with exit status {code}")
+
+
 def _run_cpu_child(module: str, spec, report_cls, env: dict[str, str], log_path: str, what: str):
     """Writes `spec` beside its report, runs `python -m module SPEC` on CPU and waits.
 
@@ -84,21 +106,8 @@ def _run_cpu_child(module: str, spec, report_cls, env: dict[str, str], log_path:
         with contextlib.suppress(FileNotFoundError):
             os.remove(stale)
     child_env = {**os.environ, **env, "CUDA_VISIBLE_DEVICES": "-1"}
-    child = _start([sys.executable, "-m", module, spec_path], child_env, log_path)
-    try:
-        code = child.wait()
-    except KeyboardInterrupt:
-        child.kill()
-        child.wait()
-        raise
-    outcome = Outcome.read(spec.outcome)
-    if outcome is None:
-        memory = _out_of_memory(code, log_path, f"the {what}")
-        outcome = (
-            Outcome(FAILED, error=memory, code="TRAIN.oom")
-            if memory
-            else Outcome(FAILED, error=f"the {what} ended with exit status {code}")
-        )
+    code = _wait([sys.executable, "-m", module, spec_path], child_env, log_path)
+    outcome = _ended(spec.outcome, code, log_path, what)
     return (report_cls.read(spec.report) if outcome.status == OK else None), outcome
 
 
@@ -135,30 +144,19 @@ def run_probe(spec: TrainSpec, batch: int, env: dict[str, str], log_path: str):
     """
     spec_path = os.path.join(spec.model_dir, "train_spec.json")
     spec.write(spec_path)
-    child = _start(
-        [sys.executable, "-m", "train.tf.child", spec_path], {**os.environ, **env}, log_path
-    )
+    argv = [sys.executable, "-m", "train.tf.child", spec_path]
     try:
-        code = child.wait()
-    except KeyboardInterrupt:
-        child.kill()
-        child.wait()
-        raise
+        code = _wait(argv, {**os.environ, **env}, log_path)
+        outcome = _ended(spec.outcome, code, log_path, "batch probe")
     finally:
-        outcome = Outcome.read(spec.outcome)
         shutil.rmtree(spec.model_dir, ignore_errors=True)
-    memory = (outcome.memory if outcome else None) or {}
+    memory = outcome.memory or {}
     peaks, limits = memory.get("peaks", {}), memory.get("limits", {})
-    if outcome is not None and outcome.status == OK:
+    if outcome.status == OK:
         return Point(batch, peaks), limits
-    if outcome is not None and outcome.code == "TRAIN.oom":
+    if outcome.code == "TRAIN.oom":
         return Point(batch, peaks, failed=outcome.error), limits
-    killed = _out_of_memory(code, log_path, "the batch probe") if outcome is None else None
-    if killed:
-        return Point(batch, {}, failed=killed), {}
-    raise ProbeFailed(
-        outcome or Outcome(FAILED, error=f"the batch probe ended with exit status {code}")
-    )
+    raise ProbeFailed(outcome)
 
 
 EVAL_GRACE_S = 900  # how long the evaluation may take for the last checkpoint after training
