@@ -28,7 +28,7 @@ def _absurd_rate_config(tmp_path) -> str:
     return str(path)
 
 
-def _absurd_run(demo_assets, root, *extra) -> dict:
+def _absurd_run(demo_assets, root) -> dict:
     """20 steps at the absurd rate, a checkpoint each step, into root/model."""
     model_dir = root / "model"
     report = root / "report.json"
@@ -40,7 +40,6 @@ def _absurd_run(demo_assets, root, *extra) -> dict:
             "--checkpoint_every_n=1",
             "--batch_size=2",
             f"--report_json={report}",
-            *extra,
             config=_absurd_rate_config(root),
         )
     )
@@ -81,26 +80,6 @@ def test_the_newest_checkpoint_holds_only_finite_values(nan_run):
     assert len(glob.glob(os.path.join(nan_run["dir"], "ckpt-*.index"))) <= step + 1
 
 
-def test_nan_retries_restore_the_last_good_checkpoint_with_the_rate_halved(demo_assets, tmp_path):
-    """Here halving is not enough (5e6 -> 2.5e6): one retry, recorded, then TRAIN.nan again."""
-    from train.pipeline import configfile
-
-    run = _absurd_run(demo_assets, tmp_path, "--nan_retries=1")
-    model_dir, report, result = tmp_path / "model", run["report"], run["result"]
-    assert result.returncode == errors.EXIT_TRAINING, result.stderr[-3000:]
-    assert "nan retry 1/1: continuing from " in result.stderr
-    assert "learning_rate_base 5e+06 -> 2.5e+06" in result.stderr
-    assert result.stderr.count("error: TRAIN.nan") == 1  # the retried one is not an error
-    with open(report) as f:
-        document = json.load(f)
-    (retry,) = document["nan_retries"]
-    assert retry["retry"] == 1 and retry["resumed_from"].startswith(str(model_dir))
-    resolved = configfile.load(str(model_dir / "pipeline.config")).proto
-    rate = resolved.train_config.optimizer.momentum_optimizer.learning_rate
-    assert rate.cosine_decay_learning_rate.learning_rate_base == pytest.approx(2.5e6)
-    assert [f["code"] for f in document["findings"]].count("TRAIN.nan") == 1
-
-
 # float32's largest value: a sum of squares past it is Inf.
 _FLOAT32_MAX = float(np.finfo(np.float32).max)
 # The FPNLite head's class predictor is a separable conv; its pointwise kernel is 1x1x128x24
@@ -109,7 +88,7 @@ _KERNEL = "WeightSharedConvolutionalBoxPredictor/WeightSharedConvolutionalClassH
 _KERNEL_SIZE = 128 * 24
 
 
-def _halving_suffices_config(tmp_path) -> tuple[str, float]:
+def _halving_suffices_config(tmp_path, factor: float = 1.0) -> tuple[str, float]:
     """A run that goes Inf at its second step at a rate S, and trains to the end at S / 2.
 
     Only the class predictor's pointwise kernel trains (N weights), with an L2 regularizer
@@ -118,14 +97,15 @@ def _halving_suffices_config(tmp_path) -> tuple[str, float]:
     rate is S for step 0 and 0 after. Then the regularization loss sums N squares of ~S: Inf
     when N S^2 > float32's maximum. S is chosen so that N (S / 2)^2 is 0.9 of the maximum
     (finite, with every weight at +-S/2: the bound Adam cannot exceed) while N S^2 is 3.6
-    times it (Inf as soon as 28 % of the weights have a non-zero gradient).
+    times it (Inf as soon as 28 % of the weights have a non-zero gradient). Returns the config
+    (at `factor` x S) and S.
     """
     rate = 2 * 0.95 * (_FLOAT32_MAX / _KERNEL_SIZE) ** 0.5
     text = open(DEMO_CONFIG).read()
     start, end = text.index("  optimizer {"), text.index("    use_moving_average: false")
     optimizer = (
         "  optimizer {\n    adam_optimizer {\n      epsilon: 1e-30\n      learning_rate {\n"
-        f"        manual_step_learning_rate {{ initial_learning_rate: {rate!r}\n"
+        f"        manual_step_learning_rate {{ initial_learning_rate: {factor * rate!r}\n"
         "          schedule { step: 1 learning_rate: 0.0 } }\n      }\n    }\n"
     )
     text = text[:start] + optimizer + text[end:]
@@ -143,10 +123,9 @@ def _halving_suffices_config(tmp_path) -> tuple[str, float]:
     return str(path), rate
 
 
-def test_nan_retries_finish_a_run_where_halving_the_rate_suffices(demo_assets, tmp_path):
-    import tensorflow as tf
-
-    config, rate = _halving_suffices_config(tmp_path)
+def _halving_run(demo_assets, tmp_path, factor: float = 1.0):
+    """3 steps with --nan_retries=1 at `factor` x S: (result, report, model_dir, rate)."""
+    config, rate = _halving_suffices_config(tmp_path, factor)
     model_dir, report = tmp_path / "model", tmp_path / "report.json"
     result = run_python(
         demo_driver_args(
@@ -159,6 +138,15 @@ def test_nan_retries_finish_a_run_where_halving_the_rate_suffices(demo_assets, t
             config=config,
         )
     )
+    with open(report) as f:
+        document = json.load(f)
+    return result, document, model_dir, rate
+
+
+def test_nan_retries_finish_a_run_where_halving_the_rate_suffices(demo_assets, tmp_path):
+    import tensorflow as tf
+
+    result, document, model_dir, rate = _halving_run(demo_assets, tmp_path)
     assert result.returncode == errors.EXIT_OK, result.stderr[-3000:]
     assert (
         "TRAIN.nan (retry 1/1 follows): Loss/regularization_loss became Inf in the step after "
@@ -168,8 +156,6 @@ def test_nan_retries_finish_a_run_where_halving_the_rate_suffices(demo_assets, t
         "nan retry 1/1: continuing from " in result.stderr and "ckpt-* at step 3" in result.stderr
     )
     assert "error: TRAIN.nan" not in result.stderr
-    with open(report) as f:
-        document = json.load(f)
     (retry,) = document["nan_retries"]
     assert retry["failed_after_step"] == 1 and retry["changes"][0]["new"] == f"{rate / 2:g}"
     assert "TRAIN.nan" not in [f["code"] for f in document["findings"]]
@@ -183,6 +169,23 @@ def test_nan_retries_finish_a_run_where_halving_the_rate_suffices(demo_assets, t
     assert kernel.size == _KERNEL_SIZE and np.isfinite(kernel).all()
     assert 0.25 * rate < float(np.abs(kernel).max()) <= 0.5 * rate * 1.0001
     assert int(reader.get_tensor("step/.ATTRIBUTES/VARIABLE_VALUE")) == 3
+
+
+def test_nan_retries_end_in_train_nan_when_halving_is_not_enough(demo_assets, tmp_path):
+    """At 2 S the halved retry (S) overflows too: one retry, recorded, then TRAIN.nan."""
+    from train.pipeline import configfile
+
+    result, document, model_dir, rate = _halving_run(demo_assets, tmp_path, factor=2.0)
+    assert result.returncode == errors.EXIT_TRAINING, result.stderr[-3000:]
+    assert "nan retry 1/1: continuing from " in result.stderr
+    assert f"initial_learning_rate {2 * rate:g} -> {rate:g}" in result.stderr
+    assert result.stderr.count("error: TRAIN.nan") == 1  # the retried one is not an error
+    (retry,) = document["nan_retries"]
+    assert retry["retry"] == 1 and retry["resumed_from"].startswith(str(model_dir))
+    resolved = configfile.load(str(model_dir / "pipeline.config")).proto
+    schedule = resolved.train_config.optimizer.adam_optimizer.learning_rate
+    assert schedule.manual_step_learning_rate.initial_learning_rate == pytest.approx(rate)
+    assert [f["code"] for f in document["findings"]].count("TRAIN.nan") == 1
 
 
 def test_scale_learning_rate_reaches_every_schedule():

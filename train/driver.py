@@ -911,7 +911,7 @@ def with_auto_batch(plan: RunPlan) -> RunPlan:
     keeps its batch.
     """
     options = plan.options
-    if plan.stop is not None and not (options.preflight_only and plan.stop.code == 0):
+    if plan.stop is not None and not (options.preflight_only and plan.stop.code == errors.EXIT_OK):
         return plan
     if options.rehearse:
         note = "batch_size auto: not measured (--rehearse trains nothing)"
@@ -954,13 +954,17 @@ def _search_batch(plan: RunPlan, fraction: float):
     strategy = launch_plan.strategy_spec(plan.topology)
     env = {**compat.child_environment(), "PYTHONUNBUFFERED": "1", "TF_CPP_MIN_LOG_LEVEL": "1"}
     host = envinfo.host_memory_bytes()
-    where = plan.topology.describe()
+    if host is None:  # no budget for the host: every batch would "fit"
+        return Stop(
+            errors.EXIT_PREFLIGHT,
+            "error: --batch_size auto: cannot read this machine's memory size (/proc/meminfo)"
+            "\n  fix: pass --batch_size N",
+        )
     _emit(
         f"batch_size auto: measuring {autobatch.PROBE_STEPS} training steps per batch size on "
-        f"{where}, within {fraction:g} of the memory ({autobatch.gigabytes(host)} host"
-        f"{' and each GPU' if strategy.gpus else ''}); log: {log_path}"
-        if host
-        else f"batch_size auto: measuring on {where} (host memory unknown); log: {log_path}"
+        f"{plan.topology.describe()}, within {fraction:g} of the memory "
+        f"({autobatch.gigabytes(host)} host{' and each GPU' if strategy.gpus else ''}); "
+        f"log: {log_path}"
     )
 
     def measure(batch: int):
