@@ -172,3 +172,18 @@ def test_fresh_keeps_the_batch_measurements_it_made_for_the_new_run(tmp_path):
     aside = rundir.move_aside(str(model_dir))
     assert (model_dir / "batch_probe" / "probe.log").read_text() == "measured"
     assert os.path.isfile(os.path.join(aside, "ckpt-1.index"))
+
+
+def test_a_point_trains_the_resolved_config_at_its_batch_without_the_unwritten_transplant():
+    from train.pipeline import configfile
+
+    config = configfile.load(DEMO_CONFIG).proto
+    config.train_config.fine_tune_checkpoint = "/m/transplant/ckpt-0"
+    point = autobatch.probe_config(config, 6, transplant=False)
+    assert point.train_config.batch_size == 6 and config.train_config.batch_size == 128
+    assert point.train_config.fine_tune_checkpoint == "/m/transplant/ckpt-0"
+    assert point.model == config.model and point.train_input_reader == config.train_input_reader
+    # The transplant is written after the measuring: that point restores nothing.
+    assert (
+        autobatch.probe_config(config, 6, transplant=True).train_config.fine_tune_checkpoint == ""
+    )

@@ -10,7 +10,6 @@ what the CLI calls.
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import functools
 import os
@@ -969,8 +968,9 @@ def _search_batch(plan: RunPlan, fraction: float):
 
     def measure(batch: int):
         spec = launch_plan.probe_spec(options.model_dir, batch, strategy, options.freeze)
-        config = copy.deepcopy(plan.resolved_config)
-        config.train_config.batch_size = batch
+        config = autobatch.probe_config(
+            plan.resolved_config, batch, options.restore == "transplant"
+        )
         # From scratch: a killed earlier probe's checkpoint there would be resumed, not measured.
         shutil.rmtree(spec.model_dir, ignore_errors=True)
         files.write_atomic(spec.pipeline_config, configfile.to_text(config))

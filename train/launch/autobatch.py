@@ -162,6 +162,23 @@ def search(measure, replicas: int, fraction: float, host_capacity: int | None, l
     return Search(fraction, capacity, limits, tuple(points), choose(points, limits), log)
 
 
+def probe_config(resolved_config, batch: int, transplant: bool):
+    """The config one point trains: the resolved one at `batch`.
+
+    With --restore=transplant the resolved config restores the transplant, which is written
+    after the measuring (it is part of training's preparation): the point then restores
+    nothing, and measures a little less than training will (the restore's buffers, ~4 % on
+    the demo; the budget's margin covers it).
+    """
+    import copy
+
+    config = copy.deepcopy(resolved_config)
+    config.train_config.batch_size = batch
+    if transplant:
+        config.train_config.fine_tune_checkpoint = ""
+    return config
+
+
 def probe_dir(model_dir: str) -> str:
     """Where the points' specs, reports and log go (kept by --fresh: it is the new run's)."""
     from train.launch import rundir
