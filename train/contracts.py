@@ -122,6 +122,7 @@ class TrainSpec(Contract):
     freeze: str = ""  # --freeze, canonical (train.pipeline.freezing.parse_flag)
     freeze_report: str = ""  # where the child writes its TrainingFreeze
     nan_guard: bool = True  # stop at the first non-finite loss or gradient (benchmarks: off)
+    gpu_limits: bool = False  # also report each GPU allocator's limit (--batch_size auto)
 
 
 @dataclasses.dataclass(frozen=True)

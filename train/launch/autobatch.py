@@ -1,9 +1,10 @@
 """--batch_size auto: which batch sizes to measure, and which one to train with (TF-free).
 
-Each point is a short real training run at one global batch size in its own process
-(train/tf/probe.py), measuring the peak of every memory pool it uses: "host" (resident
-memory) and, on GPUs, "GPU:i" (bytes TensorFlow allocated). Each pool has a budget: the
---memory_fraction of what it holds (the host's RAM or cgroup limit, the GPU allocator's limit).
+Each point is the training child (train/tf/child.py) run for a few steps at one global
+batch size, in its own process (plan.probe_spec), which reports the peak of every memory
+pool it used (train/tf/memory.py): "host" (resident memory) and, on GPUs, "GPU:i" (bytes
+TensorFlow allocated). Each pool has a budget: the --memory_fraction of what it holds (the
+host's RAM or cgroup limit, the GPU allocator's limit).
 
 The search, as Ultralytics' autobatch does, fits peak = a + b x batch per pool through the
 measured points and takes the largest batch within every budget, rounded down to a multiple

@@ -219,6 +219,7 @@ def probe_spec(model_dir: str, batch: int, strategy: StrategySpec, freeze: str) 
         strategy=strategy,
         freeze=freeze or "",
         nan_guard=False,  # a probe measures memory; its two steps' losses do not matter
+        gpu_limits=True,
     )
 
 

@@ -624,7 +624,7 @@ def main(argv: list[str]) -> int:
             error = _failure_line(tf, e, config)
             outcome = Outcome(FAILED, step=step(), error=error, phase=phase.name)
     print(f"[tfod-finetune] {outcome.status}: {outcome.error or outcome.detail}", flush=True)
-    outcome = dataclasses.replace(outcome, memory=memory.measured(tf))
+    outcome = dataclasses.replace(outcome, memory=memory.measured(tf, spec.gpu_limits))
     outcome.write(spec.outcome)
     return {OK: 0, STOPPED: errors.EXIT_INTERRUPTED}.get(outcome.status, errors.EXIT_TRAINING)
 

@@ -47,10 +47,16 @@ def gpu_limits(tf) -> dict[str, int]:
     }
 
 
-def measured(tf) -> dict:
-    """What Outcome.memory holds: {"peaks": peaks(tf), "limits": gpu_limits(tf)}."""
-    try:
-        limits = gpu_limits(tf)
-    except Exception:  # noqa: BLE001 - a limit we cannot read leaves the GPU without a budget
-        limits = {}
+def measured(tf, with_limits: bool) -> dict:
+    """What Outcome.memory holds: {"peaks": peaks(tf), "limits": gpu_limits(tf) or {}}.
+
+    The limits only when asked (the --batch_size auto points): device_lib lists the devices
+    anew, which a training run does not need.
+    """
+    limits = {}
+    if with_limits:
+        try:
+            limits = gpu_limits(tf)
+        except Exception:  # noqa: BLE001 - a limit we cannot read: the GPU gets no budget
+            limits = {}
     return {"peaks": peaks(tf), "limits": limits}
