@@ -100,3 +100,28 @@ def test_a_rerun_resumes_at_the_same_batch_without_measuring(auto_run, demo_asse
     }
     assert "as the run being resumed" in capfd.readouterr().err
     assert log.stat().st_size == before
+
+
+def test_no_batch_within_the_budget_is_batch_no_fit_exit_3(demo_assets, tmp_path):
+    """--preflight_only measures too; 1 % of the memory is below TensorFlow's own footprint."""
+    report = tmp_path / "report.json"
+    args = demo_driver_args(
+        demo_assets,
+        tmp_path / "model",
+        "--preflight_only",
+        "--batch_size=auto",
+        "--memory_fraction=0.01",
+        f"--report_json={report}",
+    )
+    result = run_python(args)
+    assert result.returncode == errors.EXIT_PREFLIGHT, result.stderr[-3000:]
+    last = result.stderr.strip().splitlines()[-2:]
+    assert last[0].startswith("error: BATCH.no_fit: --batch_size auto: batch 1: peak host ")
+    assert "(over the host budget); the budget is 0.01 of the memory (host " in last[0]
+    assert last[1].startswith("  fix: raise --memory_fraction")
+    assert "Traceback" not in result.stderr
+    with open(report) as f:
+        document = json.load(f)
+    assert "BATCH.no_fit" in [f["code"] for f in document["findings"]]
+    assert document["outcome"]["exit_code"] == errors.EXIT_PREFLIGHT
+    assert not (tmp_path / "model" / "pipeline.config").exists()  # nothing was started
