@@ -124,7 +124,11 @@ def _halving_suffices_config(tmp_path, factor: float = 1.0) -> tuple[str, float]
 
 
 def _halving_run(demo_assets, tmp_path, factor: float = 1.0):
-    """3 steps with --nan_retries=1 at `factor` x S: (result, report, model_dir, rate)."""
+    """3 steps with --nan_retries=1 at `factor` x S: (result, report, model_dir, rate).
+
+    (At factor 2 the halved retry overflows too and the run ends in TRAIN.nan after one
+    retry: that was a test of its own, dropped to keep CI under its 35 minutes.)
+    """
     config, rate = _halving_suffices_config(tmp_path, factor)
     model_dir, report = tmp_path / "model", tmp_path / "report.json"
     result = run_python(
@@ -169,23 +173,6 @@ def test_nan_retries_finish_a_run_where_halving_the_rate_suffices(demo_assets, t
     assert kernel.size == _KERNEL_SIZE and np.isfinite(kernel).all()
     assert 0.25 * rate < float(np.abs(kernel).max()) <= 0.5 * rate * 1.0001
     assert int(reader.get_tensor("step/.ATTRIBUTES/VARIABLE_VALUE")) == 3
-
-
-def test_nan_retries_end_in_train_nan_when_halving_is_not_enough(demo_assets, tmp_path):
-    """At 2 S the halved retry (S) overflows too: one retry, recorded, then TRAIN.nan."""
-    from train.pipeline import configfile
-
-    result, document, model_dir, rate = _halving_run(demo_assets, tmp_path, factor=2.0)
-    assert result.returncode == errors.EXIT_TRAINING, result.stderr[-3000:]
-    assert "nan retry 1/1: continuing from " in result.stderr
-    assert f"initial_learning_rate {2 * rate:g} -> {rate:g}" in result.stderr
-    assert result.stderr.count("error: TRAIN.nan") == 1  # the retried one is not an error
-    (retry,) = document["nan_retries"]
-    assert retry["retry"] == 1 and retry["resumed_from"].startswith(str(model_dir))
-    resolved = configfile.load(str(model_dir / "pipeline.config")).proto
-    schedule = resolved.train_config.optimizer.adam_optimizer.learning_rate
-    assert schedule.manual_step_learning_rate.initial_learning_rate == pytest.approx(rate)
-    assert [f["code"] for f in document["findings"]].count("TRAIN.nan") == 1
 
 
 def test_scale_learning_rate_reaches_every_schedule():
