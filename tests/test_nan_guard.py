@@ -88,7 +88,7 @@ _KERNEL = "WeightSharedConvolutionalBoxPredictor/WeightSharedConvolutionalClassH
 _KERNEL_SIZE = 128 * 24
 
 
-def _halving_suffices_config(tmp_path, factor: float = 1.0) -> tuple[str, float]:
+def _halving_suffices_config(tmp_path) -> tuple[str, float]:
     """A run that goes Inf at its second step at a rate S, and trains to the end at S / 2.
 
     Only the class predictor's pointwise kernel trains (N weights), with an L2 regularizer
@@ -98,14 +98,14 @@ def _halving_suffices_config(tmp_path, factor: float = 1.0) -> tuple[str, float]
     when N S^2 > float32's maximum. S is chosen so that N (S / 2)^2 is 0.9 of the maximum
     (finite, with every weight at +-S/2: the bound Adam cannot exceed) while N S^2 is 3.6
     times it (Inf as soon as 28 % of the weights have a non-zero gradient). Returns the config
-    (at `factor` x S) and S.
+    and S.
     """
     rate = 2 * 0.95 * (_FLOAT32_MAX / _KERNEL_SIZE) ** 0.5
     text = open(DEMO_CONFIG).read()
     start, end = text.index("  optimizer {"), text.index("    use_moving_average: false")
     optimizer = (
         "  optimizer {\n    adam_optimizer {\n      epsilon: 1e-30\n      learning_rate {\n"
-        f"        manual_step_learning_rate {{ initial_learning_rate: {factor * rate!r}\n"
+        f"        manual_step_learning_rate {{ initial_learning_rate: {rate!r}\n"
         "          schedule { step: 1 learning_rate: 0.0 } }\n      }\n    }\n"
     )
     text = text[:start] + optimizer + text[end:]
@@ -123,13 +123,9 @@ def _halving_suffices_config(tmp_path, factor: float = 1.0) -> tuple[str, float]
     return str(path), rate
 
 
-def _halving_run(demo_assets, tmp_path, factor: float = 1.0):
-    """3 steps with --nan_retries=1 at `factor` x S: (result, report, model_dir, rate).
-
-    (At factor 2 the halved retry overflows too and the run ends in TRAIN.nan after one
-    retry: that was a test of its own, dropped to keep CI under its 35 minutes.)
-    """
-    config, rate = _halving_suffices_config(tmp_path, factor)
+def _halving_run(demo_assets, tmp_path):
+    """3 steps with --nan_retries=1 at S: (result, report, model_dir, rate)."""
+    config, rate = _halving_suffices_config(tmp_path)
     model_dir, report = tmp_path / "model", tmp_path / "report.json"
     result = run_python(
         demo_driver_args(

@@ -987,8 +987,8 @@ def _search_batch(plan: RunPlan, fraction: float):
     config_batch = plan.resolved_config.train_config.batch_size
     _emit(
         f"batch_size auto: batch {found.batch} (it ran within every budget: "
-        f"{', '.join(f'{p} {autobatch.gigabytes(b)}' for p, b in sorted(found.budgets.items()))}"
-        f"); the learning rate stays as the config has it, set for batch {config_batch}"
+        f"{autobatch.describe_budgets(found.budgets)}); the learning rate stays as the config "
+        f"has it, set for batch {config_batch}"
     )
     return found
 
@@ -1002,9 +1002,8 @@ def _no_fit(plan: RunPlan, found) -> Finding:
         "BATCH.no_fit",
         ERROR,
         f"--batch_size auto: {autobatch.describe_point(first, found.budgets)}; the budget is "
-        f"{found.fraction:g} of the memory ("
-        + ", ".join(f"{p} {autobatch.gigabytes(b)}" for p, b in sorted(found.budgets.items()))
-        + f"; log: {found.log})",
+        f"{found.fraction:g} of the memory ({autobatch.describe_budgets(found.budgets)}; "
+        f"log: {found.log})",
         "raise --memory_fraction, freeze the backbone (--freeze backbone: no gradients or "
         "optimizer slots for it), use a smaller input size (image_resizer), or a machine with "
         "more memory",

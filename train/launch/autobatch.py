@@ -109,6 +109,11 @@ def gigabytes(value: int) -> str:  # noqa: D103
     return f"{value / 1e9:.2f} GB"
 
 
+def describe_budgets(limits: dict[str, int]) -> str:
+    """'GPU:0 8.50 GB, host 2.20 GB': each pool's budget."""
+    return ", ".join(f"{pool} {gigabytes(value)}" for pool, value in sorted(limits.items()))
+
+
 def describe_point(point: Point, limits: dict[str, int]) -> str:
     """'batch 4: peak host 1.97 GB' (with each GPU), or why it did not run."""
     if point.failed:
