@@ -163,3 +163,65 @@ def test_runner_maps_the_child_outcome_to_exit_code_and_one_line(
     assert runner.run(child, 30.0, lines.append) == expected_exit
     assert any(expected in line for line in lines), lines
     assert not any("Traceback" in line for line in lines)  # stack frames stay in the log
+
+
+_GB = 1024**3
+_UNLIMITED = -1  # resource.RLIM_INFINITY on Linux
+
+
+@pytest.mark.parametrize(
+    "returncode,tail,limit,expected",
+    [
+        # What TensorFlow 2.15 printed, aborting, when ulimit -v left no room for a thread.
+        (
+            -6,
+            "F external/local_tsl/tsl/platform/default/env.cc:74] Check failed: ret == 0 "
+            "(11 vs. 0)Thread tf_data_iterator_resource creation via pthread_create() failed.",
+            _UNLIMITED,
+            "'creation via pthread_create() failed' in its log",
+        ),
+        (
+            -6,
+            "terminate called after throwing an instance of 'std::bad_alloc'",
+            _UNLIMITED,
+            "'std::bad_alloc' in its log",
+        ),
+        # ... and when oneDNN could not allocate: failed ops, then a crash.
+        (
+            -11,
+            "OP_REQUIRES failed at transpose_op.cc:186 : ABORTED: Operation received an "
+            "exception:Status: 1, message: could not create a primitive",
+            int(4.2 * _GB),
+            "crashed with signal 11 under an address-space limit of 4.2 GB",
+        ),
+        (-11, "could not create a primitive", _UNLIMITED, None),  # a crash, no limit: a bug
+        (-6, "F core/kernel.cc:1] Check failed: shape is valid", _UNLIMITED, None),
+        (1, "ValueError: bad config", int(4.2 * _GB), None),  # an error exit under a limit
+        (0, "std::bad_alloc", _UNLIMITED, None),  # it ended well: whatever the log says
+    ],
+)
+def test_out_of_memory_is_read_from_how_the_child_ended_and_its_log(
+    tmp_path, returncode, tail, limit, expected
+):
+    import resource
+
+    from train.launch import runner
+
+    assert resource.RLIM_INFINITY == _UNLIMITED
+    log = tmp_path / "train.log"
+    log.write_text("x" * 30000 + "\n" + tail + "\n")
+    found = runner._out_of_memory(returncode, str(log), address_limit=limit)  # noqa: SLF001
+    if expected is None:
+        assert found is None
+    else:
+        assert found.startswith("the training process ran out of host memory"), found
+        assert expected in found and f"signal {-returncode}" in found
+
+
+def test_a_kill_nobody_asked_for_is_the_oom_killer(tmp_path):
+    import signal
+
+    from train.launch import runner
+
+    found = runner._out_of_memory(-signal.SIGKILL, str(tmp_path / "absent.log"))  # noqa: SLF001
+    assert "killed (SIGKILL)" in found and "out-of-memory killer" in found

@@ -234,16 +234,33 @@ def _outcome(plan: LaunchPlan, returncode: int, signals: list[str]) -> Outcome:
 
 
 # What a process that ran out of host memory leaves in its log when it dies without an Outcome.
-_MEMORY_MARKERS = ("std::bad_alloc", "Cannot allocate memory", "MemoryError", "out of memory")
+_MEMORY_MARKERS = (
+    "std::bad_alloc",
+    "Cannot allocate memory",
+    "MemoryError",
+    "out of memory",
+    # TensorFlow aborts when pthread_create fails (EAGAIN): under an address-space limit
+    # that is the new thread's stack that could not be mapped, often before any tensor.
+    "creation via pthread_create() failed",
+)
 
 
-def _out_of_memory(returncode: int, log_path: str, who: str = "the training process") -> str | None:
+def _out_of_memory(
+    returncode: int,
+    log_path: str,
+    who: str = "the training process",
+    address_limit: int | None = None,
+) -> str | None:
     """Why a child that died without an Outcome ran out of memory, or None.
 
     SIGKILL that nobody here sent is the kernel's (or a container's) out-of-memory killer;
     an abort or exit with an allocation failure in the log is an address-space or allocator
-    limit. Both are host memory: a GPU allocator failure is a ResourceExhaustedError the
-    child reports itself.
+    limit. Under an address-space limit (`ulimit -v`, which the child inherits: read here
+    unless `address_limit` is given, bytes) TensorFlow fails where the allocation happens to
+    fail: bad_alloc, a thread it cannot start, or a oneDNN primitive it cannot create and then
+    a crash (SIGSEGV); so a crash or abort under such a limit counts as out of memory too.
+    All are host memory: a GPU allocator failure is a ResourceExhaustedError the child
+    reports itself.
     """
     import resource
 
@@ -254,14 +271,25 @@ def _out_of_memory(returncode: int, log_path: str, who: str = "the training proc
             f"{who} was killed (SIGKILL) without a stop asked for: the kernel's "
             f"out-of-memory killer, host memory ran out ({peak})"
         )
+    if returncode == 0:
+        return None
+    how = f"signal {-returncode}" if returncode < 0 else f"exit status {returncode}"
     try:
         with open(log_path, "rb") as f:
             f.seek(max(0, os.path.getsize(log_path) - 20000))
             tail = f.read().decode("utf-8", "replace")
     except OSError:
-        return None
+        tail = ""
     found = [m for m in _MEMORY_MARKERS if m in tail]
-    if returncode == 0 or not found:
+    if not found:
+        if address_limit is None:
+            address_limit = resource.getrlimit(resource.RLIMIT_AS)[0]
+        crashed = returncode in (-signal.SIGABRT, -signal.SIGSEGV, -signal.SIGBUS)
+        if crashed and address_limit != resource.RLIM_INFINITY:
+            return (
+                f"{who} ran out of host memory (it crashed with {how} under an address-space "
+                f"limit of {address_limit / 1024**3:.1f} GB, ulimit -v; {peak})"
+            )
         return None
     import re
 
@@ -273,7 +301,6 @@ def _out_of_memory(returncode: int, log_path: str, who: str = "the training proc
         if allocation
         else f"{found[0]!r} in its log"
     )
-    how = f"signal {-returncode}" if returncode < 0 else f"exit status {returncode}"
     return f"{who} ran out of host memory ({what}; it ended with {how}; {peak})"
 
 
