@@ -99,19 +99,22 @@ def write_checkpoint(
     return manager.save()
 
 
-def zero_learning_rate_config(source: str, out: str) -> str:
+def zero_learning_rate_config(source: str, out: str, freeze_batchnorm: bool = False) -> str:
     """A copy of `source` with a constant learning rate of 0: training changes no weight.
 
-    (Batch-norm moving statistics still move.) Lets tests tell restored weights from fresh
-    ones exactly after real training steps.
+    Batch-norm moving statistics still move, unless `freeze_batchnorm` (the model's own
+    field): then every checkpoint of the run holds the same model. Lets tests tell restored
+    weights from fresh ones exactly after real training steps.
     """
     from train import files
-    from train.pipeline import configfile
+    from train.pipeline import configfile, fields
 
     config = configfile.load(source).proto
     optimizer = config.train_config.optimizer
     chosen = getattr(optimizer, optimizer.WhichOneof("optimizer"))
     chosen.learning_rate.constant_learning_rate.learning_rate = 0.0
+    if freeze_batchnorm:
+        fields.model_message(config).freeze_batchnorm = True
     files.write_atomic(out, configfile.to_text(config))
     return out
 

@@ -23,6 +23,19 @@ import tensorflow as tf
 from train.verify import Detections
 
 
+def record_images(paths, count: int) -> list[np.ndarray]:
+    """Up to `count` decoded RGB uint8 images from TFRecord files, in file order."""
+    images = []
+    for path in paths:
+        for record in tf.data.TFRecordDataset(path):
+            example = tf.train.Example.FromString(record.numpy())
+            encoded = example.features.feature["image/encoded"].bytes_list.value[0]
+            images.append(tf.io.decode_image(encoded, channels=3, expand_animations=False).numpy())
+            if len(images) >= count:
+                return images
+    return images
+
+
 def pinned_folder(prefix: str, folder: str) -> str:
     """A folder whose `checkpoint` state file names `prefix` (absolute) and nothing else."""
     prefix = os.path.abspath(prefix)

@@ -120,19 +120,6 @@ def _per_category_override():
     return text_format.MessageToString(override)
 
 
-def _images(tf, paths, count: int) -> list:
-    """Up to `count` decoded RGB uint8 images from the records, in file order."""
-    images = []
-    for path in paths:
-        for record in tf.data.TFRecordDataset(path):
-            example = tf.train.Example.FromString(record.numpy())
-            encoded = example.features.feature["image/encoded"].bytes_list.value[0]
-            images.append(tf.io.decode_image(encoded, channels=3, expand_animations=False).numpy())
-            if len(images) >= count:
-                return images
-    return images
-
-
 def _timed(fn, *args):
     start = time.perf_counter()
     value = fn(*args)
@@ -199,7 +186,7 @@ def _export_and_verify(tf, spec, pipeline, reference, images, references, refere
 
                 final, key = os.path.join(spec.export_dir, "saved_model"), "saved_model"
             else:
-                calibration = _images(tf, spec.calibration_records or spec.images, 32)
+                calibration = exporting.record_images(spec.calibration_records or spec.images, 32)
                 resize = exporting.model_resize(pipeline)
 
                 def representative(calibration=calibration, resize=resize):
@@ -363,7 +350,7 @@ def main(argv: list[str]) -> int:
             pipeline = pipeline_pb2.TrainEvalPipelineConfig()
             with open(spec.pipeline_config, encoding="utf-8") as f:
                 text_format.Merge(f.read(), pipeline)
-            images = _images(tf, spec.images, spec.verify_images)
+            images = exporting.record_images(spec.images, spec.verify_images)
             if not images:
                 raise RuntimeError(f"no images to verify on in {', '.join(spec.images)}")
             reference = exporting.reference_fn(pipeline, spec.checkpoint)

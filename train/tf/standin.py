@@ -25,6 +25,112 @@ def _set_image_size(config, size: int) -> None:
         resizer.keep_aspect_ratio_resizer.max_dimension = size
 
 
+# The class logits a model predicts, by prediction key: True for those of Faster R-CNN's
+# first stage (the RPN's objectness), whose layer is under "FirstStageBoxPredictor/". Every
+# class head's output layer is named "ClassPredictor*". Scaling that layer's kernel scales
+# the logits' kernel part exactly: nothing it computes feeds back into its input.
+_CLASS_HEADS = {
+    "rpn_objectness_predictions_with_background": True,
+    "class_predictions_with_background": False,
+}
+LOGIT_SPREAD = 1.5  # the standard deviation of the calibrated class logits' kernel part
+CALIBRATION_IMAGES = 8
+
+
+def _calibrate(tf, model, config, records: tuple[str, ...]) -> None:
+    """Makes the random model score boxes apart, image by image, as a pretrained one does.
+
+    A random model's batch-norm statistics (0 and 1, or shifted) match nothing its layers
+    produce, so activations saturate and every box scores alike whatever the image; its class
+    heads' logits are either all near their prior bias (SSD: every anchor ~0.0102) or hundreds
+    apart (Faster R-CNN: background 1.0 everywhere). Calibrated on the records' first images:
+    on noise it does not carry over, a random network's activations depend on the kind of
+    image far more than a trained one's.
+    """
+    from train.tf import exporting, restore
+
+    height, width = restore.input_size(config)
+    images = tf.stack(
+        [
+            tf.image.resize(image, [height, width])
+            for image in exporting.record_images(records, CALIBRATION_IMAGES)
+        ]
+    )
+    was_training = model._is_training  # noqa: SLF001 - no groundtruth: proposals as at inference
+    model._is_training = False  # noqa: SLF001
+    try:
+        _calibrate_batch_norm(tf, model, images)
+        _scale_class_heads(tf, model, images)
+    finally:
+        model._is_training = was_training  # noqa: SLF001
+
+
+def _calibrate_batch_norm(tf, model, images) -> None:
+    """Sets every batch norm's moving statistics to those of `images`.
+
+    One pass in training mode with a momentum of 0: each moving statistic becomes its batch
+    statistic, each layer normalised by the (already normalised) layers before it.
+    """
+    layers = [layer for layer in model._flatten_layers() if hasattr(layer, "moving_variance")]  # noqa: SLF001
+    saved = [(layer, layer.momentum, getattr(layer, "_training", None)) for layer in layers]
+    for layer in layers:
+        layer.momentum = 0.0
+        if getattr(layer, "_training", None) is False:  # the OD API's FreezableBatchNorm
+            layer._training = None  # noqa: SLF001
+    tf.keras.backend.set_learning_phase(1)
+    try:
+        model.predict(*model.preprocess(images))
+    finally:
+        tf.keras.backend.set_learning_phase(0)
+        for layer, momentum, training in saved:
+            layer.momentum = momentum
+            if training is not None:
+                layer._training = training  # noqa: SLF001
+
+
+def _scale_class_heads(tf, model, images) -> None:
+    """Scales each class head's kernel to logits that spread by LOGIT_SPREAD on `images`.
+
+    The kernel part of the logits (measured with the biases at 0) gets a standard deviation
+    of LOGIT_SPREAD and a mean of 0: the biases keep the config's prior.
+    """
+    heads = {}  # prediction key: (kernels, biases)
+    for key, first_stage in _CLASS_HEADS.items():
+        head = [
+            v
+            for v in model.variables
+            if "ClassPredictor" in v.name and ("FirstStageBoxPredictor/" in v.name) == first_stage
+        ]
+        kernels = [v for v in head if _leaf(v) in ("kernel", "pointwise_kernel")]
+        biases = [v for v in head if _leaf(v) == "bias"]
+        if kernels and biases:
+            heads[key] = (kernels, biases)
+    values = {id(b): b.numpy() for _, biases in heads.values() for b in biases}
+    for _, biases in heads.values():  # the kernels' part alone: a pass with the biases at 0
+        for bias in biases:
+            bias.assign(tf.zeros_like(bias))
+    try:
+        predicted = model.predict(*model.preprocess(images))
+    finally:
+        for _, biases in heads.values():
+            for bias in biases:
+                bias.assign(values[id(bias)])
+    for key, (kernels, biases) in heads.items():
+        part = predicted.get(key)
+        spread = float(tf.math.reduce_std(part)) if part is not None else 0.0
+        if not spread > 0:
+            continue
+        scale = LOGIT_SPREAD / spread
+        for kernel in kernels:
+            kernel.assign(kernel * scale)
+        for bias in biases:
+            bias.assign_sub(tf.fill(bias.shape, scale * float(tf.reduce_mean(part))))
+
+
+def _leaf(variable) -> str:
+    return variable.name.split("/")[-1].split(":")[0]
+
+
 def zoo_config_on_records(source: str, size: int, records: dict, out_dir: str) -> str:
     """A zoo config for 3 classes at `size`, reading `records` (synthetic.make_dataset's).
 
@@ -72,6 +178,7 @@ def build_standin(
     seed: int = 0,
     image_size: int | None = None,
     shift: tuple[float, float] = (0.0, 0.02),
+    calibrate_on: tuple[str, ...] = (),
 ) -> str:
     """Builds, perturbs and saves the model; returns the checkpoint prefix.
 
@@ -80,6 +187,9 @@ def build_standin(
     range added to every float variable: the default (all positive) makes any restore
     visible but drives deep ResNets to inf activations; a centred range such as
     (-0.01, 0.01) keeps a model that detects (the export tests compare detections).
+    `calibrate_on` (TFRecord files; after the shift) makes it score boxes apart, image by
+    image, on images like those, as a model pretrained on them does (see _calibrate): what
+    comparing two detectors needs. The same arguments build the same weights.
     """
     from train import compat, files
 
@@ -95,13 +205,15 @@ def build_standin(
         fields.set_value(config, fields.num_classes_path(config), num_classes)
     if image_size:
         _set_image_size(config, image_size)
-    tf.random.set_seed(seed)
+    tf.keras.utils.set_random_seed(seed)  # Keras initializers without a seed use Python's
     with offline_build.no_downloads(skip_imagenet=True):  # its weights are random anyway
         model = restore.build_model(config, is_training=False, seed=seed)
     generator = tf.random.Generator.from_seed(seed)
     for variable in model.variables:
         if variable.dtype.is_floating:
             variable.assign_add(generator.uniform(variable.shape, *shift, dtype=variable.dtype))
+    if calibrate_on:
+        _calibrate(tf, model, config, tuple(calibrate_on))
     checkpoint_dir = os.path.join(out_dir, "checkpoint")
     if os.path.isdir(checkpoint_dir):
         shutil.rmtree(checkpoint_dir)
