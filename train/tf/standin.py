@@ -50,12 +50,10 @@ def _calibrate(tf, model, config, records: tuple[str, ...]) -> None:
     from train.tf import exporting, restore
 
     height, width = restore.input_size(config)
-    images = tf.stack(
-        [
-            tf.image.resize(image, [height, width])
-            for image in exporting.record_images(records, CALIBRATION_IMAGES)
-        ]
-    )
+    images = [  # each passes alone (see _calibrate_batch_norm)
+        tf.image.resize(image, [height, width])
+        for image in exporting.record_images(records, CALIBRATION_IMAGES)
+    ]
     was_training = model._is_training  # noqa: SLF001 - no groundtruth: proposals as at inference
     model._is_training = False  # noqa: SLF001
     try:
@@ -115,7 +113,7 @@ def _scale_class_heads(tf, model, images) -> None:
             bias.assign(tf.zeros_like(bias))
     parts = {key: [] for key in heads}
     try:
-        for image in images:  # one at a time, as above
+        for image in images:
             predicted = model.predict(*model.preprocess(image[tf.newaxis]))
             for key, found in parts.items():
                 if key in predicted:
