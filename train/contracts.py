@@ -292,6 +292,8 @@ class Outcome(Contract):
       code: FAILED: the finding code when the child knows it ("TRAIN.nan").
       memory: {"peaks": {"host": peak resident bytes, "GPU:0": peak bytes allocated there},
         "limits": {"GPU:0": bytes TensorFlow may allocate there}} (train/tf/memory.py).
+      failed_import: code ENV.import: the module, the error, the missing shared library and
+        the package providing the module (train/nativeimports.py).
     """
 
     status: str
@@ -303,3 +305,4 @@ class Outcome(Contract):
     phase: str = ""
     code: str = ""  # a finding code the failure is known as (e.g. TRAIN.nan)
     memory: dict | None = None
+    failed_import: dict | None = None

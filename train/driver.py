@@ -659,8 +659,10 @@ def _prepare(plan: RunPlan, reporter: _Reporter) -> int:
 
 def explain_failure(plan: RunPlan, outcome: Outcome, log_path: str) -> Finding:
     """The finding for a child that failed building, restoring, reading or computing losses."""
-    from train import failures
+    from train import failures, nativeimports
 
+    if outcome.code == nativeimports.CODE and outcome.failed_import:
+        return nativeimports.finding(outcome.failed_import, log_path)
     config = plan.resolved_config if plan.resolved_config is not None else plan.source.proto
     diagnosis = failures.diagnose(outcome.phase, outcome.error or "", config)
     line = plan.source.line_of(diagnosis.field) if diagnosis.field and plan.source else None
@@ -796,7 +798,7 @@ def _train(plan: RunPlan, reporter: _Reporter) -> int:
             finding = (nan_finding if outcome.code == "TRAIN.nan" else oom_finding)(plan, outcome)
             reporter.extra.append(finding)
             return f"error: {finding.code}: {finding.message}\n  fix: {finding.fix}"
-        if outcome.phase not in ("model", "input", "first_step") or (
+        if outcome.phase not in ("import", "model", "input", "first_step") or (
             outcome.error or ""
         ).startswith("bad training record"):
             return None

@@ -11,7 +11,7 @@ import sys
 import threading
 import time
 
-from train import errors, files
+from train import errors, files, nativeimports
 from train.contracts import (
     FAILED,
     OK,
@@ -417,6 +417,10 @@ def finish(spec: FinishSpec, emit, env: dict[str, str] | None = None):
     asked = (["final eval"] if spec.evaluate else []) + [f"export {f}" for f in spec.formats]
     emit(f"{', '.join(asked) or 'detections'}: {spec.checkpoint} (step {spec.step}) on CPU ...")
     report, outcome = run_finish(spec, compat.child_environment() if env is None else env, log_path)
+    if report is None and outcome.code == nativeimports.CODE and outcome.failed_import:
+        found = nativeimports.finding(outcome.failed_import, log_path)
+        emit(f"error: {found.code}: {found.message}\n  fix: {found.fix}")
+        return errors.EXIT_FINISH, None
     if report is None:
         emit(
             f"error: {outcome.phase or 'finish'} failed: {outcome.error} (log: {log_path}); "

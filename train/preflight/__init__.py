@@ -12,7 +12,7 @@ import time
 import traceback
 from collections.abc import Callable, Iterable
 
-from train import errors
+from train import errors, nativeimports
 from train.preflight import (
     checks_checkpoint,
     checks_config,
@@ -56,6 +56,7 @@ CHECKS: tuple[Check, ...] = (
     checks_data.check_input_shards,
     checks_data.check_input_records,
     checks_env.check_environment,
+    checks_env.check_native_imports,
     checks_env.check_offline_weights,
 )
 
@@ -99,6 +100,8 @@ def _crashed(check: Check, error: Exception) -> Finding:
 def run_preflight(ctx: Context, checks: Iterable[Check] = CHECKS) -> Report:
     """Runs the checks; a crashing check becomes an INTERNAL finding."""
     start = time.monotonic()
+    if checks_env.check_native_imports in checks:  # a subprocess: overlap the other checks
+        nativeimports.probe_once(checks_env.child_imports_env())
     findings: list[Finding] = []
     for check in checks:
         try:

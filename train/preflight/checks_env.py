@@ -106,6 +106,26 @@ def check_environment(ctx):
         )
 
 
+def check_native_imports(ctx):  # noqa: ARG001 - the stack, not the run, decides
+    """ENV.import: a compiled module the training child imports that cannot load here.
+
+    Imported in a fresh interpreter with the children's environment (train/nativeimports.py),
+    so a wheel missing a system library (opencv-python without libGL in a container) stops
+    the run here instead of at the child's first import.
+    """
+    from train import nativeimports
+
+    for failure in nativeimports.probe_once(child_imports_env()).result():
+        yield nativeimports.finding(failure)
+
+
+def child_imports_env() -> dict[str, str]:
+    """The environment the training child imports its modules in."""
+    from train import compat
+
+    return {**os.environ, **compat.child_environment()}
+
+
 def check_offline_weights(ctx):
     """ENV.imagenet_weights: a model build that would download ImageNet weights.
 

@@ -534,14 +534,17 @@ def _failure_line(tf, error: Exception, config) -> str:
 
 def main(argv: list[str]) -> int:
     """Runs the training described by the TrainSpec at argv[1]; writes its Outcome."""
-    from train import compat, errors
+    from train import compat, errors, nativeimports
     from train.contracts import FAILED, OK, STOPPED, Outcome, TrainSpec
 
     with open(argv[1], encoding="utf-8") as f:
         spec = TrainSpec.from_json(f.read())
-    compat.apply()
-    import tensorflow as tf
-    from object_detection import model_lib_v2
+    try:
+        compat.apply()
+        import tensorflow as tf
+        from object_detection import model_lib_v2
+    except (ImportError, OSError) as e:  # a module or a system library it needs is missing
+        return nativeimports.outcome_for(e, spec.outcome)
 
     from train.pipeline import configfile, fields
     from train.tf import memory, offline_build

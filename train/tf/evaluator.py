@@ -154,13 +154,16 @@ def _ends_with_training(train_module, done_marker: str, poll_s: float, keeper=No
 
 def main(argv: list[str]) -> int:
     """Evaluates model_dir's checkpoints until the training is done; writes its Outcome."""
-    from train import compat, errors
+    from train import compat, errors, nativeimports
     from train.contracts import FAILED, OK, EvalSpec, Outcome
 
     with open(argv[1], encoding="utf-8") as f:
         spec = EvalSpec.from_json(f.read())
-    compat.apply()
-    from object_detection import model_lib_v2
+    try:
+        compat.apply()
+        from object_detection import model_lib_v2
+    except (ImportError, OSError) as e:  # a module or a system library it needs is missing
+        return nativeimports.outcome_for(e, spec.outcome)
 
     keeper = _Keeper(spec)
     original_loop = model_lib_v2.eager_eval_loop

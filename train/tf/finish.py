@@ -328,13 +328,17 @@ def _contact_sheet(images, references, names: list[str], path: str) -> None:
 
 def main(argv: list[str]) -> int:
     """Runs the FinishSpec at argv[1]; writes its FinishReport and Outcome."""
-    from train import compat, errors
+    from train import compat, errors, nativeimports
     from train.contracts import FAILED, OK, FinishReport, FinishSpec, Outcome
 
     with open(argv[1], encoding="utf-8") as f:
         spec = FinishSpec.from_json(f.read())
-    compat.apply()
-    import tensorflow as tf
+    try:
+        compat.apply()
+        import tensorflow as tf
+        from object_detection import model_lib_v2  # noqa: F401 - what the evaluation uses
+    except (ImportError, OSError) as e:  # a module or a system library it needs is missing
+        return nativeimports.outcome_for(e, spec.outcome)
 
     tf.config.set_visible_devices([], "GPU")  # the export runs on CPU, as it is verified
     try:

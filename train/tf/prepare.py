@@ -130,12 +130,16 @@ def main(argv: list[str]) -> int:
     The report itself may hold a failed restore (that is a finding about the checkpoint); a
     failure before it (the model does not build) is the Outcome's error.
     """
-    from train import compat, errors
+    from train import compat, errors, nativeimports
     from train.contracts import FAILED, OK, Outcome, PrepareSpec
 
     with open(argv[1], encoding="utf-8") as f:
         spec = PrepareSpec.from_json(f.read())
-    compat.apply()
+    try:
+        compat.apply()
+        from object_detection import model_lib_v2  # noqa: F401 - what _prepare builds with
+    except (ImportError, OSError) as e:  # a module or a system library it needs is missing
+        return nativeimports.outcome_for(e, spec.outcome)
     phase = _Phase()
     try:
         _prepare(spec, phase)
