@@ -6,7 +6,7 @@ NEWEST_VENV ?= .venv-tf221
 PY := $(VENV)/bin/python
 export PYTHON
 
-.PHONY: setup setup-newest demo test test-newest lint fmt bench gpu-smoke slurm-up slurm-down clean
+.PHONY: setup setup-newest demo test test-newest lint fmt bench gpu-smoke container-test slurm-up slurm-down clean
 
 setup:  ## create $(VENV) with the pinned primary stack (a no-op when up to date)
 	bash scripts/setup_env.sh $(STACK) $(VENV)
@@ -38,6 +38,9 @@ bench: setup  ## driver vs raw train_loop overhead (prints the steady-state step
 
 gpu-smoke:  ## on a GPU machine: GPU stack, driver vs raw train_loop steps/s (< 10 min)
 	bash scripts/gpu_smoke.sh
+
+container-test:  ## root: build the Dockerfile on a local stand-in base with podman and run it
+	bash scripts/container_test.sh
 
 slurm-up:  ## start the one-node test Slurm the Slurm tests use (root; installs slurm-wlm)
 	bash tests/slurm/slurm_up.sh

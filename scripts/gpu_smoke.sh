@@ -32,4 +32,25 @@ if not gpus:
     raise SystemExit("gpu_smoke: TensorFlow sees no GPU")
 PY
 "$venv/bin/python" scripts/bench_overhead.py --steps "$steps" --pairs 1 --out "$out"
+
+# The container path on the GPU: the real image from the real base, when this machine has a
+# Docker engine and can pull the base; otherwise one line saying why not.
+base=tensorflow/tensorflow:$(sed -n 's/^tensorflow-cpu==//p' constraints/tf215-cpu.txt)-gpu
+if ! command -v docker >/dev/null || ! docker info >/dev/null 2>&1; then
+  echo "gpu_smoke: container: skipped, no Docker engine runs here"
+elif ! timeout 300 docker pull -q "$base" >/dev/null 2>&1; then
+  echo "gpu_smoke: container: skipped, $base could not be pulled (no registry reachable?)"
+elif ! docker build -q -t tfod-finetune:gpu-smoke . >"$out/container-build.log" 2>&1; then
+  echo "gpu_smoke: container: the image did not build (log: $out/container-build.log)"
+else
+  mkdir -p "$out/container-runs" && chown 1000:1000 "$out/container-runs" 2>/dev/null || true
+  rc=0
+  docker run --gpus all --init --rm --user 1000:1000 -v "$(pwd)/$out/container-runs:/runs" \
+    --entrypoint python tfod-finetune:gpu-smoke -m train.demo --out /runs/demo \
+    >"$out/container-demo.log" 2>&1 || rc=$?
+  gpus=$(docker run --gpus all --rm --entrypoint python tfod-finetune:gpu-smoke -c \
+    "import tensorflow as tf; print(len(tf.config.list_physical_devices('GPU')))" 2>/dev/null \
+    | tail -1 || true)
+  echo "gpu_smoke: container: demo exit $rc with --gpus all, GPUs seen in the image: ${gpus:-?}"
+fi
 echo "gpu_smoke: done in $(($(date +%s) - start)) s"

@@ -67,7 +67,7 @@ def test_the_probe_names_the_module_the_library_and_the_fix(broken_cv2):
     assert cv2 and cv2[0]["library"] == _LIBRARY, failures
     found = nativeimports.finding(cv2[0])
     assert found.code == "ENV.import" and found.severity == "error"
-    assert f"cannot import cv2" in found.message and _LIBRARY in found.message
+    assert "cannot import cv2" in found.message and _LIBRARY in found.message
     assert f"apt-file search {_LIBRARY}" in found.fix
 
 

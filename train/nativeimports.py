@@ -111,27 +111,29 @@ def _described(failure: dict) -> dict:
 
 
 def _package(top_module: str, path: str | None) -> str | None:
-    """The installed distribution that provides the module (opencv-python for cv2).
+    """The installed distribution(s) that provide the module ("opencv-python" for cv2).
 
     By the file that failed to load when the error names it (a module of that name may come
-    from elsewhere on the path), else by the module's name.
+    from elsewhere on the path), else by the module's name. Several when several claim the
+    file (opencv-python installed over opencv-python-headless: the last one wrote it).
     """
     from importlib import metadata
 
     try:
         if path:
             real = os.path.realpath(path)
-            for dist in metadata.distributions():
-                for file in dist.files or ():
-                    if file.name == os.path.basename(real) and (
-                        os.path.realpath(dist.locate_file(file)) == real
-                    ):
-                        return dist.metadata["Name"]
-            return None
-        names = metadata.packages_distributions().get(top_module) or []
+            names = {
+                dist.metadata["Name"]
+                for dist in metadata.distributions()
+                for file in dist.files or ()
+                if file.name == os.path.basename(real)
+                and os.path.realpath(dist.locate_file(file)) == real
+            }
+        else:
+            names = set(metadata.packages_distributions().get(top_module) or ())
     except Exception:  # noqa: BLE001 - a broken metadata file must not hide the real failure
         return None
-    return names[0] if names else None
+    return ", ".join(sorted(names)) or None
 
 
 def probe(env: dict[str, str] | None = None, python: str = sys.executable) -> list[dict]:
@@ -219,16 +221,17 @@ def _fix(library: str | None, package: str | None) -> str:
         if system
         else f"install the system package that provides {library} (apt-file search {library})"
     )
-    if package == "opencv-python":
-        version = _version(package)
+    if "opencv-python" in (package or "").split(", "):
+        version = _version("opencv-python-headless") or _version("opencv-python")
         pin = f"=={version}" if version else ""
         return (
-            f"pip uninstall -y opencv-python && pip install opencv-python-headless{pin} (the "
-            "same cv2 without X11/OpenGL libraries; the project's locks use it), or " + apt
+            "pip uninstall -y opencv-python && pip install --force-reinstall --no-deps "
+            f"opencv-python-headless{pin} (the same cv2 without X11/OpenGL libraries; the "
+            "project's locks use it), or " + apt
         )
     if library:
         return apt
-    if package:
+    if package and ", " not in package:
         version = _version(package)
         pin = f"=={version}" if version else ""
         return (
