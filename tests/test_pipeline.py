@@ -68,6 +68,36 @@ def test_display_enum_unset_and_lists():
     assert fields.display(config, "train_input_reader.tf_record_input_reader.input_path") == "['x']"
 
 
+def test_floats_show_as_written_not_as_float32_noise():
+    assert [fields.float_text(v) for v in (0.6, 1.5, 1e-08, 0.004, 100.0)] == [
+        "0.6",
+        "1.5",
+        "1e-08",
+        "0.004",
+        "100.0",
+    ]
+    config = configfile.parse_text(FRCNN)
+    path = "train_config.optimizer.momentum_optimizer.momentum_optimizer_value"
+    fields.set_value(config, path, 0.9)
+    assert str(fields.get(config, path)) != "0.9"  # float32, read back as a double
+    assert fields.display(config, path) == "0.9"
+
+
+def test_the_nms_finding_and_its_change_show_the_written_value(tmp_path):
+    from tests.conftest import preflight
+
+    with open(DEMO_CONFIG, encoding="utf-8") as f:
+        text = f.read()
+    assert "iou_threshold: 0.6" in text
+    path = tmp_path / "p.config"
+    path.write_text(text.replace("iou_threshold: 0.6", "iou_threshold: 1.7", 1))
+    report = preflight(path, tmp_path / "m")
+    (nms,) = [f for f in report.findings if f.code == "MODEL.nms"]
+    assert "iou_threshold 1.7 is not in [0, 1]" in nms.message
+    fixed, changes = rewrite.apply_fixes(configfile.load(str(path)).proto, [nms])
+    assert any(c.old == "1.7" and c.new == "0.6" for c in changes), changes
+
+
 def _options(**kwargs):
     return RunOptions(pipeline_config="p", model_dir="m", **kwargs)
 

@@ -8,6 +8,7 @@ repeated fields and can switch the model oneof (e.g. `model { ssd {...} }` on a 
 from __future__ import annotations
 
 import re
+import struct
 
 _PART = re.compile(r"^(\w+)(?:\[(\d+)\])?$")
 PLACEHOLDER = "PATH_TO_BE_CONFIGURED"
@@ -102,6 +103,20 @@ def set_value(config, path: str, value) -> None:
         setattr(parent, leaf, value)
 
 
+def float_text(value: float) -> str:
+    """The shortest decimal that reads back as the same float32: 0.6, not 0.6000000238418579.
+
+    Most config numbers are proto `float` fields (float32); Python shows them widened to
+    double, which is not what the user wrote.
+    """
+    packed = struct.pack("<f", value)
+    for digits in range(1, 10):
+        shorter = float(f"{value:.{digits}g}")
+        if struct.pack("<f", shorter) == packed:
+            return repr(shorter)
+    return repr(value)
+
+
 def display(config, path: str) -> str:
     """Human text of a field's value for change lists: enums by name, unset as '(unset)'."""
     parent, leaf = _walk(config, path)
@@ -111,6 +126,9 @@ def display(config, path: str) -> str:
     value = getattr(parent, leaf)
     if field.enum_type is not None:
         return field.enum_type.values_by_number[value].name
+    show = float_text if field.cpp_type == field.CPPTYPE_FLOAT else repr
     if is_repeated(field):
-        return "[" + ", ".join(repr(v) for v in value) + "]"
+        return "[" + ", ".join(show(v) for v in value) + "]"
+    if field.cpp_type == field.CPPTYPE_FLOAT:
+        return float_text(value)
     return repr(value) if isinstance(value, str) else str(value)

@@ -228,7 +228,7 @@ def check_post_processing(ctx):
             problems.append(
                 (
                     "iou_threshold",
-                    f"iou_threshold {nms.iou_threshold} is not in [0, 1]",
+                    f"iou_threshold {fields.float_text(nms.iou_threshold)} is not in [0, 1]",
                     "set iou_threshold: 0.6",
                     Edit(f"{path}.iou_threshold", 0.6, "NMS IoU must be in [0, 1]"),
                 )
@@ -305,7 +305,8 @@ def check_faster_rcnn(ctx):
             "first_stage_nms_iou_threshold",
             "MODEL.nms",
             ERROR,
-            f"first_stage_nms_iou_threshold {frcnn.first_stage_nms_iou_threshold} is not in "
+            "first_stage_nms_iou_threshold "
+            f"{fields.float_text(frcnn.first_stage_nms_iou_threshold)} is not in "
             "[0, 1]; the model fails to build",
             "set first_stage_nms_iou_threshold: 0.7",
         )
