@@ -528,3 +528,27 @@ def test_checkpoint_cadence(good_config, tmp_path):
     assert "CKPT_CADENCE.no_steps" in _codes(_preflight(good_config, tmp_path / "model"), "error")
     with_flag = _preflight(good_config, tmp_path / "model", num_train_steps=10)
     assert "CKPT_CADENCE.no_steps" not in _codes(with_flag)
+
+
+@pytest.mark.slow
+def test_an_eval_placeholder_nothing_reads_is_a_warning_and_the_run_trains(demo_assets, tmp_path):
+    """--nofinal_eval, no --eval, no export: the zoo's eval paths are not read, as in train_loop."""
+    from tests.conftest import run_python
+    from tests.helpers import demo_driver_args
+
+    args = demo_driver_args(demo_assets, tmp_path / "m", "--num_train_steps=1", "--batch_size=1")
+    args = [a for a in args if not a.startswith("--eval_input_path=")]
+    trained = run_python(args)
+    assert trained.returncode == 0, trained.stderr[-3000:]
+    assert "warning PLACEHOLDER.unread" in trained.stderr.replace("  ", " ")
+    assert "nothing reads it in this run" in trained.stderr
+    # With the final evaluation on, the same placeholder is an error, as before.
+    report = _preflight(
+        DEMO_CONFIG,
+        tmp_path / "m2",
+        checkpoint=demo_assets["prefix"],
+        label_map=demo_assets["label_map"],
+        train_input_path=(demo_assets["train"],),
+    )
+    codes = {(f.code, f.severity) for f in report.findings if f.code.startswith("PLACEHOLDER")}
+    assert codes == {("PLACEHOLDER", "error")}
