@@ -202,3 +202,35 @@ def test_dry_run_says_the_model_does_not_build_instead_of_blaming_the_checkpoint
     assert "preflight found 1 error(s) it cannot fix" in result.stderr  # this one, not the ckpt
     assert "error: RESTORE" not in result.stderr
     assert not (tmp_path / "m" / "logs" / "prepare.log").exists()  # stopped before any build
+
+
+def test_a_malformed_contract_file_is_an_internal_finding_naming_it(demo_assets, tmp_path):
+    """A file between the driver and its children that does not hold its class: INTERNAL."""
+    import json
+
+    from tests.helpers import demo_driver_args
+    from train.contracts import ContractError, TransplantSource
+
+    model_dir = tmp_path / "m"
+    source = model_dir / "transplant" / "source.json"
+    source.parent.mkdir(parents=True)
+    source.write_text(json.dumps({"checkpoint": "x", "config_sha": "renamed on one side"}))
+    with pytest.raises(ContractError, match="config_sha"):
+        TransplantSource.read(str(source))
+    assert TransplantSource.read(str(tmp_path / "absent.json")) is None  # absent is not an error
+    report = tmp_path / "report.json"
+    result = run_python(
+        demo_driver_args(
+            demo_assets,
+            model_dir,
+            "--restore=transplant",  # planning reads the transplant's record: a malformed one
+            "--num_train_steps=1",
+            f"--report_json={report}",
+        )
+    )
+    assert result.returncode == errors.EXIT_INTERNAL, result.stderr[-3000:]
+    assert "Traceback" not in result.stderr
+    (line,) = [line for line in result.stderr.splitlines() if line.startswith("error: INTERNAL")]
+    assert str(source) in line and "config_sha" in line
+    (finding,) = [f for f in json.loads(report.read_text())["findings"] if f["code"] == "INTERNAL"]
+    assert finding["file"] == str(source)

@@ -17,6 +17,7 @@ on the other: `from_json` refuses unknown and missing fields. TF-free.
 from __future__ import annotations
 
 import dataclasses
+import errno
 import json
 import typing
 from typing import ClassVar, TypeVar
@@ -27,7 +28,15 @@ T = TypeVar("T", bound="Contract")
 
 
 class ContractError(ValueError):
-    """A contract file does not hold what its class says (a bug, or a file from another version)."""
+    """A contract file does not hold what its class says (a bug, or a file from another version).
+
+    Attributes:
+      path: the file, when the contract was read from one.
+    """
+
+    def __init__(self, message: str, path: str | None = None):
+        super().__init__(f"{path}: {message}" if path else message)
+        self.path = path
 
 
 class Contract:
@@ -80,12 +89,26 @@ class Contract:
 
     @classmethod
     def read(cls: type[T], path: str) -> T | None:
-        """The contract at `path`, or None when the file is absent or unreadable."""
+        """The contract at `path`, or None when there is no such file (not written yet).
+
+        Raises:
+          ContractError: the file is there but does not hold this contract (malformed JSON,
+            a field renamed or missing on one side): a bug, never a "not there yet". It names
+            the file and the fields; the driver reports it as an INTERNAL finding.
+        """
         try:
             with files.open_input(path, "r") as f:
-                return cls.from_json(f.read())
-        except (OSError, ContractError):
-            return None
+                text = f.read()
+        except OSError as e:
+            if e.errno == errno.ENOENT:
+                return None
+            raise ContractError(f"{cls.__name__}: cannot be read ({e})", path) from None
+        except UnicodeDecodeError as e:
+            raise ContractError(f"{cls.__name__}: not UTF-8 text ({e})", path) from None
+        try:
+            return cls.from_json(text)
+        except (ContractError, TypeError, ValueError) as e:
+            raise ContractError(str(e), path) from None
 
 
 def _hint(cls, name: str):

@@ -17,7 +17,7 @@ import shutil
 import sys
 
 from train import compat, errors, files, records, report, results
-from train.contracts import Outcome, PrepareSpec, TransplantSource
+from train.contracts import ContractError, Outcome, PrepareSpec, TransplantSource
 from train.launch import cluster
 from train.launch import plan as launch_plan
 from train.launch.plan import LaunchPlan
@@ -1032,12 +1032,27 @@ def run(options: RunOptions) -> int:
     return execute(plan)
 
 
-def report_internal_error(options: RunOptions, error: BaseException) -> None:
+def contract_finding(error: ContractError) -> Finding:
+    """INTERNAL: a contract file between the driver and a child that does not hold its class."""
+    return Finding(
+        "INTERNAL",
+        ERROR,
+        f"a file passed between tfod-finetune's processes is malformed: {error} (the two "
+        "sides disagree: a bug, or a file left by another version)",
+        "please report it with the file named here; rerunning with --fresh starts the run anew",
+        file=error.path,
+    )
+
+
+def report_internal_error(
+    options: RunOptions, error: BaseException, finding: Finding | None = None
+) -> None:
     """Writes --report_json for a driver bug, when it can do so without touching an input."""
     target = options.report_json
     if not target or _report_target_problem(target):
         return
     plan = RunPlan(options, duties=_report_unless(options, []))  # never over the config
-    _Reporter(plan).write(
-        "failed", errors.EXIT_INTERNAL, f"internal error: {errors.one_line(error)}"
-    )
+    reporter = _Reporter(plan)
+    if finding is not None:
+        reporter.extra.append(finding)
+    reporter.write("failed", errors.EXIT_INTERNAL, f"internal error: {errors.one_line(error)}")

@@ -49,10 +49,16 @@ def main(argv: list[str]) -> int:
     """Runs the driver on the parsed flags."""
     del argv  # everything comes from flags
     from train import driver
+    from train.contracts import ContractError
 
     options = driver_flags.options_from_flags()
     try:
         return driver.run(options)
+    except ContractError as e:  # two sides of a process boundary disagree: a bug, named
+        finding = driver.contract_finding(e)
+        print(f"error: {finding.code}: {finding.message}\n  fix: {finding.fix}", file=sys.stderr)
+        driver.report_internal_error(options, e, finding)
+        return errors.EXIT_INTERNAL
     except Exception as e:  # noqa: BLE001 - a bug in the driver, not a user mistake
         traceback.print_exc()
         print(

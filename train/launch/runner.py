@@ -382,6 +382,17 @@ def run(
         except subprocess.TimeoutExpired:
             child.kill()
             child.wait()
+    except BaseException:  # the driver cannot go on (a malformed report): nothing left running
+        child.terminate()  # saves the current step, as on a preemption
+        try:
+            child.wait(timeout=STOP_GRACE_S)
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.wait()
+        if evaluator is not None:
+            evaluator.kill()
+            evaluator.wait()
+        raise
     outcome = _outcome(plan, child.returncode, stop.signals)
     stopped_early = early is not None and not stop.signals and outcome.status == STOPPED
     if evaluator is not None:
