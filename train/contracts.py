@@ -299,6 +299,9 @@ class TrainingFreeze(Contract):
 OK, STOPPED, FAILED = "ok", "stopped", "failed"
 
 
+BAD_RECORD = "INPUT_DATA.bad_record"  # Outcome.code: training failed on a record it located
+
+
 @dataclasses.dataclass(frozen=True)
 class Outcome(Contract):
     """How a child process ended, written by the child as its last act.

@@ -17,7 +17,7 @@ import shutil
 import sys
 
 from train import compat, errors, files, records, report, results
-from train.contracts import ContractError, Outcome, PrepareSpec, TransplantSource
+from train.contracts import BAD_RECORD, ContractError, Outcome, PrepareSpec, TransplantSource
 from train.launch import cluster
 from train.launch import plan as launch_plan
 from train.launch.plan import LaunchPlan
@@ -799,8 +799,8 @@ def _train(plan: RunPlan, reporter: _Reporter) -> int:
             reporter.extra.append(finding)
             return f"error: {finding.code}: {finding.message}\n  fix: {finding.fix}"
         if outcome.phase not in ("import", "model", "input", "first_step") or (
-            outcome.error or ""
-        ).startswith("bad training record"):
+            outcome.code == BAD_RECORD  # its line names the file and record: printed as it is
+        ):
             return None
         finding = explain_failure(plan, outcome, launch.log_path)
         reporter.extra.append(finding)

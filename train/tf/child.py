@@ -21,8 +21,9 @@ import dataclasses
 import functools
 import os
 import signal
-import sys
 import traceback
+
+from train.tf import harness
 
 STOP_SIGNALS = ("SIGTERM", "SIGUSR2", "SIGINT")  # kill/Slurm preemption, Slurm --signal, Ctrl-C
 
@@ -177,23 +178,8 @@ def _iteration_end_hook(model_lib_v2, callback):
         summary.scalar = original
 
 
-class Phase:
-    """What train_loop is doing, for the Outcome of a failure (see train.failures).
-
-    "model" while the OD API builds the model, "input" while it builds the input pipeline,
-    "restore" during the fine-tune restore, "first_step" until the first training iteration
-    has returned (the first batch is decoded and the losses computed there), then "train".
-    """
-
-    def __init__(self):
-        self.name = "model"
-
-    def iteration_done(self) -> None:  # noqa: D102
-        self.name = "train"
-
-
 @contextlib.contextmanager
-def tracking_phases(model_lib_v2, phase: Phase):
+def tracking_phases(model_lib_v2, phase: harness.Phase):
     """Sets `phase` around train_loop's model build and its input pipeline's construction.
 
     The build is its MODEL_BUILD_UTIL_MAP entry; the pipeline is built by `inputs.train_input`
@@ -413,7 +399,7 @@ class RestoreFailed(RuntimeError):
 
 @contextlib.contextmanager
 def _measured_fine_tune_restore(
-    model_lib_v2, report_path: str, num_classes: int | None, phase: Phase
+    model_lib_v2, report_path: str, num_classes: int | None, phase: harness.Phase
 ):
     """Makes train_loop's fine-tune restore measure itself and write `report_path`.
 
@@ -514,9 +500,13 @@ def _locate_bad_record(tf, paths: list[str]) -> str | None:
 _DATA_ERRORS = ("corrupted record", "Unknown image file format", "image/encoded", "DataLoss")
 
 
-def _failure_line(tf, error: Exception, config) -> str:
-    """The one line the driver prints for a failed training: names the record for data errors."""
+def _failure_line(tf, error: Exception, config) -> tuple[str, str]:
+    """(the one line the driver prints for a failed training, its finding code or "").
+
+    Data errors name the file and record (code BAD_RECORD) when the record can be found.
+    """
     from train import errors, records
+    from train.contracts import BAD_RECORD
     from train.pipeline import fields
 
     line = errors.one_line(error)
@@ -528,24 +518,16 @@ def _failure_line(tf, error: Exception, config) -> str:
         ]
         where = _locate_bad_record(tf, paths)
         if where:
-            return f"bad training record: {where} ({line})"
-    return line
+            return f"bad training record: {where} ({line})", BAD_RECORD
+    return line, ""
 
 
-def main(argv: list[str]) -> int:
-    """Runs the training described by the TrainSpec at argv[1]; writes its Outcome."""
-    from train import compat, errors, nativeimports
-    from train.contracts import FAILED, OK, STOPPED, Outcome, TrainSpec
+def _train(spec, phase: harness.Phase):
+    """Runs train_loop as the TrainSpec says; the Outcome of its end, whatever it was."""
+    import tensorflow as tf
+    from object_detection import model_lib_v2
 
-    with open(argv[1], encoding="utf-8") as f:
-        spec = TrainSpec.from_json(f.read())
-    try:
-        compat.apply()
-        import tensorflow as tf
-        from object_detection import model_lib_v2
-    except (ImportError, OSError) as e:  # a module or a system library it needs is missing
-        return nativeimports.outcome_for(e, spec.outcome)
-
+    from train.contracts import FAILED, OK, STOPPED, Outcome
     from train.pipeline import configfile, fields
     from train.tf import memory, offline_build
 
@@ -560,7 +542,6 @@ def main(argv: list[str]) -> int:
     def step() -> int | None:
         return int(managers[-1].checkpoint.step.numpy()) if managers else None
 
-    phase = Phase()
     try:
         strategy = make_strategy(tf, spec.strategy)
         agree = (
@@ -624,14 +605,17 @@ def main(argv: list[str]) -> int:
                 FAILED, step=step(), checkpoint=latest, error=nan, phase=phase.name, code=NAN_TAG
             )
         else:
-            error = _failure_line(tf, e, config)
-            outcome = Outcome(FAILED, step=step(), error=error, phase=phase.name)
-    print(f"[tfod-finetune] {outcome.status}: {outcome.error or outcome.detail}", flush=True)
-    outcome = dataclasses.replace(outcome, memory=memory.measured(tf, spec.gpu_limits))
-    outcome.write(spec.outcome)
-    return {OK: 0, STOPPED: errors.EXIT_INTERRUPTED}.get(outcome.status, errors.EXIT_TRAINING)
+            error, code = _failure_line(tf, e, config)
+            outcome = Outcome(FAILED, step=step(), error=error, phase=phase.name, code=code)
+    return dataclasses.replace(outcome, memory=memory.measured(tf, spec.gpu_limits))
+
+
+def main(argv: list[str]) -> int:
+    """Runs the training described by the TrainSpec at argv[1]; writes its Outcome."""
+    from train.contracts import TrainSpec
+
+    return harness.main(argv, TrainSpec, _train)
 
 
 if __name__ == "__main__":
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
-    sys.exit(main(sys.argv))
+    harness.run_module(main)

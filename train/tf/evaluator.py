@@ -22,8 +22,8 @@ import glob
 import json
 import os
 import shutil
-import sys
-import traceback
+
+from train.tf import harness
 
 
 class _Keeper:
@@ -152,19 +152,13 @@ def _ends_with_training(train_module, done_marker: str, poll_s: float, keeper=No
         train_module.checkpoints_iterator = original
 
 
-def main(argv: list[str]) -> int:
-    """Evaluates model_dir's checkpoints until the training is done; writes its Outcome."""
-    from train import compat, errors, nativeimports
-    from train.contracts import FAILED, OK, EvalSpec, Outcome
+def _evaluate(spec, phase):
+    """eval_continuously on model_dir until the training is done; every result to the keeper."""
+    from object_detection import model_lib_v2
 
-    with open(argv[1], encoding="utf-8") as f:
-        spec = EvalSpec.from_json(f.read())
-    try:
-        compat.apply()
-        from object_detection import model_lib_v2
-    except (ImportError, OSError) as e:  # a module or a system library it needs is missing
-        return nativeimports.outcome_for(e, spec.outcome)
+    from train.contracts import OK, Outcome
 
+    del phase  # always "eval"
     keeper = _Keeper(spec)
     original_loop = model_lib_v2.eager_eval_loop
 
@@ -176,24 +170,23 @@ def main(argv: list[str]) -> int:
         return metrics
 
     model_lib_v2.eager_eval_loop = loop
-    try:
-        with _ends_with_training(model_lib_v2.tf.train, spec.training_done, spec.poll_s, keeper):
-            model_lib_v2.eval_continuously(
-                pipeline_config_path=spec.pipeline_config,
-                train_steps=spec.num_train_steps,
-                model_dir=spec.model_dir,
-                checkpoint_dir=spec.model_dir,
-                wait_interval=spec.poll_s,
-            )
-        outcome = Outcome(OK, detail="evaluation finished")
-    except Exception as e:  # noqa: BLE001 - one line for the driver, the traceback in the log
-        traceback.print_exc()
-        outcome = Outcome(FAILED, error=errors.one_line(e))
-    print(f"[tfod-finetune] evaluation {outcome.status}: {outcome.error or outcome.detail}")
-    outcome.write(spec.outcome)
-    return 0 if outcome.status == OK else errors.EXIT_TRAINING
+    with _ends_with_training(model_lib_v2.tf.train, spec.training_done, spec.poll_s, keeper):
+        model_lib_v2.eval_continuously(
+            pipeline_config_path=spec.pipeline_config,
+            train_steps=spec.num_train_steps,
+            model_dir=spec.model_dir,
+            checkpoint_dir=spec.model_dir,
+            wait_interval=spec.poll_s,
+        )
+    return Outcome(OK, detail="evaluation finished")
+
+
+def main(argv: list[str]) -> int:
+    """Evaluates model_dir's checkpoints until the training is done; writes its Outcome."""
+    from train.contracts import EvalSpec
+
+    return harness.main(argv, EvalSpec, _evaluate, first_phase="eval")
 
 
 if __name__ == "__main__":
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
-    sys.exit(main(sys.argv))
+    harness.run_module(main)

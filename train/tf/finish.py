@@ -20,16 +20,12 @@ from __future__ import annotations
 import os
 import shutil
 import statistics
-import sys
 import time
-import traceback
+
+from train.tf import harness
 
 CONTACT_MIN_SCORE = 0.3  # boxes drawn on the contact sheet
 PER_CLASS_PREFIX = "DetectionBoxes_PerformanceByCategory/mAP/"
-
-
-class _Phase:
-    name = "eval"
 
 
 def _evaluate(tf, spec) -> dict:
@@ -161,7 +157,9 @@ def _promote(staged: str, final: str) -> None:
     os.replace(staged, final)
 
 
-def _export_and_verify(tf, spec, pipeline, reference, images, references, reference_ms) -> dict:
+def _export_and_verify(
+    tf, spec, pipeline, reference, images, references, reference_ms, phase
+) -> dict:
     """Exports each format into a staging folder, runs it on the images, compares, promotes."""
     from train import verify
     from train.tf import exporting
@@ -173,7 +171,7 @@ def _export_and_verify(tf, spec, pipeline, reference, images, references, refere
     results = {}
     try:
         for fmt in spec.formats:
-            _Phase.name = f"export_{fmt}"
+            phase.name = f"export_{fmt}"
             start = time.monotonic()
             if fmt == "saved_model":
                 staged = os.path.join(staging, "saved_model")
@@ -212,7 +210,7 @@ def _export_and_verify(tf, spec, pipeline, reference, images, references, refere
                     "tflite" if spec.tflite_quantize == "none" else f"tflite_{spec.tflite_quantize}"
                 )
             export_s = time.monotonic() - start
-            _Phase.name = f"verify_{fmt}"
+            phase.name = f"verify_{fmt}"
             comparison = verify.Comparison(verify.TOLERANCES[key])
             latencies = []
             for image, (expected, preprocessed) in zip(images, references, strict=True):
@@ -326,60 +324,49 @@ def _contact_sheet(images, references, names: list[str], path: str) -> None:
     sheet.save(path)
 
 
-def main(argv: list[str]) -> int:
-    """Runs the FinishSpec at argv[1]; writes its FinishReport and Outcome."""
-    from train import compat, errors, nativeimports
-    from train.contracts import FAILED, OK, FinishReport, FinishSpec, Outcome
+def _finish(spec, phase):
+    """Evaluates, draws and exports the pinned checkpoint; writes the FinishReport."""
+    import tensorflow as tf
+    from google.protobuf import text_format
+    from object_detection.protos import pipeline_pb2
 
-    with open(argv[1], encoding="utf-8") as f:
-        spec = FinishSpec.from_json(f.read())
-    try:
-        compat.apply()
-        import tensorflow as tf
-        from object_detection import model_lib_v2  # noqa: F401 - what the evaluation uses
-    except (ImportError, OSError) as e:  # a module or a system library it needs is missing
-        return nativeimports.outcome_for(e, spec.outcome)
+    from train.contracts import OK, FinishReport, Outcome
+    from train.tf import exporting
 
     tf.config.set_visible_devices([], "GPU")  # the export runs on CPU, as it is verified
-    try:
-        evaluation = _evaluate(tf, spec) if spec.evaluate else None
-        exported, sheet, reference_ms = None, None, None
-        if spec.formats or spec.contact_sheet:
-            _Phase.name = "reference"
-            from google.protobuf import text_format
-            from object_detection.protos import pipeline_pb2
+    evaluation = _evaluate(tf, spec) if spec.evaluate else None
+    exported, sheet, reference_ms = None, None, None
+    if spec.formats or spec.contact_sheet:
+        phase.name = "reference"
+        pipeline = pipeline_pb2.TrainEvalPipelineConfig()
+        with open(spec.pipeline_config, encoding="utf-8") as f:
+            text_format.Merge(f.read(), pipeline)
+        images = exporting.record_images(spec.images, spec.verify_images)
+        if not images:
+            raise RuntimeError(f"no images to verify on in {', '.join(spec.images)}")
+        reference = exporting.reference_fn(pipeline, spec.checkpoint)
+        timed = [_timed(reference, image) for image in images]
+        references = [value for value, _ in timed]
+        reference_ms = _median_ms([ms for _, ms in timed])
+        if spec.contact_sheet:
+            arch = pipeline.model.WhichOneof("model")
+            names = _labels(spec.label_map, getattr(pipeline.model, arch).num_classes)
+            _contact_sheet(images, references, names, spec.contact_sheet)
+            sheet = spec.contact_sheet
+        if spec.formats:
+            exported = _export_and_verify(
+                tf, spec, pipeline, reference, images, references, reference_ms, phase
+            )
+    FinishReport(evaluation, exported, sheet, reference_ms).write(spec.report)
+    return Outcome(OK, step=spec.step, checkpoint=spec.checkpoint)
 
-            from train.tf import exporting
 
-            pipeline = pipeline_pb2.TrainEvalPipelineConfig()
-            with open(spec.pipeline_config, encoding="utf-8") as f:
-                text_format.Merge(f.read(), pipeline)
-            images = exporting.record_images(spec.images, spec.verify_images)
-            if not images:
-                raise RuntimeError(f"no images to verify on in {', '.join(spec.images)}")
-            reference = exporting.reference_fn(pipeline, spec.checkpoint)
-            timed = [_timed(reference, image) for image in images]
-            references = [value for value, _ in timed]
-            reference_ms = _median_ms([ms for _, ms in timed])
-            if spec.contact_sheet:
-                arch = pipeline.model.WhichOneof("model")
-                names = _labels(spec.label_map, getattr(pipeline.model, arch).num_classes)
-                _contact_sheet(images, references, names, spec.contact_sheet)
-                sheet = spec.contact_sheet
-            if spec.formats:
-                exported = _export_and_verify(
-                    tf, spec, pipeline, reference, images, references, reference_ms
-                )
-        FinishReport(evaluation, exported, sheet, reference_ms).write(spec.report)
-        outcome = Outcome(OK, step=spec.step, checkpoint=spec.checkpoint)
-    except Exception as e:  # noqa: BLE001 - one line for the driver, the traceback in the log
-        traceback.print_exc()
-        outcome = Outcome(FAILED, error=errors.one_line(e), phase=_Phase.name)
-    print(f"[tfod-finetune] finish {outcome.status}: {outcome.error or ''}")
-    outcome.write(spec.outcome)
-    return 0 if outcome.status == OK else 1
+def main(argv: list[str]) -> int:
+    """Runs the FinishSpec at argv[1]; writes its FinishReport and Outcome."""
+    from train.contracts import FinishSpec
+
+    return harness.main(argv, FinishSpec, _finish, first_phase="eval")
 
 
 if __name__ == "__main__":
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
-    sys.exit(main(sys.argv))
+    harness.run_module(main)

@@ -14,15 +14,7 @@ report goes to the spec's `report` path; a failure's Outcome says which phase fa
 
 from __future__ import annotations
 
-import os
-import sys
-import traceback
-
-
-class _Phase:
-    """What is running, for the Outcome of a failure (see train.failures)."""
-
-    name = "model"
+from train.tf import harness
 
 
 def _one_batch(config, model, batch: int):
@@ -64,7 +56,7 @@ def _losses(config, model, features, labels) -> dict[str, float]:
     return {name: float(value.numpy()) for name, value in losses.items()}
 
 
-def _prepare(spec, phase: _Phase) -> None:
+def _prepare(spec, phase: harness.Phase) -> None:
     """Builds the model, measures the restore, transplants, rehearses; writes the report."""
     import math
     import time
@@ -130,27 +122,14 @@ def main(argv: list[str]) -> int:
     The report itself may hold a failed restore (that is a finding about the checkpoint); a
     failure before it (the model does not build) is the Outcome's error.
     """
-    from train import compat, errors, nativeimports
-    from train.contracts import FAILED, OK, Outcome, PrepareSpec
+    from train.contracts import OK, Outcome, PrepareSpec
 
-    with open(argv[1], encoding="utf-8") as f:
-        spec = PrepareSpec.from_json(f.read())
-    try:
-        compat.apply()
-        from object_detection import model_lib_v2  # noqa: F401 - what _prepare builds with
-    except (ImportError, OSError) as e:  # a module or a system library it needs is missing
-        return nativeimports.outcome_for(e, spec.outcome)
-    phase = _Phase()
-    try:
+    def body(spec, phase):
         _prepare(spec, phase)
-        outcome = Outcome(OK, detail=f"report in {spec.report}")
-    except Exception as e:  # noqa: BLE001 - one line for the driver, the traceback in the log
-        traceback.print_exc()
-        outcome = Outcome(FAILED, error=errors.one_line(e), phase=phase.name)
-    outcome.write(spec.outcome)
-    return 0 if outcome.status == OK else errors.EXIT_TRAINING
+        return Outcome(OK, detail=f"report in {spec.report}")
+
+    return harness.main(argv, PrepareSpec, body)
 
 
 if __name__ == "__main__":
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    sys.exit(main(sys.argv))
+    harness.run_module(main)

@@ -1,0 +1,89 @@
+"""The one skeleton of every TensorFlow child process: spec in, Outcome out, one exit rule.
+
+The training child (and its --batch_size auto points), the evaluator, the rehearsal/prepare
+and the finish each run as `python -m train.tf.<name> SPEC.json` and end with
+`sys.exit(harness.main(argv, SpecClass, body))`. The harness does what they all need, the
+same way for each:
+
+1. reads the spec strictly (a field renamed on one side is a ContractError, not a default);
+2. applies the compatibility layer and imports TensorFlow and the OD API's training module,
+   so that a missing module or system library is the ENV.import Outcome
+   (train/nativeimports.py) whichever child meets it first;
+3. runs `body(spec, phase)`, which returns the child's Outcome; an exception it lets through
+   becomes a FAILED Outcome at the `phase` it had reached, with the code of a `ChildFailure`;
+4. writes the Outcome (atomically: the driver never reads half of it) and exits 0 when OK,
+   errors.EXIT_INTERRUPTED when stopped by a signal, errors.EXIT_TRAINING when failed.
+
+The driver reads the Outcome, never the exit status or the log, to learn how a child ended.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import traceback
+
+
+class Phase:
+    """What the child is doing, for the Outcome of a failure (train/failures.py reads it).
+
+    Training: "model" (the build), "restore", "input" (the input pipeline), "first_step"
+    (until the first iteration returns), "train". Prepare: "model", "restore", "input",
+    "loss". Finish: "eval", "reference", "export_FORMAT", "verify_FORMAT". Evaluator: "eval".
+    """
+
+    def __init__(self, name: str = "model"):
+        self.name = name
+
+    def iteration_done(self) -> None:
+        """A training iteration has returned: the first step is behind."""
+        self.name = "train"
+
+
+class ChildFailure(Exception):
+    """A failure the child recognised: its finding code and the line the driver prints.
+
+    Args:
+      code: the finding code (e.g. "INPUT_DATA.bad_record"), so the driver never matches
+        the message.
+      message: one line for the user.
+      outcome: other Outcome fields (step, checkpoint, ...).
+    """
+
+    def __init__(self, code: str, message: str, **outcome):
+        super().__init__(message)
+        self.code, self.outcome = code, outcome
+
+
+def main(argv: list[str], spec_cls, body, first_phase: str = "model") -> int:
+    """Runs `body(spec, phase) -> Outcome` for the spec at argv[1]; writes the Outcome."""
+    from train import compat, errors, nativeimports
+    from train.contracts import FAILED, OK, STOPPED, Outcome
+
+    with open(argv[1], encoding="utf-8") as f:
+        spec = spec_cls.from_json(f.read())
+    try:
+        compat.apply()
+        import tensorflow  # noqa: F401 - its shared libraries load here, or fail here
+        from object_detection import model_lib_v2  # noqa: F401 - lvis, cv2, pycocotools
+    except (ImportError, OSError) as e:  # a module or a system library it needs is missing
+        return nativeimports.outcome_for(e, spec.outcome)
+    phase = Phase(first_phase)
+    try:
+        outcome = body(spec, phase)
+    except ChildFailure as e:
+        traceback.print_exc()
+        outcome = Outcome(FAILED, error=str(e), phase=phase.name, code=e.code, **e.outcome)
+    except Exception as e:  # noqa: BLE001 - one line for the driver, the traceback in the log
+        traceback.print_exc()
+        outcome = Outcome(FAILED, error=errors.one_line(e), phase=phase.name)
+    name = spec_cls.__name__.removesuffix("Spec").lower()
+    print(f"[tfod-finetune] {name} {outcome.status}: {outcome.error or outcome.detail}", flush=True)
+    outcome.write(spec.outcome)
+    return {OK: 0, STOPPED: errors.EXIT_INTERRUPTED}.get(outcome.status, errors.EXIT_TRAINING)
+
+
+def run_module(main_fn) -> None:
+    """The `if __name__ == "__main__"` of a child module."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
+    sys.exit(main_fn(sys.argv))
