@@ -9,8 +9,9 @@ same way for each:
 2. applies the compatibility layer and imports TensorFlow and the OD API's training module,
    so that a missing module or system library is the ENV.import Outcome
    (train/nativeimports.py) whichever child meets it first;
-3. runs `body(spec, phase)`, which returns the child's Outcome; an exception it lets through
-   becomes a FAILED Outcome at the `phase` it had reached, with the code of a `ChildFailure`;
+3. runs `body(spec, phase)`, which returns the child's Outcome (a failure it recognises
+   carries its finding code, e.g. TRAIN.nan); an exception it lets through becomes a FAILED
+   Outcome at the `phase` it had reached;
 4. writes the Outcome (atomically: the driver never reads half of it) and exits 0 when OK,
    errors.EXIT_INTERRUPTED when stopped by a signal, errors.EXIT_TRAINING when failed.
 
@@ -40,21 +41,6 @@ class Phase:
         self.name = "train"
 
 
-class ChildFailure(Exception):
-    """A failure the child recognised: its finding code and the line the driver prints.
-
-    Args:
-      code: the finding code (e.g. "INPUT_DATA.bad_record"), so the driver never matches
-        the message.
-      message: one line for the user.
-      outcome: other Outcome fields (step, checkpoint, ...).
-    """
-
-    def __init__(self, code: str, message: str, **outcome):
-        super().__init__(message)
-        self.code, self.outcome = code, outcome
-
-
 def main(argv: list[str], spec_cls, body, first_phase: str = "model") -> int:
     """Runs `body(spec, phase) -> Outcome` for the spec at argv[1]; writes the Outcome."""
     from train import compat, errors, nativeimports
@@ -71,9 +57,6 @@ def main(argv: list[str], spec_cls, body, first_phase: str = "model") -> int:
     phase = Phase(first_phase)
     try:
         outcome = body(spec, phase)
-    except ChildFailure as e:
-        traceback.print_exc()
-        outcome = Outcome(FAILED, error=str(e), phase=phase.name, code=e.code, **e.outcome)
     except Exception as e:  # noqa: BLE001 - one line for the driver, the traceback in the log
         traceback.print_exc()
         outcome = Outcome(FAILED, error=errors.one_line(e), phase=phase.name)
