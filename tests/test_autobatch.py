@@ -9,10 +9,11 @@ import os
 import pytest
 
 from tests.conftest import DEMO_CONFIG
-from train import driver, envinfo, errors
+from train import driver, envinfo, errors, outcomes
 from train.launch import autobatch
 from train.launch.autobatch import Point
 from train.options import RunOptions
+from train.runplan import RunPlan
 
 GB = 10**9
 
@@ -71,7 +72,7 @@ def test_no_batch_fits_when_the_smallest_is_over_budget():
     measure, calls = _linear(9.0, 0.5)  # batch 1 needs 9.5 GB of an 8.5 GB budget
     found = autobatch.search(measure, 2, 0.85, None, "log", lambda line: None)
     assert calls == [2] and found.batch is None
-    finding = driver._no_fit(driver.RunPlan(options=None), found)  # noqa: SLF001
+    finding = outcomes.no_fit(RunPlan(options=None), found)
     assert finding.code == "BATCH.no_fit"
     assert "batch 2: peak GPU:0 10.00 GB" in finding.message
     assert "GPU:0 8.50 GB" in finding.message and "--memory_fraction" in finding.fix

@@ -48,15 +48,15 @@ def _parse_flags(argv: list[str]) -> list[str]:
 def main(argv: list[str]) -> int:
     """Runs the driver on the parsed flags."""
     del argv  # everything comes from flags
-    from train import driver
+    from train import driver, outcomes
     from train.contracts import ContractError
 
     options = driver_flags.options_from_flags()
     try:
         return driver.run(options)
     except ContractError as e:  # two sides of a process boundary disagree: a bug, named
-        finding = driver.contract_finding(e)
-        print(f"error: {finding.code}: {finding.message}\n  fix: {finding.fix}", file=sys.stderr)
+        finding = outcomes.contract_finding(e)
+        print(finding.printed(), file=sys.stderr)
         driver.report_internal_error(options, e, finding)
         return errors.EXIT_INTERNAL
     except Exception as e:  # noqa: BLE001 - a bug in the driver, not a user mistake

@@ -43,7 +43,7 @@ def check(patterns: list[str], label_map_path: str | None, jobs: int = 0) -> int
     wall = time.perf_counter() - started
     findings = list(checks_data.record_findings("records", paths, found, needs, label_map))
     for finding in findings:
-        print(f"{finding.severity}: {finding.code}: {finding.message}\n  fix: {finding.fix}")
+        print(finding.printed())
     megabytes = found.bytes / 1e6
     print(
         f"checked {found.records} records, {megabytes:.1f} MB in {len(paths)} file(s) in "

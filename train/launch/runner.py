@@ -304,6 +304,53 @@ def _out_of_memory(
     return f"{who} ran out of host memory ({what}; it ended with {how}; {peak})"
 
 
+def _stop_child(child) -> None:
+    """SIGTERM (the child saves its step, as on a preemption), SIGKILL after the grace time."""
+    child.terminate()
+    try:
+        child.wait(timeout=STOP_GRACE_S)
+    except subprocess.TimeoutExpired:
+        child.kill()
+        child.wait()
+
+
+def _supervise(child, evaluator, stop: _Forwarder, watchers, emit) -> None:
+    """Waits for the training child, calling each watcher once a second until it ends.
+
+    Forwarded signals and an early stop give it STOP_GRACE_S to save; Ctrl-C is passed on;
+    if the driver itself cannot go on (a malformed report), nothing is left running.
+    """
+    try:
+        with stop:
+            while True:
+                try:  # returns as soon as the child ends: no idle second at the end of a run
+                    child.wait(timeout=POLL_S)
+                    break
+                except subprocess.TimeoutExpired:
+                    pass
+                for watch in watchers:
+                    watch()
+                if stop.signals and stop.deadline is None:
+                    emit(f"{stop.signals[0]}: saving the current step, then stopping")
+                    stop.deadline = time.monotonic() + STOP_GRACE_S
+                if stop.deadline is not None and time.monotonic() > stop.deadline:
+                    child.kill()  # it had its chance to save; the last checkpoint stays
+    except KeyboardInterrupt:
+        emit("interrupted: saving the current step, then stopping")
+        stop.forward(signal.SIGINT, None)
+        try:
+            child.wait(timeout=STOP_GRACE_S)
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.wait()
+    except BaseException:
+        _stop_child(child)
+        if evaluator is not None:
+            evaluator.kill()
+            evaluator.wait()
+        raise
+
+
 def run(
     plan: LaunchPlan, log_every_s: float, emit=None, on_restore=None, explain=None, on_freeze=None
 ) -> int:
@@ -357,42 +404,9 @@ def run(
                 child.send_signal(signal.SIGTERM)  # the child saves as on a preemption
                 stop.deadline = time.monotonic() + STOP_GRACE_S
 
-    try:
-        with stop:
-            while True:
-                try:  # returns as soon as the child ends: no idle second at the end of a run
-                    child.wait(timeout=POLL_S)
-                    break
-                except subprocess.TimeoutExpired:
-                    pass
-                check_restore()
-                check_freeze()
-                progress()
-                check_early_stop()
-                if stop.signals and stop.deadline is None:
-                    emit(f"{stop.signals[0]}: saving the current step, then stopping")
-                    stop.deadline = time.monotonic() + STOP_GRACE_S
-                if stop.deadline is not None and time.monotonic() > stop.deadline:
-                    child.kill()  # it had its chance to save; the last checkpoint stays
-    except KeyboardInterrupt:
-        emit("interrupted: saving the current step, then stopping")
-        stop.forward(signal.SIGINT, None)
-        try:
-            child.wait(timeout=STOP_GRACE_S)
-        except subprocess.TimeoutExpired:
-            child.kill()
-            child.wait()
-    except BaseException:  # the driver cannot go on (a malformed report): nothing left running
-        child.terminate()  # saves the current step, as on a preemption
-        try:
-            child.wait(timeout=STOP_GRACE_S)
-        except subprocess.TimeoutExpired:
-            child.kill()
-            child.wait()
-        if evaluator is not None:
-            evaluator.kill()
-            evaluator.wait()
-        raise
+    _supervise(
+        child, evaluator, stop, (check_restore, check_freeze, progress, check_early_stop), emit
+    )
     outcome = _outcome(plan, child.returncode, stop.signals)
     stopped_early = early is not None and not stop.signals and outcome.status == STOPPED
     if evaluator is not None:
@@ -430,7 +444,7 @@ def finish(spec: FinishSpec, emit, env: dict[str, str] | None = None):
     report, outcome = run_finish(spec, compat.child_environment() if env is None else env, log_path)
     if report is None and outcome.code == nativeimports.CODE and outcome.failed_import:
         found = nativeimports.finding(outcome.failed_import, log_path)
-        emit(f"error: {found.code}: {found.message}\n  fix: {found.fix}")
+        emit(found.printed())
         return errors.EXIT_FINISH, None
     if report is None:
         emit(

@@ -41,6 +41,10 @@ class Finding:
     file: str | None = None
     line: int | None = None
 
+    def printed(self) -> str:
+        """How the driver prints it when it stops or warns a run: the one place for this form."""
+        return f"{self.severity}: {self.code}: {self.message}\n  fix: {self.fix}"
+
     def __post_init__(self):
         # Values quoted in messages (tokens, paths) can be megabytes long: keep lines readable.
         object.__setattr__(self, "message", errors.clip(self.message))

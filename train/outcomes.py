@@ -1,0 +1,115 @@
+"""The one owner of "a child ended badly: which finding is that?".
+
+Every failure a child reports in its Outcome (train/contracts.py), and every malformed file
+between the processes, becomes a Finding here; the stages print it with `Finding.line()` and
+add it to the report.
+"""
+
+from __future__ import annotations
+
+from train.contracts import ContractError, Outcome
+from train.pipeline import fields
+from train.preflight.findings import ERROR, Finding
+from train.runplan import RunPlan
+
+
+def explain_failure(plan: RunPlan, outcome: Outcome, log_path: str) -> Finding:
+    """The finding for a child that failed building, restoring, reading or computing losses."""
+    from train import failures, nativeimports
+
+    if outcome.code == nativeimports.CODE and outcome.failed_import:
+        return nativeimports.finding(outcome.failed_import, log_path)
+    config = plan.resolved_config if plan.resolved_config is not None else plan.source.proto
+    diagnosis = failures.diagnose(outcome.phase, outcome.error or "", config)
+    line = plan.source.line_of(diagnosis.field) if diagnosis.field and plan.source else None
+    where = f"{plan.source.path}:{line}: " if line else ""
+    return Finding(
+        diagnosis.code,
+        ERROR,
+        f"{where}{diagnosis.message}",
+        f"{diagnosis.fix} (log: {log_path})",
+        file=plan.source.path if plan.source else None,
+        line=line,
+    )
+
+
+def nan_finding(plan: RunPlan, outcome: Outcome) -> Finding:
+    """TRAIN.nan: where the losses went non-finite, what was kept, and the likely causes."""
+    config = plan.resolved_config
+    batch = config.train_config.batch_size if config is not None else None
+    extractor = (fields.feature_extractor_type(config) or "") if config is not None else ""
+    causes = [
+        f"a learning rate too high for batch {batch}: lower learning_rate_base (or the "
+        "optimizer's rate), or pass --nan_retries 2 to continue from the last good checkpoint "
+        "with the rate halved",
+        "degenerate boxes (zero area) or boxes in pixels in the records: --scan_records all "
+        "checks every record (python -m train.data check GLOB)",
+    ]
+    if "efficientnet" in extractor and batch is not None and batch < 8:
+        causes.insert(
+            0,
+            f"EfficientDet at batch {batch} (tensorflow/models #9151): raise the batch to 8 or "
+            "more, or lower the learning rate",
+        )
+    return Finding(
+        "TRAIN.nan",
+        ERROR,
+        f"training stopped: {outcome.error}",
+        "likely causes, most likely first: " + "; ".join(causes),
+        file=plan.source.path if plan.source else None,
+    )
+
+
+def oom_finding(plan: RunPlan, outcome: Outcome) -> Finding:
+    """TRAIN.oom: what ran out, the batch that failed, and a batch that should fit."""
+    batch = plan.resolved_config.train_config.batch_size
+    replicas = plan.launch.strategy.replicas if plan.launch else 1
+    smaller = max(replicas, (batch // 2) // replicas * replicas)
+    if smaller >= batch:
+        fix = (
+            f"batch {batch} is already the smallest for {replicas} replica(s): use a smaller "
+            "input size (image_resizer), fewer replicas per host, or a machine with more memory"
+        )
+    else:
+        fix = (
+            f"pass --batch_size {smaller} (half of {batch}, a multiple of the {replicas} "
+            "replica(s)) and keep the learning rate in proportion, --batch_size auto to "
+            "measure the largest that fits, or use a smaller input size"
+        )
+    return Finding(
+        "TRAIN.oom",
+        ERROR,
+        f"training at batch {batch} ran out of memory: {outcome.error}",
+        fix,
+        file=plan.source.path if plan.source else None,
+    )
+
+
+def no_fit(plan: RunPlan, found) -> Finding:
+    """BATCH.no_fit: not even the smallest batch fits the budget."""
+    from train.launch import autobatch
+
+    first = found.points[0]
+    return Finding(
+        "BATCH.no_fit",
+        ERROR,
+        f"--batch_size auto: {autobatch.describe_point(first, found.budgets)}; the budget is "
+        f"{found.fraction:g} of the memory ({autobatch.describe_budgets(found.budgets)}; "
+        f"log: {found.log})",
+        "raise --memory_fraction, freeze the backbone (--freeze backbone: no gradients or "
+        "optimizer slots for it), use a smaller input size (image_resizer), or a machine with "
+        "more memory",
+        file=plan.source.path if plan.source else None,
+    )
+
+
+def contract_finding(error: ContractError) -> Finding:
+    """INTERNAL: a contract file between the driver and a child that does not hold its class."""
+    return Finding(
+        "INTERNAL",
+        ERROR,
+        f"a file passed between tfod-finetune's processes is malformed: {error} (the two "
+        "sides disagree: a bug, or a file left by another version)",
+        "please report it with the file named here; rerunning with --fresh starts the run anew",
+        file=error.path,
+    )
