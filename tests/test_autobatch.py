@@ -188,3 +188,36 @@ def test_a_point_trains_the_resolved_config_at_its_batch_without_the_unwritten_t
     assert (
         autobatch.probe_config(config, 6, transplant=True).train_config.fine_tune_checkpoint == ""
     )
+
+
+def test_a_batch_point_trains_what_the_run_trains(good_options, tmp_path):
+    """Both specs come from one function: only the files, the length and the guards differ."""
+    import dataclasses
+
+    from train.launch import plan as launch_plan
+
+    options = RunOptions(
+        pipeline_config=DEMO_CONFIG, model_dir=str(tmp_path), freeze="backbone", **good_options
+    )
+    planned = launch_plan.build_plan(options, str(tmp_path / "pipeline.config"), 10, 0, {})
+    probe = launch_plan.probe_spec(options, 4, planned.train.strategy)
+    differs = {
+        f.name
+        for f in dataclasses.fields(probe)
+        if getattr(probe, f.name) != getattr(planned.train, f.name)
+    }
+    assert differs <= {
+        "pipeline_config",
+        "model_dir",
+        "num_train_steps",
+        "checkpoint_every_n",
+        "checkpoint_max_to_keep",
+        "num_steps_per_iteration",
+        "restore_report",
+        "outcome",
+        "freeze_report",
+        "nan_guard",
+        "gpu_limits",
+    }
+    assert probe.freeze == planned.train.freeze == "backbone"
+    assert probe.model_dir.startswith(str(tmp_path / "batch_probe"))

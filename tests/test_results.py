@@ -243,7 +243,7 @@ def test_tflite_of_faster_rcnn_stops_before_anything_is_built(tmp_path, demo_ass
             "train.export",
             f"--model_dir={tmp_path}",
             f"--pipeline_config={frcnn}",
-            "--formats=saved_model,tflite",
+            "--export=saved_model,tflite",
         ]
     )
     assert export.returncode == 2, export.stderr[-3000:]
@@ -262,8 +262,10 @@ def test_usage_errors_of_the_new_flags(tmp_path, demo_assets):
     assert "--export: unknown export format(s) onnx" in unknown.stderr
     patience = run_python([*base, "--patience=3"])
     assert patience.returncode == 2 and "--patience needs --eval" in patience.stderr
-    export = run_python(["-m", "train.export", f"--model_dir={tmp_path}", "--formats=onnx"])
-    assert export.returncode == 2 and "unknown export format(s) onnx" in export.stderr
+    export = run_python(["-m", "train.export", f"--model_dir={tmp_path}", "--export=onnx"])
+    assert export.returncode == 2 and "--export: unknown export format(s) onnx" in export.stderr
+    alias = run_python(["-m", "train.export", f"--model_dir={tmp_path}", "--formats=onnx"])
+    assert alias.returncode == 2 and "unknown export format(s) onnx" in alias.stderr
     empty = run_python(["-m", "train.evaluate", f"--model_dir={tmp_path}"])
     assert empty.returncode == 2 and "pipeline.config" in empty.stderr
     assert "Traceback" not in empty.stderr

@@ -1,6 +1,6 @@
 """Export any run's checkpoint as a SavedModel and/or TFLite, verified against the checkpoint.
 
-    python -m train.export --model_dir DIR --formats saved_model,tflite [--checkpoint PREFIX]
+    python -m train.export --model_dir DIR --export saved_model,tflite [--checkpoint PREFIX]
         [--input_type image_tensor|float_image_tensor|encoded_image_string_tensor]
         [--tflite_quantize none|float16|int8] [--out DIR] [--verify_images N]
 
@@ -18,7 +18,10 @@ from absl import app, flags
 from train import finishcmd, results
 
 MODEL_DIR = flags.DEFINE_string("model_dir", None, "The run's folder (checkpoints).")
-FORMATS = flags.DEFINE_list("formats", ["saved_model"], "saved_model and/or tflite.")
+FORMATS = flags.DEFINE_list(
+    "export", ["saved_model"], f"Formats, as the driver's --export: {', '.join(results.FORMATS)}."
+)
+flags.DEFINE_alias("formats", "export")  # its name before it matched the driver's
 CHECKPOINT = flags.DEFINE_string(
     "checkpoint", None, "Checkpoint prefix (default: model_dir/best, else the newest)."
 )
@@ -43,7 +46,7 @@ def main(argv: list[str]) -> int:  # noqa: D103
     try:
         formats = results.parse_formats(FORMATS.value)
     except results.UsageError as e:
-        print(f"error: --formats: {e}", file=sys.stderr)
+        print(f"error: --export: {e}", file=sys.stderr)
         return 2
     return finishcmd.run(
         finishcmd.Request(

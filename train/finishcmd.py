@@ -12,7 +12,7 @@ import dataclasses
 import os
 import sys
 
-from train import errors, files, results
+from train import errors, exportformats, files, results
 from train.contracts import FinishSpec
 
 
@@ -51,11 +51,8 @@ def plan(request: Request) -> tuple[FinishSpec, str | None]:
             "with; model_main_tf2 does not copy it into model_dir)"
         ) from None
     config = source.proto
-    if "tflite" in request.formats:
-        problem = results.tflite_problem(config)
-        if problem:
-            code, message, fix = problem
-            raise results.UsageError(f"{code}: {config_path}: {message}\n  fix: {fix}")
+    for _, (code, _, message, fix) in exportformats.problems(config, request.formats):
+        raise results.UsageError(f"{code}: {config_path}: {message}\n  fix: {fix}")
     if request.checkpoint:
         found = resolve.resolve(request.checkpoint)
         if found.prefix is None:

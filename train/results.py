@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import os
 
-from train import records
+from train import exportformats, records
 from train.contracts import FinishSpec
 from train.pipeline import fields
 
-FORMATS = ("saved_model", "tflite")
-TFLITE_ARCHS = ("ssd", "center_net")  # what export_tflite_graph_lib_tf2 converts
+FORMATS = exportformats.NAMES
 INPUT_TYPES = ("image_tensor", "float_image_tensor", "encoded_image_string_tensor")
 QUANTIZE = ("none", "float16", "int8")
 DEFAULT_BEST_METRIC = "DetectionBoxes_Precision/mAP"
@@ -33,7 +32,7 @@ class UsageError(ValueError):
 
 
 def parse_formats(values) -> tuple[str, ...]:
-    """--export / --formats: known names, comma-separated or repeated, in FORMATS order."""
+    """--export: known names, comma-separated or repeated, in the table's order."""
     names = [v.strip() for value in values for v in value.split(",") if v.strip()]
     unknown = [n for n in names if n not in FORMATS]
     if unknown:
@@ -41,38 +40,6 @@ def parse_formats(values) -> tuple[str, ...]:
             f"unknown export format(s) {', '.join(unknown)}; use {' and/or '.join(FORMATS)}"
         )
     return tuple(f for f in FORMATS if f in names)
-
-
-def tflite_problem(config) -> tuple[str, str, str] | None:
-    """(code, message, fix) when the OD API cannot convert this model to TFLite, else None.
-
-    Only SSD and CenterNet convert, and only with a `fixed_shape_resizer` (one static input
-    shape). A resizer change alters the trained model, so the fix is an edit for the user.
-    """
-    arch = config.model.WhichOneof("model")
-    if arch not in TFLITE_ARCHS:
-        return (
-            "EXPORT.tflite_arch",
-            f"the OD API converts only SSD and CenterNet models to TFLite; this is {arch}",
-            "export saved_model only, or train an SSD or CenterNet model for a device",
-        )
-    resizer = getattr(config.model, arch).image_resizer
-    kind = resizer.WhichOneof("image_resizer_oneof")
-    if kind == "fixed_shape_resizer":
-        return None
-    size = (
-        resizer.keep_aspect_ratio_resizer.max_dimension
-        if kind == "keep_aspect_ratio_resizer"
-        else 512
-    )
-    return (
-        "EXPORT.tflite_resizer",
-        f"model.{arch}.image_resizer is {kind}; a TFLite model has one fixed input shape, and "
-        "the OD API converts only a fixed_shape_resizer",
-        f"replace the resizer with image_resizer {{ fixed_shape_resizer {{ height: {size} "
-        f"width: {size} }} }} in the config and train with it (it changes what the model sees, "
-        "so it is not applied for you), or export saved_model only",
-    )
 
 
 def lower_is_better(metric: str) -> bool:

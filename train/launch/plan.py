@@ -144,18 +144,14 @@ def build_plan(
     }
     if topology.tf_config is not None:
         env["TF_CONFIG"] = json.dumps(topology.tf_config, sort_keys=True)
-    train = TrainSpec(
-        pipeline_config=os.path.abspath(resolved_config),
-        model_dir=model_dir,
+    train = train_spec(
+        options,
+        os.path.abspath(resolved_config),
+        model_dir,
+        work_dir,
+        strategy_spec(topology),
         num_train_steps=num_train_steps,
-        checkpoint_every_n=options.checkpoint_every_n,
-        checkpoint_max_to_keep=options.checkpoint_max_to_keep,
         num_steps_per_iteration=per_iteration,
-        restore_report=os.path.join(work_dir, "restore.json"),
-        outcome=os.path.join(work_dir, "logs", "train.outcome.json"),
-        strategy=strategy_spec(topology),
-        freeze=options.freeze or "",
-        freeze_report=os.path.join(work_dir, "freeze.json"),
     )
     return LaunchPlan(
         argv=(python, "-m", "train.tf.child", os.path.join(work_dir, "train_spec.json")),
@@ -198,7 +194,31 @@ def prepare_spec(
     )
 
 
-def probe_spec(model_dir: str, batch: int, strategy: StrategySpec, freeze: str) -> TrainSpec:
+def train_spec(
+    options, pipeline_config: str, model_dir: str, work_dir: str, strategy, **overrides
+) -> TrainSpec:
+    """The TrainSpec of a run with these options: the one place options reach the child.
+
+    The training and each --batch_size auto point are built here, so a flag that changes
+    what trains (--freeze, ...) reaches both; `overrides` are what differs (steps, files).
+    """
+    spec = TrainSpec(
+        pipeline_config=pipeline_config,
+        model_dir=model_dir,
+        num_train_steps=options.num_train_steps or 0,
+        checkpoint_every_n=options.checkpoint_every_n,
+        checkpoint_max_to_keep=options.checkpoint_max_to_keep,
+        num_steps_per_iteration=options.num_steps_per_iteration or 1,
+        restore_report=os.path.join(work_dir, "restore.json"),
+        outcome=os.path.join(work_dir, "logs", "train.outcome.json"),
+        strategy=strategy,
+        freeze=options.freeze or "",
+        freeze_report=os.path.join(work_dir, "freeze.json"),
+    )
+    return dataclasses.replace(spec, **overrides)
+
+
+def probe_spec(options, batch: int, strategy: StrategySpec) -> TrainSpec:
     """One --batch_size auto point: the training child, a few steps at `batch`, from scratch.
 
     Its files go to model_dir/batch_probe/batch-N/ (the caller writes the config there, the
@@ -206,18 +226,19 @@ def probe_spec(model_dir: str, batch: int, strategy: StrategySpec, freeze: str) 
     """
     from train.launch import autobatch
 
-    folder = os.path.join(autobatch.probe_dir(model_dir), f"batch-{batch}")
-    return TrainSpec(
-        pipeline_config=os.path.join(folder, "pipeline.config"),
-        model_dir=folder,
+    folder = os.path.join(autobatch.probe_dir(options.model_dir), f"batch-{batch}")
+    return train_spec(
+        options,
+        os.path.join(folder, "pipeline.config"),
+        folder,
+        folder,
+        strategy,
         num_train_steps=autobatch.PROBE_STEPS,
         checkpoint_every_n=autobatch.PROBE_STEPS + 1,
         checkpoint_max_to_keep=1,
         num_steps_per_iteration=1,
-        restore_report=os.path.join(folder, "restore.json"),
         outcome=os.path.join(folder, "outcome.json"),
-        strategy=strategy,
-        freeze=freeze or "",
+        freeze_report="",
         nan_guard=False,  # a probe measures memory; its two steps' losses do not matter
         gpu_limits=True,
     )

@@ -8,7 +8,7 @@ finding gives the exact edit, for the user to decide and retrain with.
 
 from __future__ import annotations
 
-from train import results
+from train import exportformats, results
 from train.preflight.findings import ERROR, WARNING
 
 
@@ -23,7 +23,8 @@ def check_export(ctx):
     """EXPORT.tflite_arch / tflite_resizer / int8_calibration / quantize_unused."""
     options, config = ctx.options, ctx.config
     formats = _formats(ctx)
-    arch = config.model.WhichOneof("model")
+    for name, (code, field, message, fix) in exportformats.problems(config, formats):
+        yield ctx.finding_at(field, code, ERROR, f"--export {name}: {message}", fix)
     if options.tflite_quantize != "none" and "tflite" not in formats:
         yield ctx.finding_at(
             "model",
@@ -32,14 +33,8 @@ def check_export(ctx):
             f"--tflite_quantize {options.tflite_quantize} is given but --export has no tflite",
             "add tflite to --export, or drop --tflite_quantize",
         )
-    if "tflite" not in formats:
-        return
-    problem = results.tflite_problem(config)
-    if problem:
-        code, message, fix = problem
-        field = "image_resizer" if code == "EXPORT.tflite_resizer" else (arch or "model")
-        yield ctx.finding_at(field, code, ERROR, f"--export tflite: {message}", fix)
-    if options.tflite_quantize == "int8" and not results.train_paths(config):
+    int8 = "tflite" in formats and options.tflite_quantize == "int8"
+    if int8 and not results.train_paths(config):
         yield ctx.finding_at(
             "train_input_reader",
             "EXPORT.int8_calibration",

@@ -95,7 +95,7 @@ def _search_batch(plan: RunPlan, fraction: float):
     )
 
     def measure(batch: int):
-        spec = launch_plan.probe_spec(options.model_dir, batch, strategy, options.freeze)
+        spec = launch_plan.probe_spec(options, batch, strategy)
         config = autobatch.probe_config(
             plan.resolved_config, batch, options.restore == "transplant"
         )

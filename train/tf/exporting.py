@@ -202,3 +202,13 @@ def tflite_fn(model_bytes: bytes, arch: str, resize):
         return Detections.of(boxes, classes[0] + 1, scores[0], int(count.reshape(-1)[0]))
 
     return run, (height, width)
+
+
+def class_names(label_map: str | None, num_classes: int) -> list[str]:
+    """Class names by 0-based index (TFLite's class outputs), `class_N` where the map has none."""
+    names = {}
+    if label_map:
+        from train.pipeline import labelmap
+
+        names = dict(labelmap.load(label_map).items)
+    return [names.get(i, f"class_{i}") for i in range(1, num_classes + 1)]

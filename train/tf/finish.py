@@ -138,16 +138,6 @@ def _folder_size(path: str) -> int:
     )
 
 
-def _labels(label_map: str | None, num_classes: int) -> list[str]:
-    """Class names by 0-based index (TFLite's class outputs), `class_N` where the map has none."""
-    names = {}
-    if label_map:
-        from train.pipeline import labelmap
-
-        names = dict(labelmap.load(label_map).items)
-    return [names.get(i, f"class_{i}") for i in range(1, num_classes + 1)]
-
-
 def _promote(staged: str, final: str) -> None:
     """Moves a verified artifact into place; the export it replaces was derived output."""
     if os.path.isdir(final):
@@ -160,134 +150,75 @@ def _promote(staged: str, final: str) -> None:
 def _export_and_verify(
     tf, spec, pipeline, reference, images, references, reference_ms, phase
 ) -> dict:
-    """Exports each format into a staging folder, runs it on the images, compares, promotes."""
-    from train import verify
-    from train.tf import exporting
+    """Exports each format into a staging folder, runs it on the images, compares, promotes.
 
+    Every format is its module's `export` (train/exportformats.py lists them); what follows
+    is the same for all: the comparison with the checkpoint, promotion or rejection.
+    """
+    import importlib
+
+    from train import exportformats
+    from train.tf import exporting
+    from train.tf.formats import Job
+
+    del tf
     arch = pipeline.model.WhichOneof("model")
     staging = os.path.join(spec.export_dir, f".staging-{os.getpid()}")
     os.makedirs(staging, exist_ok=True)
     pinned = exporting.pinned_folder(spec.checkpoint, os.path.join(staging, "pinned"))
+    job = Job(spec, pipeline, arch, pinned, staging, reference)
     results = {}
     try:
         for fmt in spec.formats:
             phase.name = f"export_{fmt}"
             start = time.monotonic()
-            if fmt == "saved_model":
-                staged = os.path.join(staging, "saved_model")
-                exporting.export_saved_model(pipeline, pinned, staged, spec.input_type)
-                run = exporting.saved_model_fn(os.path.join(staged, "saved_model"), spec.input_type)
-
-                def detect(image, preprocessed, run=run):
-                    del preprocessed
-                    return run(image)
-
-                final, key = os.path.join(spec.export_dir, "saved_model"), "saved_model"
-            else:
-                calibration = exporting.record_images(spec.calibration_records or spec.images, 32)
-                resize = exporting.model_resize(pipeline)
-
-                def representative(calibration=calibration, resize=resize):
-                    for image in calibration:
-                        if arch == "ssd":
-                            yield [reference(image)[1].astype("float32")]
-                        else:
-                            yield [resize(image)]
-
-                model = exporting.export_tflite(
-                    pipeline,
-                    pinned,
-                    os.path.join(staging, "tflite_graph"),
-                    spec.tflite_quantize,
-                    representative,
-                )
-                staged = os.path.join(staging, "model.tflite")
-                with open(staged, "wb") as f:
-                    f.write(model)
-                detect, _ = exporting.tflite_fn(model, arch, resize)
-                final = os.path.join(spec.export_dir, "model.tflite")
-                key = (
-                    "tflite" if spec.tflite_quantize == "none" else f"tflite_{spec.tflite_quantize}"
-                )
+            module = importlib.import_module(exportformats.BY_NAME[fmt].module)
+            exported = module.export(job)
             export_s = time.monotonic() - start
             phase.name = f"verify_{fmt}"
-            comparison = verify.Comparison(verify.TOLERANCES[key])
-            latencies = []
-            for image, (expected, preprocessed) in zip(images, references, strict=True):
-                exported, ms = _timed(detect, image, preprocessed)
-                latencies.append(ms)
-                comparison.add(expected, exported)
-            problem = comparison.problem()
-            entry = {
-                "format": key,
-                "checkpoint": spec.checkpoint,
-                "size_bytes": _folder_size(staged),
-                "export_s": round(export_s, 1),
-                "latency_ms": _median_ms(latencies),
-                "reference_latency_ms": reference_ms,
-                "images": len(images),
-                "comparison": comparison.as_dict(),
-                "tolerance": vars(verify.TOLERANCES[key]),
-                "verified": comparison.conclusive and problem is None,
-                "conclusive": comparison.conclusive,
-                "problem": problem,
-            }
-            if problem:
-                rejected = os.path.join(spec.export_dir, "rejected", os.path.basename(final))
-                os.makedirs(os.path.dirname(rejected), exist_ok=True)
-                _promote(staged, rejected)
-                entry["path"] = rejected
-            else:
-                _promote(staged, final)
-                entry["path"] = final
-            if fmt == "tflite":
-                kept = final if not problem else None
-                entry.update(_tflite_sidecars(spec, pipeline, arch, kept, reference))
-            results[fmt] = entry
+            results[fmt] = _verified(spec, exported, images, references, reference_ms, export_s)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return results
 
 
-def _fixed_shape(pipeline):
-    arch = pipeline.model.WhichOneof("model")
-    resizer = getattr(pipeline.model, arch).image_resizer.fixed_shape_resizer
-    return resizer.height, resizer.width
+def _verified(spec, exported, images, references, reference_ms, export_s: float) -> dict:
+    """Runs one staged export on the images, compares with the checkpoint, promotes or rejects."""
+    from train import verify
 
-
-def _tflite_sidecars(spec, pipeline, arch: str, model_path: str | None, reference) -> dict:
-    """labels.txt beside model.tflite, and what the app must feed it."""
-    import numpy as np
-
-    num_classes = getattr(pipeline.model, arch).num_classes
-    labels = _labels(spec.label_map, num_classes)
-    labels_path = os.path.join(spec.export_dir, "labels.txt")
-    if model_path:
-        with open(labels_path, "w", encoding="utf-8") as f:
-            f.write("\n".join(labels) + "\n")
-    height, width = _fixed_shape(pipeline)
-    if arch == "ssd":
-        _, low = reference(np.zeros((height, width, 3), np.uint8))
-        _, high = reference(np.full((height, width, 3), 255, np.uint8))
-        scale = (high.reshape(-1, 3).mean(0) - low.reshape(-1, 3).mean(0)) / 255.0
-        offset = low.reshape(-1, 3).mean(0)
-        feed = (
-            f"float32 [1, {height}, {width}, 3], RGB resized to {width}x{height} (TF1 bilinear, "
-            "align_corners=False), then "
-            f"pixel * {float(scale[0]):.6g} + {float(offset[0]):.6g} (the model's preprocessing "
-            "is not in the TFLite file)"
-        )
-    else:
-        feed = (
-            f"float32 [1, {height}, {width}, 3], RGB pixel values 0-255 resized to "
-            f"{width}x{height} with TF1 bilinear (align_corners=False), as the model saw them"
-        )
-    return {
-        "labels": labels_path if model_path else None,
-        "input": feed,
-        "outputs": "boxes [1,N,4] (ymin, xmin, ymax, xmax, 0-1; clip to 0-1), classes [1,N] "
-        "(0-based: line of labels.txt), scores [1,N], count [1]",
+    key = exported.key
+    comparison = verify.Comparison(verify.TOLERANCES[key])
+    latencies = []
+    for image, (expected, preprocessed) in zip(images, references, strict=True):
+        detections, ms = _timed(exported.detect, image, preprocessed)
+        latencies.append(ms)
+        comparison.add(expected, detections)
+    problem = comparison.problem()
+    entry = {
+        "format": key,
+        "checkpoint": spec.checkpoint,
+        "size_bytes": _folder_size(exported.staged),
+        "export_s": round(export_s, 1),
+        "latency_ms": _median_ms(latencies),
+        "reference_latency_ms": reference_ms,
+        "images": len(images),
+        "comparison": comparison.as_dict(),
+        "tolerance": vars(verify.TOLERANCES[key]),
+        "verified": comparison.conclusive and problem is None,
+        "conclusive": comparison.conclusive,
+        "problem": problem,
     }
+    if problem:
+        rejected = os.path.join(spec.export_dir, "rejected", os.path.basename(exported.final))
+        os.makedirs(os.path.dirname(rejected), exist_ok=True)
+        _promote(exported.staged, rejected)
+        entry["path"] = rejected
+    else:
+        _promote(exported.staged, exported.final)
+        entry["path"] = exported.final
+    if exported.sidecars:
+        entry.update(exported.sidecars(None if problem else exported.final))
+    return entry
 
 
 def _contact_sheet(images, references, names: list[str], path: str) -> None:
@@ -350,7 +281,7 @@ def _finish(spec, phase):
         reference_ms = _median_ms([ms for _, ms in timed])
         if spec.contact_sheet:
             arch = pipeline.model.WhichOneof("model")
-            names = _labels(spec.label_map, getattr(pipeline.model, arch).num_classes)
+            names = exporting.class_names(spec.label_map, getattr(pipeline.model, arch).num_classes)
             _contact_sheet(images, references, names, spec.contact_sheet)
             sheet = spec.contact_sheet
         if spec.formats:

@@ -1,0 +1,82 @@
+"""The export formats, one row each: the one table the driver, the preflight and the export read.
+
+Adding a format touches this table and its own module under train/tf/formats/ (how it
+exports, how its output runs on an image for the verification, its tolerance row in
+train/verify.py) and nothing else: `--export` / `train.export --export` accept it, the
+preflight applies its rule, the finish child exports and verifies it. TF-free.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+
+TFLITE_ARCHS = ("ssd", "center_net")  # what export_tflite_graph_lib_tf2 converts
+
+
+@dataclasses.dataclass(frozen=True)
+class ExportFormat:
+    """One export format.
+
+    Attributes:
+      name: the value of --export.
+      module: the train.tf.formats module with `export(job) -> Exported`.
+      problem: the preflight's rule: `problem(config)` is (code, field, message, fix) when
+        this model cannot be exported so, else None.
+    """
+
+    name: str
+    module: str
+    problem: Callable | None = None
+
+
+def tflite_problem(config) -> tuple[str, str, str, str] | None:
+    """(code, field, message, fix) when the OD API cannot convert this model to TFLite.
+
+    Only SSD and CenterNet convert, and only with a `fixed_shape_resizer` (one static input
+    shape). A resizer change alters the trained model, so the fix is an edit for the user.
+    """
+    arch = config.model.WhichOneof("model")
+    if arch not in TFLITE_ARCHS:
+        return (
+            "EXPORT.tflite_arch",
+            arch or "model",
+            f"the OD API converts only SSD and CenterNet models to TFLite; this is {arch}",
+            "export saved_model only, or train an SSD or CenterNet model for a device",
+        )
+    resizer = getattr(config.model, arch).image_resizer
+    kind = resizer.WhichOneof("image_resizer_oneof")
+    if kind == "fixed_shape_resizer":
+        return None
+    size = (
+        resizer.keep_aspect_ratio_resizer.max_dimension
+        if kind == "keep_aspect_ratio_resizer"
+        else 512
+    )
+    return (
+        "EXPORT.tflite_resizer",
+        "image_resizer",
+        f"model.{arch}.image_resizer is {kind}; a TFLite model has one fixed input shape, and "
+        "the OD API converts only a fixed_shape_resizer",
+        f"replace the resizer with image_resizer {{ fixed_shape_resizer {{ height: {size} "
+        f"width: {size} }} }} in the config and train with it (it changes what the model sees, "
+        "so it is not applied for you), or export saved_model only",
+    )
+
+
+TABLE = (
+    ExportFormat("saved_model", "train.tf.formats.saved_model"),
+    ExportFormat("tflite", "train.tf.formats.tflite", tflite_problem),
+)
+BY_NAME = {f.name: f for f in TABLE}
+NAMES = tuple(f.name for f in TABLE)
+
+
+def problems(config, names) -> list[tuple[str, tuple[str, str, str, str]]]:
+    """(format, (code, field, message, fix)) for each of `names` that `config` cannot export."""
+    return [(name, found) for name in names if (found := _problem(config, name))]
+
+
+def _problem(config, name: str):
+    rule = BY_NAME[name].problem
+    return rule(config) if rule else None

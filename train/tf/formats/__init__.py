@@ -1,0 +1,47 @@
+"""One module per export format (train/exportformats.py is their table).
+
+Each has `export(job: Job) -> Exported`: write the format into the job's staging folder and
+say how to run the result on one image, so that train/tf/finish.py verifies every format the
+same way against the checkpoint.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+
+
+@dataclasses.dataclass(frozen=True)
+class Job:
+    """What an export needs.
+
+    The finish spec, the parsed config, the checkpoint pinned alone in a folder, a staging
+    folder, and the checkpoint's own detection function (`reference(image)`).
+    """
+
+    spec: object  # contracts.FinishSpec
+    pipeline: object  # pipeline_pb2.TrainEvalPipelineConfig
+    arch: str
+    pinned: str
+    staging: str
+    reference: Callable
+
+
+@dataclasses.dataclass(frozen=True)
+class Exported:
+    """A staged export.
+
+    Attributes:
+      staged: the file or folder written (promoted to `final` when verified).
+      detect: `detect(image, preprocessed) -> detections`, as the checkpoint's reference.
+      final: where it goes when verified.
+      key: its row in verify.TOLERANCES (and its name in the report).
+      sidecars: `sidecars(kept_path_or_None) -> dict` of the report's extra entries
+        (files written beside the model), or None.
+    """
+
+    staged: str
+    detect: Callable
+    final: str
+    key: str
+    sidecars: Callable | None = None
