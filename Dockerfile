@@ -6,7 +6,7 @@
 #     tfod-finetune --pipeline_config=/data/pipeline.config --model_dir=/runs/run1 \
 #       --checkpoint=/checkpoints/ssd_mobilenet_v2_fpnlite_320x320_coco17_tpu-8
 #
-# Volumes (README "Docker"): /data TFRecords, label map and config (read-only), /checkpoints
+# Volumes (docs/slurm-docker.md): /data TFRecords, label map and config (read-only), /checkpoints
 # zoo checkpoints (read-only), /runs model dirs (checkpoints, logs, TensorBoard events).
 FROM tensorflow/tensorflow:2.15.1-gpu
 

@@ -1,7 +1,7 @@
 """The Docker image, built from the unmodified Dockerfile and run as the README tells users to.
 
 scripts/container_test.sh builds it with podman on a local stand-in for the
-tensorflow/tensorflow GPU base (Docker Hub is out of reach here; README "Docker" says how the
+tensorflow/tensorflow GPU base (Docker Hub is out of reach here; docs/slurm-docker.md says how the
 stand-in differs) and runs: --help, the demo as uid 1000 with /runs mounted from the host, a
 training stopped by `docker stop` and resumed by the same command with TensorBoard published
 on the host, and a bad input. Root only: in CI a failure, elsewhere a skip with the reason.

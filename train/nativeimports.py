@@ -236,9 +236,11 @@ def _fix(library: str | None, package: str | None) -> str:
         pin = f"=={version}" if version else ""
         return (
             f"reinstall {package} for this Python and platform: pip install --force-reinstall "
-            f"--no-deps {package}{pin} (or use a tested stack: README Stacks)"
+            f"--no-deps {package}{pin} (or use a tested stack: docs/development.md#stacks)"
         )
-    return "use a tested stack: bash scripts/setup_env.sh tf215-cpu .venv (README Stacks)"
+    return (
+        "use a tested stack: bash scripts/setup_env.sh tf215-cpu .venv (docs/development.md#stacks)"
+    )
 
 
 def _version(package: str) -> str | None:

@@ -30,7 +30,10 @@ def _tf_version() -> tuple[str | None, str | None]:
 def check_environment(ctx):
     """ENV: TensorFlow, Keras, the OD API and its runtime deps, GPU vs TF build."""
     dist, tf_version = _tf_version()
-    fix_stack = "install a tested stack: bash scripts/setup_env.sh tf215-cpu .venv (README Stacks)"
+    fix_stack = (
+        "install a tested stack: bash scripts/setup_env.sh tf215-cpu .venv "
+        "(docs/development.md#stacks)"
+    )
     if tf_version is None:
         yield Finding("ENV.tensorflow", ERROR, "TensorFlow is not installed", fix_stack)
         return
@@ -79,7 +82,7 @@ def check_environment(ctx):
                 "ENV.missing_module",
                 ERROR,
                 f"module {module!r} (package {package}) is missing; the OD API imports it",
-                f"pip install {package} (or use a tested stack: README Stacks)",
+                f"pip install {package} (or use a tested stack: docs/development.md#stacks)",
             )
     numpy = _version("numpy")
     if numpy and minor == "2.15" and int(numpy.split(".")[0]) >= 2:

@@ -6,7 +6,7 @@ box predictor, post-processing, loss and image resizer builders) or its input pi
 the length of `num_anchors_per_location`"). Each rule here is the same condition, read from the
 config without TensorFlow, reported with the field's line and the value that would build. What
 a config cannot show (a custom extractor's layer count, the records' contents beyond the sample)
-is left to `--rehearse`; the README's validations table lists which is which.
+is left to `--rehearse`; docs/preflight.md's validations table lists which is which.
 """
 
 from __future__ import annotations

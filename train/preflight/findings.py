@@ -24,7 +24,7 @@ class Finding:
     """One problem (or notice) about the run, with the exact fix.
 
     Attributes:
-      code: stable code (`CKPT_TYPE`, optionally `CKPT_TYPE.detail`); README lists them all.
+      code: stable code (`CKPT_TYPE`, or `CKPT_TYPE.detail`); docs/preflight.md lists them all.
       severity: 'error' | 'warning' | 'info'.
       message: one line naming the file and field (with its line number where known).
       fix: what to change, exactly.
