@@ -9,9 +9,15 @@ scalar over the second half of the steps (the first steps include tf.function tr
 raw run uses the same resolved config and the same train_loop arguments the driver chose, so
 the ratio measures only what the driver adds (child process, event tailing, final save).
 
-The fixed cost is split by the events' wall times: start -> first step (interpreters,
-imports, preflight, model build, restore and its measurement, tracing) and last step -> exit
-(final save, process teardown, the driver noticing the end).
+The driver runs with --nofinal_eval and no --export, so both sides do the same work: train
+and save. The fixed cost is split by the events' wall times: start -> first step
+(interpreters, imports, preflight, model build, restore and its measurement, tracing) and last
+step -> exit (final save, process teardown, the driver noticing the end).
+
+The end of a run is measured on its own, on the first driver run's final checkpoint: the
+driver's final evaluation (`python -m train.evaluate`, the same finish child) against the OD
+API's own `eval_continuously` on that checkpoint and the same eval images, both whole
+processes.
 """
 
 from __future__ import annotations
@@ -26,6 +32,16 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
+
+RAW_EVAL = """
+import sys
+from train import compat; compat.apply()
+import tensorflow as tf
+tf.config.set_visible_devices([], "GPU")  # as the driver's final evaluation: on CPU
+from object_detection import model_lib_v2
+model_lib_v2.eval_continuously(pipeline_config_path=sys.argv[1], model_dir=sys.argv[2],
+    checkpoint_dir=sys.argv[3], train_steps=int(sys.argv[4]), wait_interval=1, timeout=1)
+"""
 
 RAW = """
 import sys, json
@@ -88,8 +104,14 @@ def main() -> int:  # noqa: D103
             subprocess.run(["rm", "-rf", model_dir], check=True)
             start, start_wall = time.monotonic(), time.time()
             if kind == "driver":
-                argv = demo.driver_argv(assets, model_dir, args.steps)
-                subprocess.run(argv, check=True, env=env, stderr=subprocess.DEVNULL)
+                argv = [
+                    a
+                    for a in demo.driver_argv(assets, model_dir, args.steps)
+                    if not a.startswith("--export")
+                ]
+                subprocess.run(
+                    [*argv, "--nofinal_eval"], check=True, env=env, stderr=subprocess.DEVNULL
+                )
             else:
                 spec = os.path.join(out, "driver-0", "train_spec.json")
                 subprocess.run(
@@ -130,7 +152,37 @@ def main() -> int:  # noqa: D103
     for name, values in (("start -> first step", first_step), ("last step -> exit", after_last)):
         d, r = statistics.median(values["driver"]), statistics.median(values["raw"])
         print(f"{name}: driver {d:.1f} s, raw {r:.1f} s, difference {d - r:+.1f} s")
+    _end_of_run(os.path.join(out, "driver-0"), args.steps, env)
     return 0
+
+
+def _end_of_run(model_dir: str, steps: int, env: dict) -> None:
+    """The final evaluation: the driver's finish child vs the OD API's eval_continuously."""
+    start = time.monotonic()
+    subprocess.run(
+        [sys.executable, "-m", "train.evaluate", f"--model_dir={model_dir}"],
+        check=True,
+        env=env,
+        stderr=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        cwd=ROOT,
+    )
+    driver = time.monotonic() - start
+    start = time.monotonic()
+    raw_dir = os.path.join(model_dir, "raw_eval")
+    config = os.path.join(model_dir, "pipeline.config")
+    subprocess.run(
+        [sys.executable, "-c", RAW_EVAL, config, raw_dir, model_dir, str(steps)],
+        check=True,
+        env=env,
+        stderr=subprocess.DEVNULL,
+        cwd=ROOT,
+    )
+    raw = time.monotonic() - start
+    print(
+        f"final evaluation of the last checkpoint (whole processes): driver (train.evaluate) "
+        f"{driver:.1f} s, OD API eval_continuously {raw:.1f} s, ratio {driver / raw:.2f}"
+    )
 
 
 if __name__ == "__main__":

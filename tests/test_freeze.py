@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 
 import numpy as np
 import pytest
@@ -80,15 +81,20 @@ def _optimized(prefix: str) -> set[str]:
 
 
 def _assert_trained(run, start, final, keys):
-    """Each variable was trained (has a slot); nearly all moved in 3 steps.
+    """Each variable was trained (has a slot); every kernel and bias moved in 3 steps.
 
-    A few batch-norm scales of the coarsest feature maps get a zero gradient at batch 2 on
-    the demo images and stay put, frozen or not; every one of them still has its slot.
+    Batch-norm parameters are data-dependent: on the coarsest feature maps (a few pixels per
+    image at batch 2) a scale can get an exactly zero gradient and stay put, frozen or not;
+    which ones depends on the shuffled, augmented images (8 of the box tower's 40 in one run,
+    12 in another). Most still move, and every one of them has its optimizer slot.
     """
     optimized = _optimized(os.path.join(run["dir"], "ckpt-2"))
     assert set(keys) <= optimized
-    moved = [k for k in keys if not np.array_equal(final[k], start[k])]
-    assert len(moved) >= 0.8 * len(keys), sorted(set(keys) - set(moved))
+    moved = {k for k in keys if not np.array_equal(final[k], start[k])}
+    batch_norm = [k for k in keys if re.search(r"/(gamma|beta)/\.ATTRIBUTES/", k)]
+    weights = [k for k in keys if k not in batch_norm]
+    assert weights and set(weights) <= moved, sorted(set(weights) - moved)
+    assert len(moved & set(batch_norm)) >= 0.5 * len(batch_norm), sorted(set(batch_norm) - moved)
     return optimized
 
 
