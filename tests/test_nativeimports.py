@@ -188,3 +188,18 @@ def test_the_probe_loads_every_compiled_library_the_childs_imports_load_but_tens
     tensorflow_own = {folder for folder in child if folder.startswith("tensorflow")}
     assert "cv2" in child and "scipy" in child  # the libraries this is about are seen
     assert child - tensorflow_own <= probed, sorted(child - tensorflow_own - probed)
+
+
+def test_a_passed_probe_is_remembered_and_a_changed_setup_probed_again(
+    broken_cv2, tmp_path, monkeypatch
+):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    env = dict(os.environ)
+    assert nativeimports.probe_cached(env) == []
+    (marker,) = os.listdir(nativeimports.cache_dir())
+    assert nativeimports._cache_key(env, sys.executable) == marker  # noqa: SLF001
+    assert nativeimports.probe_cached(env) == []  # answered by the marker
+    # Another PYTHONPATH (here: a cv2 whose library is gone) is another setup: probed.
+    failures = nativeimports.probe_cached({**env, "PYTHONPATH": broken_cv2})
+    assert [f["failing"] for f in failures] == ["cv2"]
+    assert os.listdir(nativeimports.cache_dir()) == [marker]  # a failure is never remembered

@@ -16,6 +16,7 @@ third-party module with compiled code that the training child loads besides Tens
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import json
 import os
 import re
@@ -166,6 +167,67 @@ def probe(env: dict[str, str] | None = None, python: str = sys.executable) -> li
     return [_described(failure) for failure in first.values()]
 
 
+# What decides whether the imports load: the interpreter, the paths it searches, the dynamic
+# loader's settings and cache, and each module's files. A passed probe is remembered under a
+# hash of these (a failure never is: the next run shows whether the fix worked).
+_LOADER_ENV = ("PYTHONPATH", "PYTHONHOME", "LD_LIBRARY_PATH", "LD_PRELOAD", "TF_USE_LEGACY_KERAS")
+_LOADER_FILES = ("/etc/ld.so.cache",)
+
+
+def _cache_key(env: dict[str, str], python: str) -> str | None:
+    """A hash of what the probe's answer depends on, or None if a module cannot be found."""
+    import hashlib
+    import importlib.util
+
+    parts = [os.path.realpath(python), *(f"{k}={env.get(k, '')}" for k in _LOADER_ENV)]
+    for path in _LOADER_FILES:
+        with contextlib.suppress(OSError):
+            stat = os.stat(path)
+            parts.append(f"{path}:{stat.st_mtime_ns}:{stat.st_size}")
+    if env.get("PYTHONPATH", "") != os.environ.get("PYTHONPATH", "") or python != sys.executable:
+        return None  # another interpreter's view: find_spec here would not see it
+    for name in sorted({module.split(".")[0] for module in CHILD_NATIVE_IMPORTS}):
+        try:
+            spec = importlib.util.find_spec(name)
+        except (ImportError, ValueError):
+            return None
+        if spec is None:
+            return None
+        origin = spec.origin
+        if origin in (None, "namespace"):  # google: a namespace package, no __init__.py
+            origin = next(iter(spec.submodule_search_locations or ()), None)
+        if not origin:
+            return None
+        stat = os.stat(origin)
+        parts.append(f"{name}:{origin}:{stat.st_mtime_ns}:{stat.st_size}")
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:32]
+
+
+def cache_dir() -> str:
+    """Where passed probes are remembered ($XDG_CACHE_HOME or ~/.cache, tfod-finetune/)."""
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "tfod-finetune", "native-imports")
+
+
+def probe_cached(env: dict[str, str], python: str = sys.executable) -> list[dict]:
+    """`probe`, skipped when the same setup passed before (a marker file per setup).
+
+    The probe costs ~0.8 s of every preflight; a setup that changes (a package reinstalled, a
+    library removed, another PYTHONPATH) gets a new key and is probed again.
+    """
+    key = _cache_key(env, python)
+    marker = os.path.join(cache_dir(), key) if key else None
+    if marker and os.path.isfile(marker):
+        return []
+    failures = probe(env, python)
+    if marker and not failures:
+        with contextlib.suppress(OSError):
+            os.makedirs(os.path.dirname(marker), exist_ok=True)
+            with open(marker, "w", encoding="utf-8") as f:
+                f.write(" ".join(CHILD_NATIVE_IMPORTS) + "\n")
+    return failures
+
+
 _probes: dict[tuple, concurrent.futures.Future] = {}
 _probes_lock = threading.Lock()
 
@@ -184,7 +246,7 @@ def probe_once(env: dict[str, str], python: str = sys.executable) -> concurrent.
 
             def run() -> None:
                 try:
-                    future.set_result(probe(env, python))
+                    future.set_result(probe_cached(env, python))
                 except BaseException as e:  # noqa: BLE001 - handed to whoever waits
                     future.set_exception(e)
 
