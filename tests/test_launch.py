@@ -160,7 +160,7 @@ def test_runner_maps_the_child_outcome_to_exit_code_and_one_line(
         script = _WRITE_OUTCOME.format(fields=outcome, code=code)
     child = dataclasses.replace(built, argv=(sys.executable, "-c", script, built.train_spec_path))
     lines: list[str] = []
-    assert runner.run(child, 30.0, lines.append) == expected_exit
+    assert runner.run(child, 30.0, lines.append).code == expected_exit
     assert any(expected in line for line in lines), lines
     assert not any("Traceback" in line for line in lines)  # stack frames stay in the log
 

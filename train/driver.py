@@ -14,7 +14,6 @@ import dataclasses
 import os
 
 from train import compat, errors, files, records, report, results
-from train.contracts import Outcome
 from train.launch import cluster
 from train.launch import plan as launch_plan
 from train.options import RunOptions
@@ -328,15 +327,14 @@ def execute(plan: RunPlan) -> int:
         return end(reporter, code, "nothing was trained")
     if options.rehearse:
         return end(reporter, errors.EXIT_OK, "rehearsal passed (--rehearse: not training)")
-    code = training.train(plan, reporter)
-    launch = plan.launch
-    ended = Outcome.read(launch.train.outcome)
-    if code == errors.EXIT_OK and ended is not None and ended.memory:
+    trained = training.train(plan, reporter)
+    code, ended, launch = trained.code, trained.outcome, plan.launch
+    if code == errors.EXIT_OK and ended.memory:
         emit(finishing.memory_line(ended.memory.get("peaks") or {}, plan.auto_batch))
         reporter.results["memory"] = ended.memory
     if code == errors.EXIT_OK and launch.is_chief:
         code = finishing.finish(plan, reporter)
-        step = ended.step if ended and ended.step is not None else launch.num_train_steps
+        step = ended.step if ended.step is not None else launch.num_train_steps
         early = " (stopped early)" if "early_stop" in reporter.results else ""
         line = (
             f"done{early}: checkpoints in {launch.model_dir} (ckpt-* at step {step}); "
@@ -346,8 +344,7 @@ def execute(plan: RunPlan) -> int:
         if code != errors.EXIT_OK:
             line = "trained and saved, but the end of the run failed (above)"
         return end(reporter, code, line)
-    outcome = Outcome.read(launch.train.outcome)  # what the child said about its end
-    reporter.write(status_of(code), code, (outcome.error or outcome.detail) if outcome else "")
+    reporter.write(status_of(code), code, ended.error or ended.detail)
     return code
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import shutil
 import signal
@@ -304,6 +305,14 @@ def _out_of_memory(
     return f"{who} ran out of host memory ({what}; it ended with {how}; {peak})"
 
 
+@dataclasses.dataclass(frozen=True)
+class Ended:
+    """How a launched training ended: the driver's exit code and the child's Outcome."""
+
+    code: int
+    outcome: Outcome
+
+
 def _stop_child(child) -> None:
     """SIGTERM (the child saves its step, as on a preemption), SIGKILL after the grace time."""
     child.terminate()
@@ -416,18 +425,18 @@ def run(
     progress(final=True)
     if stopped_early:
         emit(f"stopped early: {outcome.detail}")
-        return errors.EXIT_OK
+        return Ended(errors.EXIT_OK, outcome)
     if outcome.status == STOPPED:
         emit(
             f"stopped by {outcome.signal}: {outcome.detail}; rerun the same command to resume "
             f"from {plan.model_dir}"
         )
-        return errors.EXIT_INTERRUPTED
+        return Ended(errors.EXIT_INTERRUPTED, outcome)
     if outcome.status != OK:
         explained = explain(outcome) if explain else None
         emit(explained or f"error: training failed: {outcome.error} (full log: {plan.log_path})")
-        return errors.EXIT_TRAINING
-    return errors.EXIT_OK
+        return Ended(errors.EXIT_TRAINING, outcome)
+    return Ended(errors.EXIT_OK, outcome)
 
 
 def finish(spec: FinishSpec, emit, env: dict[str, str] | None = None):

@@ -14,8 +14,11 @@ from train.reporting import Reporter, emit
 from train.runplan import RunPlan
 
 
-def train(plan: RunPlan, reporter: Reporter) -> int:
-    """Runs the launch plan, with summaries and a TensorBoard server as the duties say."""
+def train(plan: RunPlan, reporter: Reporter):
+    """Runs the launch plan, with summaries and a TensorBoard server as the duties say.
+
+    Returns the runner's Ended: the exit code and the training child's Outcome.
+    """
     from train.launch import board
 
     launch, options = plan.launch, plan.options
@@ -56,17 +59,15 @@ class _Training:
     def __init__(self, plan: RunPlan, reporter: Reporter):
         self.plan, self.reporter = plan, reporter
         self.summaries = os.path.join(plan.launch.model_dir, "train")
-        self.outcome: Outcome | None = None  # how the last attempt failed, when it did
         self.retries: list[dict] = []
 
-    def run(self) -> int:
+    def run(self):
         """Trains; on TRAIN.nan, up to --nan_retries times, again with the rate halved."""
         from train.launch import runner
 
         plan, launch = self.plan, self.plan.launch
         while True:
-            self.outcome = None
-            code = runner.run(
+            ended = runner.run(
                 launch,
                 plan.options.log_every_s,
                 emit,
@@ -74,15 +75,13 @@ class _Training:
                 explain=self.explain,
                 on_freeze=self.on_freeze,
             )
-            outcome = self.outcome
             if (
-                code != errors.EXIT_TRAINING
-                or outcome is None
-                or outcome.code != "TRAIN.nan"
+                ended.code != errors.EXIT_TRAINING
+                or ended.outcome.code != "TRAIN.nan"
                 or len(self.retries) >= plan.options.nan_retries
             ):
-                return code
-            launch = _nan_retry(plan, self.reporter, launch, outcome, self.retries)
+                return ended
+            launch = _nan_retry(plan, self.reporter, launch, ended.outcome, self.retries)
 
     def text_summary(self, name: str, measured: dict) -> None:
         """A report as a TensorBoard text summary at the run's first step."""
@@ -130,7 +129,6 @@ class _Training:
 
     def explain(self, outcome: Outcome) -> str | None:
         """The line for a failed attempt: its finding, or None for the runner's own line."""
-        self.outcome = outcome
         retries, allowed = len(self.retries), self.plan.options.nan_retries
         if outcome.code == "TRAIN.nan" and retries < allowed:
             return f"TRAIN.nan (retry {retries + 1}/{allowed} follows): {outcome.error}"
