@@ -1,0 +1,166 @@
+"""What the training child adds to a failing step: the NaN guard, and the line a failure ends with.
+
+The guard checks each loss and the gradients' norm inside the traced step, so a non-finite
+step is never applied or saved (TRAIN.nan); an allocation failure is told as TRAIN.oom; a data
+error names the training record it came from (INPUT_DATA.bad_record).
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+NAN_TAG = "TRAIN.nan"  # in the check's message: how a non-finite value is told from other errors
+
+
+@contextlib.contextmanager
+def nan_guard(tf, model_lib_v2, enabled: bool):
+    """Fails a training step whose losses or gradients are not finite, before it applies them.
+
+    Each loss of the step and the gradients' global norm pass through check_numerics inside
+    the traced step, so the update that would write NaN into the weights never runs, and the
+    loop stops at its next read of the step (it reads the step every iteration already: no
+    extra device sync). The error names the loss. train_loop's `global_step.assign_add(1)`
+    depends on nothing in the step, so it could run before a check fails; a no-op assign to
+    the same variable after the checks and the update orders it behind them (TensorFlow runs
+    a function's ops on one variable in program order): a failed step does not count.
+    """
+    if not enabled:
+        yield
+        return
+    original_losses = model_lib_v2._compute_losses_and_predictions_dicts  # noqa: SLF001
+    original_build = model_lib_v2.optimizer_builder.build
+    original_step = model_lib_v2.eager_train_step
+
+    def train_step(model, features, labels, unpad, optimizer, training_step, *args, **kwargs):
+        losses = original_step(
+            model, features, labels, unpad, optimizer, training_step, *args, **kwargs
+        )
+        with tf.control_dependencies([*losses.values(), optimizer.iterations.read_value()]):
+            training_step.assign_add(0)
+        return losses
+
+    def losses(*args, **kwargs):
+        losses_dict, predictions = original_losses(*args, **kwargs)
+        checked = {
+            name: tf.debugging.check_numerics(value, f"{NAN_TAG} {name}")
+            for name, value in losses_dict.items()
+        }
+        return checked, predictions
+
+    def build(*args, **kwargs):
+        optimizer, extra = original_build(*args, **kwargs)
+        apply = optimizer.apply_gradients
+
+        def apply_gradients(grads_and_vars, *a, **kw):
+            pairs = list(grads_and_vars)
+            norm = tf.linalg.global_norm([g for g, _ in pairs if g is not None])
+            check = tf.debugging.check_numerics(norm, f"{NAN_TAG} gradients")
+            with tf.control_dependencies([check]):
+                pairs = [(tf.identity(g) if g is not None else g, v) for g, v in pairs]
+            return apply(pairs, *a, **kw)
+
+        optimizer.apply_gradients = apply_gradients
+        return optimizer, extra
+
+    model_lib_v2._compute_losses_and_predictions_dicts = losses  # noqa: SLF001
+    model_lib_v2.optimizer_builder.build = build
+    model_lib_v2.eager_train_step = train_step
+    try:
+        yield
+    finally:
+        model_lib_v2._compute_losses_and_predictions_dicts = original_losses  # noqa: SLF001
+        model_lib_v2.optimizer_builder.build = original_build
+        model_lib_v2.eager_train_step = original_step
+
+
+def nan_line(error: Exception, step: int | None, latest: str | None) -> str | None:
+    """The TRAIN.nan line for a failed check_numerics (None for any other error)."""
+    import re
+
+    found = re.search(rf"{re.escape(NAN_TAG)} (\S+) : Tensor had (NaN|Inf) values", str(error))
+    if not found:
+        return None
+    what, kind = found.groups()
+    subject = "the gradients' norm" if what == "gradients" else what
+    good = "none (no checkpoint yet)"
+    if latest:
+        import tensorflow as tf
+
+        try:
+            saved = int(
+                tf.train.load_checkpoint(latest).get_tensor("step/.ATTRIBUTES/VARIABLE_VALUE")
+            )
+            good = f"{latest} (step {saved}, the last good weights)"
+        except (tf.errors.OpError, ValueError):
+            good = f"{latest} (the last good weights)"
+    return (
+        f"{subject} became {kind} in the step after step {step}; that step was not applied "
+        f"and nothing after it saved: the newest checkpoint is {good}"
+    )
+
+
+def memory_line(tf, error: Exception) -> str | None:
+    """The TRAIN.oom line for an allocation failure (None for any other error)."""
+    import re
+
+    if isinstance(error, MemoryError):
+        return "the training process ran out of host memory (MemoryError)"
+    if not isinstance(error, tf.errors.ResourceExhaustedError):
+        return None
+    text = str(error)
+    device = re.search(r"device:([A-Z]+:\d+)", text)
+    shape = re.search(r"tensor with shape\s*\[[^\]]*\]", text)
+    where = f"on {device.group(1)}" if device else "on a device"
+    what = f" allocating a {shape.group(0).split('with ')[1]}" if shape else ""
+    return f"out of memory {where}{what} (ResourceExhaustedError)"
+
+
+def _locate_bad_record(tf, paths: list[str]) -> str | None:
+    """'FILE record N: why' for the first training record TensorFlow cannot read, or None.
+
+    The OD API's input pipeline reports a corrupted record as "corrupted record at 12" (a byte
+    offset, no file name) and an undecodable image with no record at all. After such a failure
+    the files are read again, one at a time, with TensorFlow's own reader.
+    """
+    from train import errors, records
+
+    example = tf.train.Example()
+    for path in paths:
+        index = 0
+        try:
+            for payload in tf.compat.v1.io.tf_record_iterator(path):
+                example.ParseFromString(payload)
+                image = records.image_problem(example)
+                if image and image[0] == "no_image":
+                    return f"{path} record {index}: no image/encoded"
+                if image:
+                    return f"{path} record {index}: image/encoded is not a JPEG, PNG or BMP image"
+                index += 1
+        except Exception as e:  # noqa: BLE001 - DataLossError, DecodeError: the record is bad
+            return f"{path} record {index}: {errors.one_line(e)}"
+    return None
+
+
+_DATA_ERRORS = ("corrupted record", "Unknown image file format", "image/encoded", "DataLoss")
+
+
+def failure_line(tf, error: Exception, config) -> tuple[str, str]:
+    """(the one line the driver prints for a failed training, its finding code or "").
+
+    Data errors name the file and record (code BAD_RECORD) when the record can be found.
+    """
+    from train import errors, records
+    from train.contracts import BAD_RECORD
+    from train.pipeline import fields
+
+    line = errors.one_line(error)
+    if any(marker in f"{type(error).__name__}: {error}" for marker in _DATA_ERRORS):
+        paths = [
+            path
+            for pattern in fields.input_paths(config.train_input_reader)
+            for path in records.expand(pattern)
+        ]
+        where = _locate_bad_record(tf, paths)
+        if where:
+            return f"bad training record: {where} ({line})", BAD_RECORD
+    return line, ""
