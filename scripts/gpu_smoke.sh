@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# GPU check (under 10 minutes on one GPU): install the GPU stack, then train the demo config
-# on the GPU for a fixed number of steps through the driver and through raw train_loop, and
-# print the GPU seen and steady-state steps/s of both (scripts/bench_overhead.py).
+# GPU check (under 10 minutes on one GPU): install the GPU stack, then every GPU-only path of
+# the driver (scripts/gpu_smoke.py: driver vs raw train_loop steps/s on MirroredStrategy,
+# --batch_size auto on GPU memory, a forced TRAIN.oom, --eval_on_gpu, a GPU-trained export),
+# printed as one JSON line; then the Docker image on the real base when it can be pulled.
 #
 # usage: bash scripts/gpu_smoke.sh [STEPS]        (env: VENV, default .venv-gpu; OUT)
 set -euo pipefail
@@ -31,7 +32,9 @@ for gpu in gpus:
 if not gpus:
     raise SystemExit("gpu_smoke: TensorFlow sees no GPU")
 PY
-"$venv/bin/python" scripts/bench_overhead.py --steps "$steps" --pairs 1 --out "$out"
+# Every GPU-only path of the driver, one JSON line (scripts/gpu_smoke.py).
+smoke_rc=0
+"$venv/bin/python" scripts/gpu_smoke.py --steps "$steps" --out "$out" || smoke_rc=$?
 
 # The container path on the GPU: the real image from the real base, when this machine has a
 # Docker engine and can pull the base; otherwise one line saying why not.
@@ -54,3 +57,4 @@ else
   echo "gpu_smoke: container: demo exit $rc with --gpus all, GPUs seen in the image: ${gpus:-?}"
 fi
 echo "gpu_smoke: done in $(($(date +%s) - start)) s"
+exit "$smoke_rc"
