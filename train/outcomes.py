@@ -7,10 +7,14 @@ add it to the report.
 
 from __future__ import annotations
 
-from train.contracts import ContractError, Outcome
+from train.contracts import BAD_RECORD, ContractError, Outcome
 from train.pipeline import fields
 from train.preflight.findings import ERROR, Finding
 from train.runplan import RunPlan
+
+# A failure in these phases is told as the rehearsal's finding (it happened before training
+# proper: the import, the model build, the input pipeline, the first step).
+EARLY_PHASES = ("import", "model", "input", "first_step")
 
 
 def explain_failure(plan: RunPlan, outcome: Outcome, log_path: str) -> Finding:
@@ -113,3 +117,17 @@ def contract_finding(error: ContractError) -> Finding:
         "please report it with the file named here; rerunning with --fresh starts the run anew",
         file=error.path,
     )
+
+
+def of_training(plan: RunPlan, outcome: Outcome) -> Finding | None:
+    """The finding of a failed training, by the code the child gave it, or by its phase.
+
+    None when the runner's own line says it best (a located bad record names its file and
+    record; a failure after the first step has only its error to tell).
+    """
+    by_code = {"TRAIN.nan": nan_finding, "TRAIN.oom": oom_finding}
+    if outcome.code in by_code:
+        return by_code[outcome.code](plan, outcome)
+    if outcome.code == BAD_RECORD or outcome.phase not in EARLY_PHASES:
+        return None
+    return explain_failure(plan, outcome, plan.launch.log_path)

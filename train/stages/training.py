@@ -6,8 +6,8 @@ import dataclasses
 import os
 
 from train import errors, files, report
-from train.contracts import BAD_RECORD, Outcome
-from train.outcomes import explain_failure, nan_finding, oom_finding
+from train.contracts import Outcome
+from train.outcomes import of_training
 from train.pipeline import rewrite
 from train.preflight.findings import WARNING, Finding
 from train.reporting import Reporter, emit
@@ -132,15 +132,9 @@ class _Training:
         retries, allowed = len(self.retries), self.plan.options.nan_retries
         if outcome.code == "TRAIN.nan" and retries < allowed:
             return f"TRAIN.nan (retry {retries + 1}/{allowed} follows): {outcome.error}"
-        if outcome.code in ("TRAIN.nan", "TRAIN.oom"):
-            make = nan_finding if outcome.code == "TRAIN.nan" else oom_finding
-            finding = make(self.plan, outcome)
-        elif outcome.phase not in ("import", "model", "input", "first_step") or (
-            outcome.code == BAD_RECORD  # its line names the file and record: printed as it is
-        ):
+        finding = of_training(self.plan, outcome)
+        if finding is None:
             return None
-        else:  # a failure before the first step: the rehearsal's finding, not a traceback
-            finding = explain_failure(self.plan, outcome, self.plan.launch.log_path)
         self.reporter.extra.append(finding)
         return finding.printed()
 
