@@ -121,13 +121,13 @@ def check_overhead(out: str, steps: int) -> dict:
     return {"ok": True, "driver_steps_s": driver, "raw_steps_s": raw, "ratio": ratio}
 
 
-def check_batch_auto(assets: dict, out: str) -> dict:
-    """--batch_size auto measuring on the GPUs' memory (and the host's)."""
+def check_batch_auto(assets: dict, out: str, fraction: float) -> dict:
+    """--batch_size auto measuring on the GPUs' memory (and the host's), within `fraction`."""
     code, report, tail = _driver(
         assets,
         os.path.join(out, "batch_auto"),
         "--batch_size=auto",
-        "--memory_fraction=0.5",
+        f"--memory_fraction={fraction}",
         "--num_train_steps=2",
         "--preflight_only",
     )
@@ -195,6 +195,7 @@ def main() -> int:  # noqa: D103
     parser.add_argument("--out", default=os.path.join(ROOT, "bench_out", "gpu"))
     parser.add_argument("--allow_cpu", action="store_true")
     args = parser.parse_args()
+    from train import envinfo
     from train.demo import __main__ as demo
 
     start = time.monotonic()
@@ -205,11 +206,16 @@ def main() -> int:  # noqa: D103
         print("gpu_smoke: " + json.dumps({**results, "error": "TensorFlow sees no GPU"}))
         return 1
     assets = demo.prepare(os.path.join(out, "assets"))
+    gpus = bool(devices["gpus"])
+    fraction = 0.1 if gpus else round(2.2e9 / envinfo.host_memory_bytes(), 4)
     checks = (
         ("overhead", lambda: check_overhead(out, args.steps)),
-        ("batch_auto", lambda: check_batch_auto(assets, out)),
-        # On a GPU the batch overflows the GPU's memory; on a CPU, a 6 GB address space.
-        ("oom", lambda: check_oom(assets, out, 4096, None if devices["gpus"] else 6 << 30)),
+        # A budget of a few measuring runs: a tenth of a GPU; on a CPU, 2.2 GB of the host
+        # (TensorFlow's own ~1.1 GB and a few demo images, as tests/test_autobatch_train.py).
+        ("batch_auto", lambda: check_batch_auto(assets, out, fraction)),
+        # On a GPU the batch overflows the GPU's memory; on a CPU, batch 48 overflows a 4 GB
+        # address space (as tests/test_oom.py).
+        ("oom", lambda: check_oom(assets, out, *((4096, None) if gpus else (48, 4_400_000 << 10)))),
         ("eval_on_gpu", lambda: check_eval_on_gpu(assets, out)),
         ("export", lambda: check_export(assets, out)),
     )
