@@ -193,6 +193,9 @@ def test_dry_run_names_backbone_variables_a_checkpoint_lacks(demo_assets, tmp_pa
     assert len(errors) == 1 and "Traceback" not in result.stderr
     assert "1 variable(s) the restore should fill" in errors[0]
     assert "(backbone 1)" in errors[0] and missing in errors[0]
+    document = json.loads((tmp_path / "m" / "report.json").read_text())
+    (finding,) = [f for f in document["findings"] if f["code"] == "RESTORE"]
+    assert missing in finding["message"]  # what the terminal says, the report says
 
 
 # --- coverage and transplant against trained models ---------------------------------------------

@@ -184,11 +184,7 @@ def _finish_eval(plan: LaunchPlan, evaluator, stopped: bool, emit) -> None:
     files.write_atomic(spec.training_done, "done\n")
     if stopped:
         evaluator.terminate()
-    try:
-        evaluator.wait(timeout=EVAL_GRACE_S)
-    except subprocess.TimeoutExpired:
-        evaluator.kill()
-        evaluator.wait()
+    if not _wait_or_kill(evaluator, EVAL_GRACE_S):
         emit(
             f"warning: evaluation: the last checkpoint was not evaluated within {EVAL_GRACE_S} s "
             f"after training; stopped it (log: {spec.log_path})"
@@ -313,14 +309,21 @@ class Ended:
     outcome: Outcome
 
 
-def _stop_child(child) -> None:
-    """SIGTERM (the child saves its step, as on a preemption), SIGKILL after the grace time."""
-    child.terminate()
+def _wait_or_kill(child, timeout_s: float) -> bool:
+    """Waits for a child that was asked to end; kills it after `timeout_s`. True if it ended."""
     try:
-        child.wait(timeout=STOP_GRACE_S)
+        child.wait(timeout=timeout_s)
+        return True
     except subprocess.TimeoutExpired:
         child.kill()
         child.wait()
+        return False
+
+
+def _stop_child(child) -> None:
+    """SIGTERM (the child saves its step, as on a preemption), SIGKILL after the grace time."""
+    child.terminate()
+    _wait_or_kill(child, STOP_GRACE_S)
 
 
 def _supervise(child, evaluator, stop: _Forwarder, watchers, emit) -> None:
@@ -347,11 +350,7 @@ def _supervise(child, evaluator, stop: _Forwarder, watchers, emit) -> None:
     except KeyboardInterrupt:
         emit("interrupted: saving the current step, then stopping")
         stop.forward(signal.SIGINT, None)
-        try:
-            child.wait(timeout=STOP_GRACE_S)
-        except subprocess.TimeoutExpired:
-            child.kill()
-            child.wait()
+        _wait_or_kill(child, STOP_GRACE_S)
     except BaseException:
         _stop_child(child)
         if evaluator is not None:

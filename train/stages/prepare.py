@@ -9,6 +9,7 @@ from train.contracts import PrepareSpec, TransplantSource
 from train.launch import plan as launch_plan
 from train.outcomes import explain_failure
 from train.pipeline import fields
+from train.preflight.findings import ERROR, Finding
 from train.reporting import Reporter, emit
 from train.runplan import RunPlan
 
@@ -103,11 +104,16 @@ def prepare(plan: RunPlan, reporter: Reporter) -> int:
         emit(f"restore (type {spec.checkpoint_type}): {prepared.dry_run['summary']}")
         reason = components.failure(prepared.dry_run)
         if reason:
-            emit(
-                f"error: RESTORE: {spec.checkpoint}: {reason}\n  fix: check the CKPT_* findings "
-                f"above, or pass --checkpoint with a checkpoint of this architecture "
-                f"(log: {log_path})"
+            finding = Finding(
+                "RESTORE",
+                ERROR,
+                f"{spec.checkpoint}: {reason}",
+                "check the CKPT_* findings above, or pass --checkpoint with a checkpoint of "
+                f"this architecture (log: {log_path})",
+                file=spec.checkpoint,
             )
+            reporter.extra.append(finding)  # in --report_json too, not only on the terminal
+            emit(finding.printed())
             return errors.EXIT_PREFLIGHT
     if prepared.transplant:
         emit(
