@@ -361,8 +361,8 @@ def _supervise(child, evaluator, stop: _Forwarder, watchers, emit) -> None:
 
 def run(
     plan: LaunchPlan, log_every_s: float, emit=None, on_restore=None, explain=None, on_freeze=None
-) -> int:
-    """Executes the plan; returns a driver exit code (errors.EXIT_*).
+) -> Ended:
+    """Executes the plan; returns how it ended: Ended(exit code, the child's Outcome).
 
     `on_restore(report)` is called once, when the child has measured its fine-tune restore;
     `on_freeze(report)` once, when it has decided which variables train.
