@@ -49,7 +49,8 @@ def _skipped(name: str) -> bool:
     return name in {s.strip() for s in os.environ.get("TFOD_COMPAT_SKIP", "").split(",")}
 
 
-def _dist_version(name: str) -> str | None:
+def dist_version(name: str) -> str | None:
+    """The installed version of a distribution, or None (no import of it)."""
     try:
         return metadata.version(name)
     except metadata.PackageNotFoundError:
@@ -138,14 +139,14 @@ def _apply_protos() -> bool:
 
 
 def _keras_major() -> int:
-    version = _dist_version("keras")
+    version = dist_version("keras")
     return int(version.split(".")[0]) if version else 0
 
 
 def _apply_legacy_keras() -> bool:
     if _keras_major() < 3:
         return False  # TF <= 2.15: tf.keras is Keras 2 already
-    if _dist_version("tf-keras") is None and _dist_version("tf_keras") is None:
+    if dist_version("tf-keras") is None and dist_version("tf_keras") is None:
         raise CompatError(
             "Keras 3 is installed and tf-keras is not: the OD API needs Keras 2. "
             "Fix: pip install tf-keras==<your TF minor version> (see constraints/)."

@@ -24,6 +24,8 @@ import subprocess
 import sys
 import threading
 
+from train import compat
+
 CODE = "ENV.import"
 
 # What importing object_detection.model_lib_v2 (the training child) loads from compiled
@@ -86,17 +88,12 @@ print(json.dumps(failed))
 """
 
 
-def failure_of(error: BaseException, asked: str | None = None) -> dict:
-    """What an import failure says: the module, the error line, the library it could not load.
-
-    Args:
-      error: the ImportError / OSError raised by the import.
-      asked: the module that was imported (the failing one may be a module it imports).
-    """
-    failing = getattr(error, "name", None) or asked or "?"
+def failure_of(error: BaseException) -> dict:
+    """What an import failure says: the module, the error line, the library it could not load."""
+    failing = getattr(error, "name", None) or "?"
     return _described(
         {
-            "module": asked or failing,
+            "module": failing,
             "failing": failing,
             "error": f"{type(error).__name__}: {error}",
             "path": getattr(error, "path", None),
@@ -284,7 +281,9 @@ def _fix(library: str | None, package: str | None) -> str:
         else f"install the system package that provides {library} (apt-file search {library})"
     )
     if "opencv-python" in (package or "").split(", "):
-        version = _version("opencv-python-headless") or _version("opencv-python")
+        version = compat.dist_version("opencv-python-headless") or compat.dist_version(
+            "opencv-python"
+        )
         pin = f"=={version}" if version else ""
         return (
             "pip uninstall -y opencv-python && pip install --force-reinstall --no-deps "
@@ -294,7 +293,7 @@ def _fix(library: str | None, package: str | None) -> str:
     if library:
         return apt
     if package and ", " not in package:
-        version = _version(package)
+        version = compat.dist_version(package)
         pin = f"=={version}" if version else ""
         return (
             f"reinstall {package} for this Python and platform: pip install --force-reinstall "
@@ -303,15 +302,6 @@ def _fix(library: str | None, package: str | None) -> str:
     return (
         "use a tested stack: bash scripts/setup_env.sh tf215-cpu .venv (docs/development.md#stacks)"
     )
-
-
-def _version(package: str) -> str | None:
-    from importlib import metadata
-
-    try:
-        return metadata.version(package)
-    except metadata.PackageNotFoundError:
-        return None
 
 
 def outcome_for(error: BaseException, outcome_path: str) -> int:
@@ -331,6 +321,5 @@ def outcome_for(error: BaseException, outcome_path: str) -> int:
         FAILED, error=errors.one_line(error), phase="import", code=CODE, failed_import=failure
     )
     print(f"[tfod-finetune] {outcome.status}: {outcome.error}", flush=True)
-    os.makedirs(os.path.dirname(os.path.abspath(outcome_path)), exist_ok=True)
-    outcome.write(outcome_path)
+    outcome.write(outcome_path)  # write_atomic creates its folder
     return errors.EXIT_TRAINING

@@ -4,24 +4,16 @@ from __future__ import annotations
 
 import importlib.util
 import os
-from importlib import metadata
 
-from train import envinfo
+from train import compat, envinfo
 from train.preflight.findings import ERROR, WARNING, Finding
 
 _TESTED_TF = ("2.15", "2.20", "2.21")
 
 
-def _version(name: str) -> str | None:
-    try:
-        return metadata.version(name)
-    except metadata.PackageNotFoundError:
-        return None
-
-
 def _tf_version() -> tuple[str | None, str | None]:
     for dist in ("tensorflow", "tensorflow-cpu", "tf-nightly"):
-        version = _version(dist)
+        version = compat.dist_version(dist)
         if version:
             return dist, version
     return None, None
@@ -45,8 +37,8 @@ def check_environment(ctx):
             f"TensorFlow {tf_version} is not a tested stack (tested: {', '.join(_TESTED_TF)})",
             fix_stack,
         )
-    keras = _version("keras")
-    tf_keras = _version("tf-keras") or _version("tf_keras")
+    keras = compat.dist_version("keras")
+    tf_keras = compat.dist_version("tf-keras") or compat.dist_version("tf_keras")
     if keras and int(keras.split(".")[0]) >= 3:
         if tf_keras is None:
             yield Finding(
@@ -62,7 +54,7 @@ def check_environment(ctx):
                 f"tf-keras {tf_keras} does not match TensorFlow {tf_version}",
                 f"pip install tf-keras=={minor}.*",
             )
-    od = _version("tf-models-research-object-detection")
+    od = compat.dist_version("tf-models-research-object-detection")
     if od is None and importlib.util.find_spec("object_detection") is None:
         yield Finding(
             "ENV.object_detection",
@@ -84,7 +76,7 @@ def check_environment(ctx):
                 f"module {module!r} (package {package}) is missing; the OD API imports it",
                 f"pip install {package} (or use a tested stack: docs/development.md#stacks)",
             )
-    numpy = _version("numpy")
+    numpy = compat.dist_version("numpy")
     if numpy and minor == "2.15" and int(numpy.split(".")[0]) >= 2:
         yield Finding(
             "ENV.numpy",
@@ -124,8 +116,6 @@ def check_native_imports(ctx):  # noqa: ARG001 - the stack, not the run, decides
 
 def child_imports_env() -> dict[str, str]:
     """The environment the training child imports its modules in."""
-    from train import compat
-
     return {**os.environ, **compat.child_environment()}
 
 

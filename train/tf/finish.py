@@ -147,9 +147,7 @@ def _promote(staged: str, final: str) -> None:
     os.replace(staged, final)
 
 
-def _export_and_verify(
-    tf, spec, pipeline, reference, images, references, reference_ms, phase
-) -> dict:
+def _export_and_verify(spec, pipeline, reference, images, references, reference_ms, phase) -> dict:
     """Exports each format into a staging folder, runs it on the images, compares, promotes.
 
     Every format is its module's `export` (train/exportformats.py lists them); what follows
@@ -161,7 +159,6 @@ def _export_and_verify(
     from train.tf import exporting
     from train.tf.formats import Job
 
-    del tf
     arch = pipeline.model.WhichOneof("model")
     staging = os.path.join(spec.export_dir, f".staging-{os.getpid()}")
     os.makedirs(staging, exist_ok=True)
@@ -286,7 +283,7 @@ def _finish(spec, phase):
             sheet = spec.contact_sheet
         if spec.formats:
             exported = _export_and_verify(
-                tf, spec, pipeline, reference, images, references, reference_ms, phase
+                spec, pipeline, reference, images, references, reference_ms, phase
             )
     FinishReport(evaluation, exported, sheet, reference_ms).write(spec.report)
     return Outcome(OK, step=spec.step, checkpoint=spec.checkpoint)
