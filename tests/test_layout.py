@@ -1,4 +1,9 @@
-"""The tree shows what imports TensorFlow: train/tf/ does, nothing else does at import time."""
+"""The tree shows what imports TensorFlow: train/tf/ does, nothing else does.
+
+Outside train/tf/ no module imports TensorFlow or the OD API's model code, at import time or
+inside a function; a function that needs them calls into train/tf/ (a visible door, e.g.
+compat.apply -> train.tf.shims, demo.prepare -> train.tf.standin).
+"""
 
 from __future__ import annotations
 
@@ -35,6 +40,25 @@ def _module_level_imports(path: str) -> list[tuple[int, str]]:
     return found
 
 
+def _imports_inside_functions(path: str) -> list[tuple[int, str, str]]:
+    """(line, function, module) of every absolute import in a function body."""
+    tree = ast.parse(open(path, encoding="utf-8").read(), path)
+    found = []
+    for function in ast.walk(tree):
+        if not isinstance(function, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            continue
+        for node in ast.walk(function):
+            if isinstance(node, ast.Import):
+                found.extend((node.lineno, function.name, a.name) for a in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.level == 0:
+                found.append((node.lineno, function.name, node.module or ""))
+    return found
+
+
+def _heavy(module: str) -> bool:
+    return module.split(".")[0] in HEAVY and not module.startswith(ALLOWED)
+
+
 def _modules_outside_tf() -> list[str]:
     paths = []
     for directory, _, names in os.walk(TRAIN):
@@ -50,10 +74,30 @@ def test_no_module_outside_train_tf_imports_tensorflow_at_import_time():
     assert len(modules) > 20  # the walk found the package
     for path in modules:
         for line, module in _module_level_imports(path):
-            heavy = module.split(".")[0] in HEAVY and not module.startswith(ALLOWED)
-            if heavy or module.startswith("train.tf"):
+            if _heavy(module) or module.startswith("train.tf"):
                 offenders.append(f"{os.path.relpath(path, ROOT)}:{line}: import {module}")
     assert offenders == []
+
+
+def test_no_function_outside_train_tf_imports_tensorflow():
+    offenders = [
+        f"{os.path.relpath(path, ROOT)}:{line}: {function}() imports {module}"
+        for path in _modules_outside_tf()
+        for line, function, module in _imports_inside_functions(path)
+        if _heavy(module)
+    ]
+    assert offenders == []
+
+
+def test_the_layout_check_sees_imports_inside_functions(tmp_path):
+    sample = tmp_path / "sample.py"
+    sample.write_text(
+        "def f():\n    if True:\n        import tensorflow as tf\n"
+        "def g():\n    from object_detection.protos import pipeline_pb2\n"
+        "    from object_detection.builders import model_builder\n"
+    )
+    heavy = [(line, fn, m) for line, fn, m in _imports_inside_functions(str(sample)) if _heavy(m)]
+    assert heavy == [(3, "f", "tensorflow"), (6, "g", "object_detection.builders")]
 
 
 def test_the_tf_subpackage_is_where_tensorflow_is_imported():
@@ -71,6 +115,7 @@ def test_the_tf_subpackage_is_where_tensorflow_is_imported():
         "exporting.py",
         "restore.py",
         "standin.py",
+        "shims.py",
     } <= importing
 
 
