@@ -225,3 +225,52 @@ def test_a_kill_nobody_asked_for_is_the_oom_killer(tmp_path):
 
     found = runner._out_of_memory(-signal.SIGKILL, str(tmp_path / "absent.log"))  # noqa: SLF001
     assert "killed (SIGKILL)" in found and "out-of-memory killer" in found
+
+
+class _RenamedSpec:
+    """A PrepareSpec as a driver of another version would write it: a field renamed."""
+
+    def __init__(self, spec, renamed: bool):
+        self.spec, self.renamed = spec, renamed
+        self.outcome = spec.outcome
+
+    def write(self, path: str) -> None:
+        from train import files
+
+        data = self.spec.to_dict()
+        data["checkpoint_path"] = data.pop("checkpoint")
+        if not self.renamed:  # not even JSON: the child cannot tell where its Outcome goes
+            files.write_atomic(path, "{truncated")
+            return
+        files.write_atomic(path, json.dumps(data))
+
+
+@pytest.mark.parametrize("renamed", [True, False])
+def test_a_child_that_cannot_read_its_spec_is_a_contract_error_naming_it(tmp_path, renamed):
+    """The real child harness meets a spec it cannot read: INTERNAL, never 'exit status 1'."""
+    import os
+
+    from train.contracts import ContractError, Outcome
+    from train.launch import paths, runner
+
+    model_dir = str(tmp_path / "m")
+    spec = plan.prepare_spec(model_dir, "p.config", "text", None, "detection", 3, False, 1)
+    spec_path = paths.RunPaths(model_dir).spec(paths.PREPARE)
+    child = runner.ChildRun(
+        runner.module_argv("train.tf.prepare", spec_path),
+        _RenamedSpec(spec, renamed),
+        str(tmp_path / "prepare.log"),
+        "restore dry run",
+        {**os.environ, "CUDA_VISIBLE_DEVICES": "-1"},
+    )
+    with pytest.raises(ContractError) as raised:
+        child.run()
+    assert raised.value.path == spec_path
+    if renamed:  # the child wrote an INTERNAL Outcome saying which field
+        assert str(raised.value).startswith(f"{spec_path}: PrepareSpec: unknown fields")
+        assert Outcome.read(spec.outcome).code == "INTERNAL"
+    else:  # no Outcome to write: the exit status says it
+        assert "could not read it" in str(raised.value)
+        assert Outcome.read(spec.outcome) is None
+    log = (tmp_path / "prepare.log").read_text()
+    assert f"cannot read the spec {spec_path}: PrepareSpec:" in log  # the child said why

@@ -300,6 +300,7 @@ OK, STOPPED, FAILED = "ok", "stopped", "failed"
 
 
 BAD_RECORD = "INPUT_DATA.bad_record"  # Outcome.code: training failed on a record it located
+INTERNAL = "INTERNAL"  # Outcome.code: the child could not read its spec (the sides disagree)
 
 
 @dataclasses.dataclass(frozen=True)

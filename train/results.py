@@ -11,6 +11,8 @@ import os
 
 from train import exportformats, records
 from train.contracts import FinishSpec
+from train.launch import paths
+from train.launch.paths import RunPaths
 from train.pipeline import fields
 
 FORMATS = exportformats.NAMES
@@ -114,7 +116,7 @@ def finish_spec(
     """The FinishSpec for one pinned checkpoint of a run in `model_dir`."""
     evaluation = eval_paths(config)
     training = train_paths(config)
-    work = os.path.join(model_dir, "logs")
+    run_files = RunPaths(os.path.abspath(model_dir))
     reader_map = config.eval_input_reader[0].label_map_path if config.eval_input_reader else ""
     return FinishSpec(
         pipeline_config=os.path.abspath(pipeline_config),
@@ -135,8 +137,8 @@ def finish_spec(
             else None
         ),
         label_map=label_map or reader_map or config.train_input_reader.label_map_path or None,
-        report=os.path.join(work, "finish.json"),
-        outcome=os.path.join(work, "finish.outcome.json"),
+        report=run_files.report(paths.FINISH),
+        outcome=run_files.outcome(paths.FINISH),
     )
 
 

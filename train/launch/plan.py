@@ -9,6 +9,8 @@ import os
 import sys
 
 from train.contracts import EvalSpec, PrepareSpec, StrategySpec, TrainSpec
+from train.launch import paths
+from train.launch.paths import RunPaths
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,16 +52,12 @@ class LaunchPlan:
         return self.train.strategy.rank == 0
 
     @property
-    def train_spec_path(self) -> str:  # noqa: D102
-        return self.argv[-1]
+    def paths(self) -> RunPaths:  # noqa: D102
+        return RunPaths(self.work_dir)
 
     @property
-    def eval_spec_path(self) -> str:  # noqa: D102
-        return os.path.join(self.work_dir, "eval_spec.json")
-
-    def eval_argv(self) -> tuple[str, ...]:
-        """The evaluation child's command line."""
-        return (self.argv[0], "-m", "train.tf.evaluator", self.eval_spec_path)
+    def train_spec_path(self) -> str:  # noqa: D102
+        return self.argv[-1]
 
 
 def choose_steps_per_iteration(remaining: int, checkpoint_every_n: int, cap: int = 100) -> int:
@@ -97,19 +95,20 @@ def strategy_spec(topology) -> StrategySpec:
 
 def eval_spec(options, resolved_config: str, num_train_steps: int, work_dir: str) -> EvalSpec:
     """The continuous evaluation beside training (train/tf/evaluator.py)."""
+    files = RunPaths(work_dir)
     return EvalSpec(
         pipeline_config=os.path.abspath(resolved_config),
         model_dir=os.path.abspath(options.model_dir),
         num_train_steps=num_train_steps,
         poll_s=EVAL_POLL_S,
-        training_done=os.path.join(work_dir, "logs", "training.done"),
+        training_done=files.training_done,
         on_gpu=options.eval_on_gpu,
-        log_path=os.path.join(work_dir, "logs", "eval.log"),
-        outcome=os.path.join(work_dir, "logs", "eval.outcome.json"),
+        log_path=files.log(paths.EVAL),
+        outcome=files.outcome(paths.EVAL),
         best_metric=options.best_metric,
         patience=options.patience,
         min_delta=options.min_delta,
-        early_stop=os.path.join(work_dir, "logs", "early_stop.json"),
+        early_stop=files.early_stop,
     )
 
 
@@ -121,7 +120,6 @@ def build_plan(
     extra_env: dict[str, str],
     topology=None,
     python: str = sys.executable,
-    log_name: str = "train.log",
 ) -> LaunchPlan:
     """Builds the launch plan (pure: no I/O).
 
@@ -154,11 +152,11 @@ def build_plan(
         num_steps_per_iteration=per_iteration,
     )
     return LaunchPlan(
-        argv=(python, "-m", "train.tf.child", os.path.join(work_dir, "train_spec.json")),
+        argv=(python, "-m", "train.tf.child", RunPaths(work_dir).spec(paths.TRAIN)),
         env=env,
         train=train,
         start_step=start_step,
-        log_path=os.path.join(work_dir, "logs", log_name),
+        log_path=RunPaths(work_dir).log(paths.TRAIN),
         work_dir=work_dir,
         eval=(
             eval_spec(options, resolved_config, num_train_steps, work_dir)
@@ -180,6 +178,7 @@ def prepare_spec(
 ) -> PrepareSpec:
     """What train/tf/prepare.py does: rehearsal (batch > 0), restore dry run, transplant."""
     model_dir = os.path.abspath(model_dir)
+    files = RunPaths(model_dir)  # the chief's: only worker 0 prepares
     return PrepareSpec(
         pipeline_config=os.path.abspath(resolved_config),
         pipeline_config_text_sha256=hashlib.sha256(resolved_text.encode()).hexdigest(),
@@ -187,8 +186,8 @@ def prepare_spec(
         checkpoint_type=checkpoint_type,
         num_classes=num_classes,
         transplant_to=transplant_prefix(model_dir) if transplant else None,
-        report=os.path.join(model_dir, "prepare.json"),
-        outcome=os.path.join(model_dir, "logs", "prepare.outcome.json"),
+        report=files.report(paths.PREPARE),
+        outcome=files.outcome(paths.PREPARE),
         rehearse=rehearse_batch > 0,
         rehearse_batch=rehearse_batch,
     )
@@ -202,6 +201,7 @@ def train_spec(
     The training and each --batch_size auto point are built here, so a flag that changes
     what trains (--freeze, ...) reaches both; `overrides` are what differs (steps, files).
     """
+    files = RunPaths(work_dir)
     spec = TrainSpec(
         pipeline_config=pipeline_config,
         model_dir=model_dir,
@@ -209,11 +209,11 @@ def train_spec(
         checkpoint_every_n=options.checkpoint_every_n,
         checkpoint_max_to_keep=options.checkpoint_max_to_keep,
         num_steps_per_iteration=options.num_steps_per_iteration or 1,
-        restore_report=os.path.join(work_dir, "restore.json"),
-        outcome=os.path.join(work_dir, "logs", "train.outcome.json"),
+        restore_report=files.report("restore"),
+        outcome=files.outcome(paths.TRAIN),
         strategy=strategy,
         freeze=options.freeze or "",
-        freeze_report=os.path.join(work_dir, "freeze.json"),
+        freeze_report=files.report("freeze"),
     )
     return dataclasses.replace(spec, **overrides)
 
@@ -237,7 +237,6 @@ def probe_spec(options, batch: int, strategy: StrategySpec) -> TrainSpec:
         checkpoint_every_n=autobatch.PROBE_STEPS + 1,
         checkpoint_max_to_keep=1,
         num_steps_per_iteration=1,
-        outcome=os.path.join(folder, "outcome.json"),
         freeze_report="",
         nan_guard=False,  # a probe measures memory; its two steps' losses do not matter
         gpu_limits=True,
@@ -263,5 +262,5 @@ def transplant_source(transplant_to: str) -> str:
 
 
 def plan_json(plan: LaunchPlan) -> str:
-    """The plan as written to model_dir/launch.json (for the record; children read specs)."""
+    """The plan as written to launch.json (for the record; children read specs)."""
     return json.dumps(dataclasses.asdict(plan), indent=2, sort_keys=True)

@@ -15,8 +15,10 @@ import time
 from train import errors, files, nativeimports
 from train.contracts import (
     FAILED,
+    INTERNAL,
     OK,
     STOPPED,
+    ContractError,
     EarlyStop,
     FinishReport,
     FinishSpec,
@@ -27,7 +29,9 @@ from train.contracts import (
     TrainingRestore,
     TrainSpec,
 )
+from train.launch import paths
 from train.launch.autobatch import Point
+from train.launch.paths import RunPaths
 from train.launch.plan import LaunchPlan, plan_json
 from train.launch.progress import EventTail, ProgressPrinter
 
@@ -72,60 +76,116 @@ def _start(argv, env: dict[str, str], log_path: str):
         )
 
 
-def _wait(argv, env: dict[str, str], log_path: str) -> int:
-    """Starts a child and waits for its exit status; Ctrl-C kills it and is raised again."""
-    child = _start(argv, env, log_path)
-    try:
-        return child.wait()
-    except KeyboardInterrupt:
-        child.kill()
-        child.wait()
-        raise
+@dataclasses.dataclass(frozen=True)
+class ChildRun:
+    """One child process of a run: one object for all five kinds.
+
+    Training, a batch probe, the evaluation, prepare and finish are each a ChildRun. `start`
+    writes the spec (the command line's last argument), removes what an earlier child of the
+    same kind left (its Outcome and `stale` outputs) and starts it with its output in its log;
+    `ended` turns its end into an Outcome: the one it wrote, else what its exit says. A child
+    that could not read its spec (an INTERNAL Outcome, or EXIT_INTERNAL and none) raises
+    ContractError naming the spec file: the two sides disagree, a bug.
+    """
+
+    argv: tuple[str, ...]
+    spec: object  # a train.contracts spec: it has the `outcome` path the child writes
+    log_path: str
+    what: str  # "training process", "batch probe", ... as messages name it
+    env: dict[str, str]
+    stale: tuple[str, ...] = ()
+    phase: str = ""  # the Outcome's phase when the child died out of memory without one
+
+    @property
+    def spec_path(self) -> str:  # noqa: D102
+        return self.argv[-1]
+
+    def start(self):
+        """Writes the spec, clears stale outputs, starts the child; returns its Popen."""
+        os.makedirs(os.path.dirname(self.spec_path), exist_ok=True)
+        self.spec.write(self.spec_path)
+        for stale in (self.spec.outcome, *self.stale):
+            with contextlib.suppress(FileNotFoundError):
+                if stale:
+                    os.remove(stale)
+        return _start(self.argv, self.env, self.log_path)
+
+    def run(self) -> Outcome:
+        """Starts the child and waits for its Outcome; Ctrl-C kills it and is raised again."""
+        child = self.start()
+        try:
+            return self.ended(child.wait())
+        except KeyboardInterrupt:
+            child.kill()
+            child.wait()
+            raise
+
+    def ended(self, returncode: int, signals: list[str] | tuple = ()) -> Outcome:
+        """The Outcome the child wrote, or what its exit status (and the driver) say."""
+        outcome = Outcome.read(self.spec.outcome)
+        if outcome is not None and outcome.code == INTERNAL:
+            raise ContractError(outcome.error, self.spec_path)
+        if outcome is not None:
+            return outcome
+        if returncode == errors.EXIT_INTERNAL:
+            raise ContractError(
+                f"the {self.what} could not read it (log: {self.log_path})", self.spec_path
+            )
+        if signals:
+            return Outcome(STOPPED, signal=signals[0], detail="killed before saving")
+        memory = _out_of_memory(returncode, self.log_path, f"the {self.what}")
+        if memory:
+            return Outcome(FAILED, error=memory, code="TRAIN.oom", phase=self.phase)
+        return Outcome(FAILED, error=f"the {self.what} ended with exit status {returncode}")
 
 
-def _ended(outcome_path: str, code: int, log_path: str, what: str) -> Outcome:
-    """The Outcome a child wrote, or what its exit says (TRAIN.oom when memory ran out)."""
-    outcome = Outcome.read(outcome_path)
-    if outcome is not None:
-        return outcome
-    memory = _out_of_memory(code, log_path, f"the {what}")
-    if memory:
-        return Outcome(FAILED, error=memory, code="TRAIN.oom")
-    return Outcome(FAILED, error=f"the {what} ended with exit status {code}")
+def module_argv(module: str, spec_path: str) -> tuple[str, ...]:
+    """`python -m module SPEC`: how every TensorFlow child is started (train/tf/harness.py)."""
+    return (sys.executable, "-m", module, spec_path)
 
 
-def _run_cpu_child(module: str, spec, report_cls, env: dict[str, str], log_path: str, what: str):
-    """Writes `spec` beside its report, runs `python -m module SPEC` on CPU and waits.
+def _run_cpu_child(child: ChildRun, report_cls):
+    """Runs a child on CPU and waits: these must not hold GPU memory the training needs.
 
     Returns (the child's report, read as `report_cls`, or None unless it ended OK; its
-    Outcome). CPU only: these children must not hold GPU memory the training needs.
+    Outcome).
     """
-    spec_path = os.path.join(os.path.dirname(spec.report), f"{module.rsplit('.', 1)[-1]}_spec.json")
-    os.makedirs(os.path.dirname(spec_path), exist_ok=True)
-    spec.write(spec_path)
-    for stale in (spec.report, spec.outcome):
-        with contextlib.suppress(FileNotFoundError):
-            os.remove(stale)
-    child_env = {**os.environ, **env, "CUDA_VISIBLE_DEVICES": "-1"}
-    code = _wait([sys.executable, "-m", module, spec_path], child_env, log_path)
-    outcome = _ended(spec.outcome, code, log_path, what)
-    return (report_cls.read(spec.report) if outcome.status == OK else None), outcome
+    cpu = {**os.environ, **child.env, "CUDA_VISIBLE_DEVICES": "-1"}
+    child = dataclasses.replace(child, env=cpu)
+    outcome = child.run()
+    return (report_cls.read(child.spec.report) if outcome.status == OK else None), outcome
 
 
 def run_prepare(
     spec: PrepareSpec, env: dict[str, str], log_path: str
 ) -> tuple[PrepareReport | None, Outcome]:
     """Runs train/tf/prepare.py on CPU; returns its report (None if it wrote none) and Outcome."""
-    return _run_cpu_child("train.tf.prepare", spec, PrepareReport, env, log_path, "restore dry run")
+    spec_path = RunPaths(os.path.dirname(spec.report)).spec(paths.PREPARE)
+    child = ChildRun(
+        module_argv("train.tf.prepare", spec_path),
+        spec,
+        log_path,
+        "restore dry run",
+        env,
+        stale=(spec.report,),
+    )
+    return _run_cpu_child(child, PrepareReport)
 
 
 def run_finish(
     spec: FinishSpec, env: dict[str, str], log_path: str
 ) -> tuple[FinishReport | None, Outcome]:
     """Runs train/tf/finish.py on CPU (evaluate, export, verify one pinned checkpoint)."""
-    return _run_cpu_child(
-        "train.tf.finish", spec, FinishReport, env, log_path, "evaluation/export process"
+    spec_path = RunPaths(os.path.dirname(spec.report)).spec(paths.FINISH)
+    child = ChildRun(
+        module_argv("train.tf.finish", spec_path),
+        spec,
+        log_path,
+        "evaluation/export process",
+        env,
+        stale=(spec.report,),
     )
+    return _run_cpu_child(child, FinishReport)
 
 
 class ProbeFailed(RuntimeError):
@@ -143,12 +203,17 @@ def run_probe(spec: TrainSpec, batch: int, env: dict[str, str], log_path: str):
     memory, on a GPU or on the host (the kernel's SIGKILL included), is a Point that failed;
     any other failure raises ProbeFailed. The point's checkpoints and summaries are removed.
     """
-    spec_path = os.path.join(spec.model_dir, "train_spec.json")
-    spec.write(spec_path)
-    argv = [sys.executable, "-m", "train.tf.child", spec_path]
+    spec_path = RunPaths(spec.model_dir).spec(paths.TRAIN)
+    child = ChildRun(
+        module_argv("train.tf.child", spec_path),
+        spec,
+        log_path,
+        "batch probe",
+        {**os.environ, **env},
+        phase="train",
+    )
     try:
-        code = _wait(argv, {**os.environ, **env}, log_path)
-        outcome = _ended(spec.outcome, code, log_path, "batch probe")
+        outcome = child.run()
     finally:
         shutil.rmtree(spec.model_dir, ignore_errors=True)
     memory = outcome.memory or {}
@@ -163,22 +228,18 @@ def run_probe(spec: TrainSpec, batch: int, env: dict[str, str], log_path: str):
 EVAL_GRACE_S = 900  # how long the evaluation may take for the last checkpoint after training
 
 
-def _start_eval(plan: LaunchPlan, env: dict[str, str]):
-    """Starts train/tf/evaluator.py beside the training (CPU unless --eval_on_gpu)."""
+def _eval_child(plan: LaunchPlan, env: dict[str, str]) -> ChildRun:
+    """train/tf/evaluator.py beside the training (CPU unless --eval_on_gpu)."""
     spec = plan.eval
-    for stale in (spec.training_done, spec.outcome, spec.early_stop):
-        with contextlib.suppress(FileNotFoundError):
-            if stale:
-                os.remove(stale)
-    spec.write(plan.eval_spec_path)
-    eval_env = dict(env)
-    eval_env.pop("TF_CONFIG", None)
+    eval_env = {k: v for k, v in env.items() if k != "TF_CONFIG"}
     if not spec.on_gpu:
         eval_env["CUDA_VISIBLE_DEVICES"] = "-1"
-    return _start(plan.eval_argv(), eval_env, spec.log_path)
+    argv = (plan.argv[0], "-m", "train.tf.evaluator", plan.paths.spec(paths.EVAL))
+    stale = (spec.training_done, spec.early_stop)
+    return ChildRun(argv, spec, spec.log_path, "evaluation", eval_env, stale=stale)
 
 
-def _finish_eval(plan: LaunchPlan, evaluator, stopped: bool, emit) -> None:
+def _finish_eval(plan: LaunchPlan, run: ChildRun, evaluator, stopped: bool, emit) -> None:
     """Tells the evaluation the training is over and waits for its last evaluation."""
     spec = plan.eval
     files.write_atomic(spec.training_done, "done\n")
@@ -190,13 +251,12 @@ def _finish_eval(plan: LaunchPlan, evaluator, stopped: bool, emit) -> None:
             f"after training; stopped it (log: {spec.log_path})"
         )
         return
-    outcome = Outcome.read(spec.outcome)
-    if outcome is not None and outcome.status == OK:
+    outcome = run.ended(evaluator.returncode)
+    if outcome.status == OK:
         where = os.path.join(plan.model_dir, "eval")
         emit(f"evaluation: finished; summaries in {where} (log: {spec.log_path})")
     elif not stopped:
-        said = outcome.error if outcome is not None else f"exit status {evaluator.returncode}"
-        emit(f"warning: evaluation failed: {said} (log: {spec.log_path})")
+        emit(f"warning: evaluation failed: {outcome.error} (log: {spec.log_path})")
 
 
 def _once(contract, path: str, callback, as_report):
@@ -215,19 +275,6 @@ def _once(contract, path: str, callback, as_report):
                 callback(as_report(found))
 
     return check
-
-
-def _outcome(plan: LaunchPlan, returncode: int, signals: list[str]) -> Outcome:
-    """What the child wrote as its Outcome, or what its exit status says when it wrote none."""
-    outcome = Outcome.read(plan.train.outcome)
-    if outcome is not None:
-        return outcome
-    if signals:
-        return Outcome(STOPPED, signal=signals[0], detail="killed before saving")
-    memory = _out_of_memory(returncode, plan.log_path)
-    if memory:
-        return Outcome(FAILED, error=memory, code="TRAIN.oom", phase="train")
-    return Outcome(FAILED, error=f"the training process ended with exit status {returncode}")
 
 
 # What a process that ran out of host memory leaves in its log when it dies without an Outcome.
@@ -369,13 +416,17 @@ def run(
     `explain(outcome)` may turn a failure into the line to print (a finding with its fix).
     """
     emit = emit or (lambda line: print(line, file=sys.stderr, flush=True))
-    files.write_atomic(os.path.join(plan.work_dir, "launch.json"), plan_json(plan))
-    plan.train.write(plan.train_spec_path)
-    stale_files = (plan.train.restore_report, plan.train.outcome, plan.train.freeze_report)
-    for stale in [p for p in stale_files if p]:  # an earlier run's
-        with contextlib.suppress(FileNotFoundError):
-            os.remove(stale)
+    files.write_atomic(plan.paths.report("launch"), plan_json(plan))
     env = {**os.environ, **plan.env}
+    training = ChildRun(
+        plan.argv,
+        plan.train,
+        plan.log_path,
+        "training process",
+        env,
+        stale=(plan.train.restore_report, plan.train.freeze_report),  # an earlier run's
+        phase="train",
+    )
     tail = EventTail(os.path.join(plan.model_dir, "train"))
     printer = ProgressPrinter(plan.num_train_steps, plan.start_step, log_every_s, emit)
 
@@ -394,8 +445,9 @@ def run(
         f"training: {plan.num_train_steps - plan.start_step} steps from step {plan.start_step} "
         f"({plan.train.num_steps_per_iteration} per iteration); log: {plan.log_path}"
     )
-    evaluator = _start_eval(plan, env) if plan.eval else None
-    child = _start(plan.argv, env, plan.log_path)
+    evaluation = _eval_child(plan, env) if plan.eval else None
+    evaluator = evaluation.start() if evaluation else None
+    child = training.start()
     stop = _Forwarder(child)
     early: EarlyStop | None = None
 
@@ -415,10 +467,10 @@ def run(
     _supervise(
         child, evaluator, stop, (check_restore, check_freeze, progress, check_early_stop), emit
     )
-    outcome = _outcome(plan, child.returncode, stop.signals)
+    outcome = training.ended(child.returncode, stop.signals)
     stopped_early = early is not None and not stop.signals and outcome.status == STOPPED
     if evaluator is not None:
-        _finish_eval(plan, evaluator, outcome.status != OK and not stopped_early, emit)
+        _finish_eval(plan, evaluation, evaluator, outcome.status != OK and not stopped_early, emit)
     check_restore()
     check_freeze()
     progress(final=True)
@@ -446,7 +498,7 @@ def finish(spec: FinishSpec, emit, env: dict[str, str] | None = None):
     """
     from train import compat, results
 
-    log_path = os.path.join(os.path.dirname(spec.report), "finish.log")
+    log_path = RunPaths(os.path.dirname(spec.report)).log(paths.FINISH)
     asked = (["final eval"] if spec.evaluate else []) + [f"export {f}" for f in spec.formats]
     emit(f"{', '.join(asked) or 'detections'}: {spec.checkpoint} (step {spec.step}) on CPU ...")
     report, outcome = run_finish(spec, compat.child_environment() if env is None else env, log_path)

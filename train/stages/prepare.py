@@ -6,7 +6,9 @@ import os
 
 from train import compat, errors
 from train.contracts import PrepareSpec, TransplantSource
+from train.launch import paths
 from train.launch import plan as launch_plan
+from train.launch.paths import RunPaths
 from train.outcomes import explain_failure
 from train.pipeline import fields
 from train.preflight.findings import ERROR, Finding
@@ -86,7 +88,7 @@ def prepare(plan: RunPlan, reporter: Reporter) -> int:
         )
     else:
         emit("restore: building the model on CPU to measure the fine-tune restore ...")
-    log_path = os.path.join(plan.options.model_dir, "logs", "prepare.log")
+    log_path = RunPaths(os.path.abspath(plan.options.model_dir)).log(paths.PREPARE)
     try:
         prepared, outcome = runner.run_prepare(spec, compat.child_environment(), log_path)
     except KeyboardInterrupt:

@@ -36,7 +36,7 @@ def train(plan: RunPlan, reporter: Reporter):
         )
     if not plan.duties.tensorboard:
         return training.run()
-    log_path = os.path.join(launch.work_dir, "logs", "tensorboard.log")
+    log_path = launch.paths.log("tensorboard")
     os.makedirs(os.path.dirname(log_path), exist_ok=True)
     try:
         with board.serve(

@@ -5,7 +5,10 @@ and the finish each run as `python -m train.tf.<name> SPEC.json` and end with
 `sys.exit(harness.main(argv, SpecClass, body))`. The harness does what they all need, the
 same way for each:
 
-1. reads the spec strictly (a field renamed on one side is a ContractError, not a default);
+1. reads the spec strictly: a field renamed on one side is a ContractError, not a default.
+   The child then writes an INTERNAL Outcome (to the spec's `outcome` path when it can find
+   one) and exits errors.EXIT_INTERNAL; the driver reports it as an INTERNAL finding naming
+   the spec file (train/launch/runner.ChildRun);
 2. applies the compatibility layer and imports TensorFlow and the OD API's training module,
    so that a missing module or system library is the ENV.import Outcome
    (train/nativeimports.py) whichever child meets it first;
@@ -46,8 +49,9 @@ def main(argv: list[str], spec_cls, body, first_phase: str = "model") -> int:
     from train import compat, errors, nativeimports
     from train.contracts import FAILED, OK, STOPPED, Outcome
 
-    with open(argv[1], encoding="utf-8") as f:
-        spec = spec_cls.from_json(f.read())
+    spec = _read_spec(argv[1], spec_cls)
+    if spec is None:
+        return errors.EXIT_INTERNAL
     try:
         compat.apply()
         import tensorflow  # noqa: F401 - its shared libraries load here, or fail here
@@ -64,6 +68,30 @@ def main(argv: list[str], spec_cls, body, first_phase: str = "model") -> int:
     print(f"[tfod-finetune] {name} {outcome.status}: {outcome.error or outcome.detail}", flush=True)
     outcome.write(spec.outcome)
     return {OK: 0, STOPPED: errors.EXIT_INTERRUPTED}.get(outcome.status, errors.EXIT_TRAINING)
+
+
+def _read_spec(path: str, spec_cls):
+    """The spec at `path`, or None after reporting a malformed one (see step 1 above)."""
+    import json
+
+    from train.contracts import FAILED, INTERNAL, ContractError, Outcome
+
+    try:
+        spec = spec_cls.read(path)
+        if spec is None:
+            raise ContractError(f"{spec_cls.__name__}: no such file", path)
+        return spec
+    except ContractError as e:
+        print(f"[tfod-finetune] cannot read the spec {e}", file=sys.stderr, flush=True)
+        try:
+            with open(path, encoding="utf-8") as f:
+                where = json.load(f).get("outcome")
+        except (OSError, ValueError, AttributeError):
+            where = None
+        if isinstance(where, str) and where:
+            error = str(e).removeprefix(f"{path}: ")  # the driver names the file itself
+            Outcome(FAILED, error=error, code=INTERNAL).write(where)
+        return None
 
 
 def run_module(main_fn) -> None:
