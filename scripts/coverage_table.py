@@ -48,7 +48,7 @@ MODELS = [
 def row(label: str, config: str, size: int | None, classes: int, out: str) -> str:
     """Builds the stand-in, runs the prepare child, returns the table row."""
     from train import files
-    from train.launch import plan
+    from train.launch import specs
     from train.pipeline import configfile, fields
     from train.tf import standin
 
@@ -58,7 +58,7 @@ def row(label: str, config: str, size: int | None, classes: int, out: str) -> st
     fields.set_value(resolved, fields.num_classes_path(resolved), classes)
     resolved_path = os.path.join(out, "pipeline.config")
     files.write_atomic(resolved_path, configfile.to_text(resolved))
-    spec = plan.prepare_spec(
+    spec = specs.prepare_spec(
         out,
         resolved_path,
         configfile.to_text(resolved),

@@ -194,13 +194,13 @@ def test_a_batch_point_trains_what_the_run_trains(good_options, tmp_path):
     """Both specs come from one function: only the files, the length and the guards differ."""
     import dataclasses
 
-    from train.launch import plan as launch_plan
+    from train.launch import specs
 
     options = RunOptions(
         pipeline_config=DEMO_CONFIG, model_dir=str(tmp_path), freeze="backbone", **good_options
     )
-    planned = launch_plan.build_plan(options, str(tmp_path / "pipeline.config"), 10, 0, {})
-    probe = launch_plan.probe_spec(options, 4, planned.train.strategy)
+    planned = specs.build_launch(options, str(tmp_path / "pipeline.config"), 10, 0, {})
+    probe = specs.probe_spec(options, 4, planned.train.strategy)
     differs = {
         f.name
         for f in dataclasses.fields(probe)

@@ -211,3 +211,31 @@ def test_standalone_evaluate_matches_the_run(finished, tmp_path):
     assert evaluated["metrics"]["DetectionBoxes_Precision/mAP"] == pytest.approx(
         best["value"], abs=1e-6
     )
+
+
+@pytest.mark.slow
+def test_an_export_that_fails_is_a_finding_in_the_report(finished, tmp_path):
+    """A real failure of the finish child (its export folder cannot be made): EXPORT.failed."""
+    from train import errors
+
+    blocker = tmp_path / "not_a_folder"
+    blocker.write_text("a file where the export folder would go\n")
+    out_json = tmp_path / "export.json"
+    done = run_python(
+        [
+            "-m",
+            "train.export",
+            f"--model_dir={finished['model_dir']}",
+            "--export=saved_model",
+            "--verify_images=1",
+            f"--out={blocker}",
+            f"--report_json={out_json}",
+        ]
+    )
+    assert done.returncode == errors.EXIT_FINISH, done.stderr[-3000:]
+    (line,) = [x for x in done.stderr.splitlines() if x.startswith("error: ")]
+    assert line.startswith("error: EXPORT.failed: reference failed: NotADirectoryError")
+    assert "Traceback" not in done.stderr
+    (finding,) = json.loads(out_json.read_text())["findings"]
+    assert finding["code"] == "EXPORT.failed" and "train.export" in finding["fix"]
+    assert blocker.read_text().startswith("a file where")  # the input is not written over

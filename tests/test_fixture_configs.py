@@ -152,11 +152,11 @@ def test_real_user_configs_reviewed_codes(shared_fixtures, tmp_path, name):
 
 
 def test_hparams_of_every_tf2_zoo_config(shared_fixtures, tmp_path):
-    from train.launch import board, cluster, plan
+    from train.launch import board, cluster, specs
 
     configs = sorted(glob.glob(os.path.join(shared_fixtures, "zoo_tf2", "*.config")))
     options = RunOptions(pipeline_config="x", model_dir=str(tmp_path / "m"))
-    launch = plan.build_plan(options, "x", 100, 0, {}, cluster.plan_topology("all", 2, {}))
+    launch = specs.build_launch(options, "x", 100, 0, {}, cluster.choose_topology("all", 2, {}))
     bases = set()
     for path in configs:
         hparams = board.hparams_of(configfile.load(path).proto, launch)

@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from train.contracts import TrainSpec
-from train.launch import plan, progress
+from train.launch import progress, specs
 from train.options import RunOptions
 
 
@@ -25,17 +25,17 @@ from train.options import RunOptions
     ],
 )
 def test_steps_per_iteration(remaining, every, expected):
-    chosen = plan.choose_steps_per_iteration(remaining, every)
+    chosen = specs.choose_steps_per_iteration(remaining, every)
     assert chosen == expected
     if remaining:
         assert remaining % chosen == 0 and every % chosen == 0
 
 
-def test_build_plan_is_pure_and_complete(tmp_path):
+def test_build_launch_is_pure_and_complete(tmp_path):
     options = RunOptions(
         pipeline_config="in.config", model_dir=str(tmp_path / "m"), checkpoint_every_n=5
     )
-    built = plan.build_plan(
+    built = specs.build_launch(
         options,
         str(tmp_path / "m" / "pipeline.config"),
         30,
@@ -47,7 +47,7 @@ def test_build_plan_is_pure_and_complete(tmp_path):
     assert built.argv == ("/py", "-m", "train.tf.child", spec_path)
     assert built.env["TF_USE_LEGACY_KERAS"] == "1"
     assert built.train.num_steps_per_iteration == 1  # 20 remaining steps -> at least 20 points
-    record = json.loads(plan.plan_json(built))
+    record = json.loads(specs.launch_json(built))
     assert record["train"]["num_train_steps"] == 30 and record["start_step"] == 10
     # The child reads back exactly the spec the driver wrote (the same class on both sides).
     assert TrainSpec.from_json(built.train.to_json()) == built.train
@@ -151,7 +151,7 @@ def test_runner_maps_the_child_outcome_to_exit_code_and_one_line(
     from train.launch import runner
 
     options = RunOptions(pipeline_config="in.config", model_dir=str(tmp_path / "m"))
-    built = plan.build_plan(options, str(tmp_path / "m" / "pipeline.config"), 10, 0, {})
+    built = specs.build_launch(options, str(tmp_path / "m" / "pipeline.config"), 10, 0, {})
     # A stand-in child process that ends the way the real one does on that outcome: it writes
     # its Outcome (or dies without one) and exits with the code.
     if outcome is None:
@@ -254,7 +254,7 @@ def test_a_child_that_cannot_read_its_spec_is_a_contract_error_naming_it(tmp_pat
     from train.launch import paths, runner
 
     model_dir = str(tmp_path / "m")
-    spec = plan.prepare_spec(model_dir, "p.config", "text", None, "detection", 3, False, 1)
+    spec = specs.prepare_spec(model_dir, "p.config", "text", None, "detection", 3, False, 1)
     spec_path = paths.RunPaths(model_dir).spec(paths.PREPARE)
     child = runner.ChildRun(
         runner.module_argv("train.tf.prepare", spec_path),

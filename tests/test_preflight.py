@@ -382,12 +382,12 @@ def test_batch_replicas_come_from_the_launch_plan(good_config, tmp_path):
         "SLURM_STEP_NODELIST": "n[1-3]",
         "SLURM_STEP_TASKS_PER_NODE": "1(x3)",
     }
-    three_workers = cluster.plan_topology("all", 0, slurm)
+    three_workers = cluster.choose_topology("all", 0, slurm)
     report = _preflight(good_config, tmp_path / "model", topology=three_workers, batch_size=4)
     batch = [f for f in report.errors() if f.code == "BATCH.replicas"]
     assert len(batch) == 1 and "the 3 replicas" in batch[0].message
     assert "--batch_size 3" in batch[0].fix
-    four_gpus_two_used = cluster.plan_topology("0,1", 4, {})
+    four_gpus_two_used = cluster.choose_topology("0,1", 4, {})
     report = _preflight(good_config, tmp_path / "model", topology=four_gpus_two_used, batch_size=4)
     assert _codes(report, "error") == []
 

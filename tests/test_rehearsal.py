@@ -145,10 +145,10 @@ def test_centernet_mobilenet_rehearses_offline_with_a_checkpoint(
 def _prepare_failure(tmp_path, config_path, checkpoint=None, env=None):
     """Runs the rehearsal child on a config the preflight would stop; returns the diagnosis."""
     from train import compat, failures
-    from train.launch import plan, runner
+    from train.launch import runner, specs
 
     text = open(config_path, encoding="utf-8").read()
-    spec = plan.prepare_spec(
+    spec = specs.prepare_spec(
         str(tmp_path / "m"), config_path, text, checkpoint, "detection", 3, False, 2
     )
     os.makedirs(tmp_path / "m" / "logs", exist_ok=True)

@@ -303,11 +303,11 @@ def test_transplant_restores_strictly_more_and_only_class_tensors_are_fresh(trai
 
 def test_a_transplant_is_reused_only_for_the_same_checkpoint_and_config(tmp_path):
     from train.contracts import TransplantSource
-    from train.launch import plan
+    from train.launch import specs
     from train.stages import prepare as preparing
 
     def spec(checkpoint, text):
-        return plan.prepare_spec(str(tmp_path), "p.config", text, checkpoint, "detection", 3, True)
+        return specs.prepare_spec(str(tmp_path), "p.config", text, checkpoint, "detection", 3, True)
 
     first = spec("/zoo/ckpt-0", "model {}")
     assert not preparing.transplant_is_current(first)  # nothing there yet
@@ -315,7 +315,7 @@ def test_a_transplant_is_reused_only_for_the_same_checkpoint_and_config(tmp_path
     open(first.transplant_to + ".index", "w").close()
     # Recorded by the writer train/tf/prepare.py uses.
     TransplantSource(first.checkpoint, first.pipeline_config_text_sha256).write(
-        plan.transplant_source(first.transplant_to)
+        specs.transplant_source(first.transplant_to)
     )
     assert preparing.transplant_is_current(first)
     assert not preparing.transplant_is_current(spec("/other/ckpt-0", "model {}"))

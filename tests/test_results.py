@@ -269,3 +269,33 @@ def test_usage_errors_of_the_new_flags(tmp_path, demo_assets):
     empty = run_python(["-m", "train.evaluate", f"--model_dir={tmp_path}"])
     assert empty.returncode == 2 and "pipeline.config" in empty.stderr
     assert "Traceback" not in empty.stderr
+
+
+@pytest.mark.parametrize(
+    "phase,code,command",
+    [
+        ("eval", "EVAL.failed", "train.evaluate"),
+        ("reference", "EXPORT.failed", "train.export"),
+        ("export_tflite", "EXPORT.failed", "train.export"),
+        ("verify_saved_model", "EXPORT.failed", "train.export"),
+    ],
+)
+def test_a_failed_end_of_run_is_one_finding_by_phase(phase, code, command):
+    from train import outcomes
+    from train.contracts import FAILED, Outcome
+
+    outcome = Outcome(FAILED, error="OSError: disk quota exceeded", phase=phase)
+    finding = outcomes.of_finish(outcome, "/m/logs/finish.log")
+    assert (finding.code, finding.severity) == (code, "error")
+    assert finding.message == f"{phase} failed: OSError: disk quota exceeded"
+    assert f"python -m {command}" in finding.fix and "/m/logs/finish.log" in finding.fix
+
+
+def test_a_rejected_export_is_the_export_verify_finding():
+    from train import outcomes
+
+    finding = outcomes.export_rejected(["tflite"], "/m/export", "/m/logs/finish.log")
+    assert finding.code == "EXPORT.verify"
+    assert finding.message.startswith("tflite detect(s) differently from the checkpoint")
+    assert "/m/export/rejected" in finding.message
+    assert finding.printed().startswith("error: EXPORT.verify: tflite detect(s)")

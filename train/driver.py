@@ -14,8 +14,7 @@ import dataclasses
 import os
 
 from train import compat, errors, files, records, report, results
-from train.launch import cluster
-from train.launch import plan as launch_plan
+from train.launch import cluster, specs
 from train.options import RunOptions
 from train.pipeline import configfile, fields, rewrite
 from train.preflight import Context, run_preflight
@@ -114,7 +113,7 @@ def with_data(options: RunOptions) -> tuple[RunOptions, Stop | None]:
     from train.data import use
 
     try:
-        data = use.prepare(use.plan(options.data, options.model_dir), emit)
+        data = use.prepare(use.resolve(options.data, options.model_dir), emit)
     except use.DataError as e:
         return options, Stop(e.code, errors.clip(f"error: {e}"))
     return (
@@ -158,7 +157,7 @@ def _load(options: RunOptions) -> configfile.PipelineFile | RunPlan:
 def _topology(options, source, duties, environ, visible_gpus) -> cluster.Topology | RunPlan:
     """Who this process is in the run (workers, GPUs), or the plan that stops: a usage error."""
     try:
-        topology = cluster.plan_topology(options.gpus, visible_gpus, environ)
+        topology = cluster.choose_topology(options.gpus, visible_gpus, environ)
     except cluster.ClusterError as e:
         return RunPlan(
             options, Stop(errors.EXIT_USAGE, f"error: {e}"), source=source, duties=duties
@@ -212,7 +211,7 @@ def plan_run(options: RunOptions, environ=None, visible_gpus: int | None = None)
     resolved_config, changes = fixed_config, overrides + fix_changes
     if options.restore == "transplant" and not blocking:
         resolved_config, transplant_changes = rewrite.restore_from_transplant(
-            resolved_config, launch_plan.transplant_prefix(options.model_dir)
+            resolved_config, specs.transplant_prefix(options.model_dir)
         )
         changes += transplant_changes
     common = dict(
@@ -257,7 +256,7 @@ def _training_plan(common: dict, topology, duties: Duties, fixed_config) -> RunP
     )
     launch = None
     if not options.rehearse:
-        launch = launch_plan.build_plan(
+        launch = specs.build_launch(
             options,
             resolved_path,
             resolved_config.train_config.num_steps,

@@ -1,9 +1,9 @@
-"""What `python -m train.evaluate` and `python -m train.export` share: plan, run, report.
+"""What `python -m train.evaluate` and `python -m train.export` share: the spec, the run, the report.
 
 Both work on any run, including one trained without this driver: the config is
 `--pipeline_config` or model_dir's own pipeline.config, the checkpoint `--checkpoint` or the
 newest in model_dir (always pinned by prefix, never "whatever the state file says" inside the
-child). `plan` is pure apart from reading the config and checkpoint index; `run` executes.
+child). `spec_of` is pure apart from reading the config and checkpoint index; `run` executes.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ class Request:
     out: str | None = None
 
 
-def plan(request: Request) -> tuple[FinishSpec, str | None]:
+def spec_of(request: Request) -> tuple[FinishSpec, str | None]:
     """(the FinishSpec, the derived config text to write or None); UsageError on bad input."""
     from train.checkpoint import identify, resolve
     from train.pipeline import configfile
@@ -111,19 +111,21 @@ def run(request: Request) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     compat.apply(with_tensorflow=False)
     try:
-        spec, derived = plan(request)
+        spec, derived = spec_of(request)
     except results.UsageError as e:
         emit(f"error: {errors.clip(str(e))}")
         return errors.EXIT_USAGE
     if derived is not None:
         os.makedirs(os.path.dirname(spec.pipeline_config), exist_ok=True)
         files.write_atomic(spec.pipeline_config, derived)
-    code, report = runner.finish(spec, emit)
+    ended = runner.finish(spec, emit)
+    code, report = ended.code, ended.report
     if request.report_json:
         import json
 
         document = {
             "outcome": {"status": "ok" if code == 0 else "failed", "exit_code": code},
+            "findings": [ended.finding.as_dict()] if ended.finding else [],
             "eval": {"final": report.eval} if report and report.eval else None,
             "export": report.export if report else None,
             "contact_sheet": report.contact_sheet if report else None,

@@ -131,3 +131,41 @@ def of_training(plan: RunPlan, outcome: Outcome) -> Finding | None:
     if outcome.code == BAD_RECORD or outcome.phase not in EARLY_PHASES:
         return None
     return explain_failure(plan, outcome, plan.launch.log_path)
+
+
+def of_finish(outcome: Outcome, log_path: str) -> Finding:
+    """The finding of a failed end of a run (train/tf/finish.py): evaluation or export.
+
+    EVAL.failed for the final evaluation, EXPORT.failed for the reference detections, an
+    export or its verification (the phases "reference", "export_FMT", "verify_FMT"). The
+    checkpoints are never touched by the end of a run: the fix says how to redo only it.
+    """
+    from train import nativeimports
+
+    if outcome.code == nativeimports.CODE and outcome.failed_import:
+        return nativeimports.finding(outcome.failed_import, log_path)
+    phase = outcome.phase or "finish"
+    evaluating = phase == "eval"
+    return Finding(
+        "EVAL.failed" if evaluating else "EXPORT.failed",
+        ERROR,
+        f"{phase} failed: {outcome.error}",
+        "the checkpoints are untouched: see the log for the cause, then redo only this with "
+        f"`python -m train.{'evaluate' if evaluating else 'export'} --model_dir MODEL_DIR` "
+        f"(log: {log_path})",
+    )
+
+
+def export_rejected(rejected: list[str], export_dir: str, log_path: str) -> Finding:
+    """EXPORT.verify: exports that detect differently from their checkpoint (moved aside)."""
+    import os
+
+    return Finding(
+        "EXPORT.verify",
+        ERROR,
+        f"{', '.join(rejected)} detect(s) differently from the checkpoint (moved to "
+        f"{os.path.join(export_dir, 'rejected')}); the checkpoints are untouched",
+        "the export's figures are in the report; a TFLite int8 export may need "
+        "--tflite_quantize float16 or none, else please report it with the log "
+        f"(log: {log_path})",
+    )

@@ -11,7 +11,7 @@ import os
 
 from train.contracts import PrepareSpec
 from train.launch import cluster
-from train.launch.plan import LaunchPlan
+from train.launch.specs import Launch
 from train.options import RunOptions
 from train.pipeline import configfile, rewrite
 from train.preflight import PreviousRun, Report
@@ -66,7 +66,7 @@ class RunPlan:
     topology: cluster.Topology | None = None
     duties: Duties = Duties()
     prepare: PrepareSpec | None = None
-    launch: LaunchPlan | None = None
+    launch: Launch | None = None
     auto_batch: dict | None = None  # --batch_size auto: what was measured (report batch_auto)
 
     @property

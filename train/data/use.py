@@ -1,6 +1,6 @@
 """The driver's `--data PATH`: a converted folder, or an annotation folder converted once.
 
-`plan` decides (reads only); `prepare` converts when the plan says so. A raw annotation
+`resolve` decides (reads only); `prepare` converts when that says so. A raw annotation
 folder is converted into model_dir/data and reused while its files (names, sizes, mtimes) and
 the conversion options are unchanged (summary.json's fingerprint).
 """
@@ -26,11 +26,11 @@ class DataError(Exception):
 
 
 @dataclasses.dataclass(frozen=True)
-class DataPlan:
+class DataInputs:
     """Where the run's records and label map come from."""
 
     folder: str  # the converted folder
-    conversion: convert.ConvertOptions | None  # set: convert (again) before planning the run
+    conversion: convert.ConvertOptions | None  # set: convert (again) before the run is planned
     train: str  # glob of the training records
     eval: str | None  # glob of the eval records (None: the split is empty)
     label_map: str
@@ -56,7 +56,7 @@ def _globs(folder: str, summary: dict | None) -> tuple[str, str | None]:
     return train, (os.path.join(folder, "eval-*.record") if has("eval") else None)
 
 
-def plan(data: str, model_dir: str) -> DataPlan:
+def resolve(data: str, model_dir: str) -> DataInputs:
     """How --data is used (raises DataError)."""
     from train.launch import rundir
 
@@ -66,40 +66,40 @@ def plan(data: str, model_dir: str) -> DataPlan:
     summary = _summary(data) if os.path.isdir(data) else None
     if summary is not None:  # a folder train.data convert wrote
         label_map = os.path.join(data, convert.LABEL_MAP)
-        return DataPlan(data, None, *_globs(data, summary), label_map)
+        return DataInputs(data, None, *_globs(data, summary), label_map)
     out = os.path.join(os.path.abspath(model_dir), rundir.DATA)
     options = convert.ConvertOptions(data, out)
     previous = _summary(out)
     current = previous is not None and previous.get("fingerprint") == convert.fingerprint(options)
     train, evaluation = _globs(out, previous if current else None)
     label_map = os.path.join(out, convert.LABEL_MAP)
-    return DataPlan(out, None if current else options, train, evaluation, label_map, data)
+    return DataInputs(out, None if current else options, train, evaluation, label_map, data)
 
 
-def prepare(data_plan: DataPlan, emit) -> DataPlan:
-    """Converts when the plan says so; returns the plan of the converted folder."""
+def prepare(inputs: DataInputs, emit) -> DataInputs:
+    """Converts when `inputs` say so; returns the DataInputs of the converted folder."""
     from train.data import sources
 
-    if data_plan.conversion is None:
-        if data_plan.source:
+    if inputs.conversion is None:
+        if inputs.source:
             emit(
-                f"--data: using {data_plan.folder}, converted earlier from {data_plan.source} "
+                f"--data: using {inputs.folder}, converted earlier from {inputs.source} "
                 "(its files are unchanged)"
             )
         else:
-            emit(f"--data: using the records and label map in {data_plan.folder}")
-        return data_plan
-    emit(f"--data: converting {data_plan.conversion.source} into {data_plan.folder}")
+            emit(f"--data: using the records and label map in {inputs.folder}")
+        return inputs
+    emit(f"--data: converting {inputs.conversion.source} into {inputs.folder}")
     try:
-        summary = convert.convert(data_plan.conversion, emit)
+        summary = convert.convert(inputs.conversion, emit)
     except (sources.SourceError, convert.ConvertError) as e:
         raise DataError(f"--data: {e}") from None
     if not summary["splits"]["train"]["records"]:
         from train import errors
 
         raise DataError(
-            f"--data: no usable training image in {data_plan.conversion.source} (see above)",
+            f"--data: no usable training image in {inputs.conversion.source} (see above)",
             errors.EXIT_PREFLIGHT,
         )
-    train, evaluation = _globs(data_plan.folder, summary)
-    return dataclasses.replace(data_plan, conversion=None, train=train, eval=evaluation)
+    train, evaluation = _globs(inputs.folder, summary)
+    return dataclasses.replace(inputs, conversion=None, train=train, eval=evaluation)

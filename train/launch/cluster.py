@@ -194,7 +194,7 @@ def _slurm_tasks(environ: Mapping[str, str]) -> int:
     return int(environ.get("SLURM_STEP_NUM_TASKS") or 1)
 
 
-def plan_topology(gpus_flag: str, visible_gpus: int, environ: Mapping[str, str]) -> Topology:
+def choose_topology(gpus_flag: str, visible_gpus: int, environ: Mapping[str, str]) -> Topology:
     """The strategy for this process (pure: the environment is an argument)."""
     gpus = choose_gpus(gpus_flag, visible_gpus)
     if _slurm_tasks(environ) > 1:

@@ -1,4 +1,4 @@
-"""Runs a LaunchPlan: starts the children, prints progress, maps their Outcome to an exit code."""
+"""Runs a Launch: starts the children, prints progress, maps their Outcome to an exit code."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import sys
 import threading
 import time
 
-from train import errors, files, nativeimports
+from train import errors, files
 from train.contracts import (
     FAILED,
     INTERNAL,
@@ -32,8 +32,9 @@ from train.contracts import (
 from train.launch import paths
 from train.launch.autobatch import Point
 from train.launch.paths import RunPaths
-from train.launch.plan import LaunchPlan, plan_json
 from train.launch.progress import EventTail, ProgressPrinter
+from train.launch.specs import Launch, launch_json
+from train.preflight.findings import Finding
 
 STOP_GRACE_S = 120  # how long a stopping child may take to write its last checkpoint
 POLL_S = 1.0  # progress and restore-report cadence while the child trains
@@ -228,20 +229,20 @@ def run_probe(spec: TrainSpec, batch: int, env: dict[str, str], log_path: str):
 EVAL_GRACE_S = 900  # how long the evaluation may take for the last checkpoint after training
 
 
-def _eval_child(plan: LaunchPlan, env: dict[str, str]) -> ChildRun:
+def _eval_child(launch: Launch, env: dict[str, str]) -> ChildRun:
     """train/tf/evaluator.py beside the training (CPU unless --eval_on_gpu)."""
-    spec = plan.eval
+    spec = launch.eval
     eval_env = {k: v for k, v in env.items() if k != "TF_CONFIG"}
     if not spec.on_gpu:
         eval_env["CUDA_VISIBLE_DEVICES"] = "-1"
-    argv = (plan.argv[0], "-m", "train.tf.evaluator", plan.paths.spec(paths.EVAL))
+    argv = (launch.argv[0], "-m", "train.tf.evaluator", launch.paths.spec(paths.EVAL))
     stale = (spec.training_done, spec.early_stop)
     return ChildRun(argv, spec, spec.log_path, "evaluation", eval_env, stale=stale)
 
 
-def _finish_eval(plan: LaunchPlan, run: ChildRun, evaluator, stopped: bool, emit) -> None:
+def _finish_eval(launch: Launch, run: ChildRun, evaluator, stopped: bool, emit) -> None:
     """Tells the evaluation the training is over and waits for its last evaluation."""
-    spec = plan.eval
+    spec = launch.eval
     files.write_atomic(spec.training_done, "done\n")
     if stopped:
         evaluator.terminate()
@@ -253,7 +254,7 @@ def _finish_eval(plan: LaunchPlan, run: ChildRun, evaluator, stopped: bool, emit
         return
     outcome = run.ended(evaluator.returncode)
     if outcome.status == OK:
-        where = os.path.join(plan.model_dir, "eval")
+        where = os.path.join(launch.model_dir, "eval")
         emit(f"evaluation: finished; summaries in {where} (log: {spec.log_path})")
     elif not stopped:
         emit(f"warning: evaluation failed: {outcome.error} (log: {spec.log_path})")
@@ -407,45 +408,48 @@ def _supervise(child, evaluator, stop: _Forwarder, watchers, emit) -> None:
 
 
 def run(
-    plan: LaunchPlan, log_every_s: float, emit=None, on_restore=None, explain=None, on_freeze=None
+    launch: Launch, log_every_s: float, emit=None, on_restore=None, explain=None, on_freeze=None
 ) -> Ended:
-    """Executes the plan; returns how it ended: Ended(exit code, the child's Outcome).
+    """Starts the training (and evaluation) children and supervises them to their end.
+
+    Returns Ended(exit code, the training child's Outcome).
 
     `on_restore(report)` is called once, when the child has measured its fine-tune restore;
     `on_freeze(report)` once, when it has decided which variables train.
     `explain(outcome)` may turn a failure into the line to print (a finding with its fix).
     """
     emit = emit or (lambda line: print(line, file=sys.stderr, flush=True))
-    files.write_atomic(plan.paths.report("launch"), plan_json(plan))
-    env = {**os.environ, **plan.env}
+    files.write_atomic(launch.paths.report("launch"), launch_json(launch))
+    env = {**os.environ, **launch.env}
     training = ChildRun(
-        plan.argv,
-        plan.train,
-        plan.log_path,
+        launch.argv,
+        launch.train,
+        launch.log_path,
         "training process",
         env,
-        stale=(plan.train.restore_report, plan.train.freeze_report),  # an earlier run's
+        stale=(launch.train.restore_report, launch.train.freeze_report),  # an earlier run's
         phase="train",
     )
-    tail = EventTail(os.path.join(plan.model_dir, "train"))
-    printer = ProgressPrinter(plan.num_train_steps, plan.start_step, log_every_s, emit)
+    tail = EventTail(os.path.join(launch.model_dir, "train"))
+    printer = ProgressPrinter(launch.num_train_steps, launch.start_step, log_every_s, emit)
 
     def progress(final: bool = False) -> None:
-        if plan.is_chief:  # the other workers' summaries go to scratch folders
+        if launch.is_chief:  # the other workers' summaries go to scratch folders
             printer.feed(tail.poll(final=final))
 
     check_restore = _once(
-        TrainingRestore, plan.train.restore_report, on_restore, TrainingRestore.as_report
+        TrainingRestore, launch.train.restore_report, on_restore, TrainingRestore.as_report
     )
     check_freeze = _once(
-        TrainingFreeze, plan.train.freeze_report, on_freeze, lambda found: found.report
+        TrainingFreeze, launch.train.freeze_report, on_freeze, lambda found: found.report
     )
 
     emit(
-        f"training: {plan.num_train_steps - plan.start_step} steps from step {plan.start_step} "
-        f"({plan.train.num_steps_per_iteration} per iteration); log: {plan.log_path}"
+        f"training: {launch.num_train_steps - launch.start_step} steps "
+        f"from step {launch.start_step} "
+        f"({launch.train.num_steps_per_iteration} per iteration); log: {launch.log_path}"
     )
-    evaluation = _eval_child(plan, env) if plan.eval else None
+    evaluation = _eval_child(launch, env) if launch.eval else None
     evaluator = evaluation.start() if evaluation else None
     child = training.start()
     stop = _Forwarder(child)
@@ -453,8 +457,8 @@ def run(
 
     def check_early_stop() -> None:
         nonlocal early
-        if early is None and plan.eval and plan.eval.early_stop:
-            early = EarlyStop.read(plan.eval.early_stop)
+        if early is None and launch.eval and launch.eval.early_stop:
+            early = EarlyStop.read(launch.eval.early_stop)
             if early is not None:
                 emit(
                     f"early stop: {early.metric} has not improved for {early.evaluations} "
@@ -470,7 +474,8 @@ def run(
     outcome = training.ended(child.returncode, stop.signals)
     stopped_early = early is not None and not stop.signals and outcome.status == STOPPED
     if evaluator is not None:
-        _finish_eval(plan, evaluation, evaluator, outcome.status != OK and not stopped_early, emit)
+        failed = outcome.status != OK and not stopped_early
+        _finish_eval(launch, evaluation, evaluator, failed, emit)
     check_restore()
     check_freeze()
     progress(final=True)
@@ -480,38 +485,47 @@ def run(
     if outcome.status == STOPPED:
         emit(
             f"stopped by {outcome.signal}: {outcome.detail}; rerun the same command to resume "
-            f"from {plan.model_dir}"
+            f"from {launch.model_dir}"
         )
         return Ended(errors.EXIT_INTERRUPTED, outcome)
     if outcome.status != OK:
         explained = explain(outcome) if explain else None
-        emit(explained or f"error: training failed: {outcome.error} (full log: {plan.log_path})")
+        emit(explained or f"error: training failed: {outcome.error} (full log: {launch.log_path})")
         return Ended(errors.EXIT_TRAINING, outcome)
     return Ended(errors.EXIT_OK, outcome)
 
 
-def finish(spec: FinishSpec, emit, env: dict[str, str] | None = None):
-    """Runs the end of a run and prints it; returns (exit code, FinishReport or None).
+@dataclasses.dataclass(frozen=True)
+class Finished:
+    """How the end of a run went.
+
+    Attributes:
+      code: the exit code (EXIT_OK or EXIT_FINISH).
+      report: the child's FinishReport, None when it wrote none.
+      finding: when it failed or an export was rejected (built by train/outcomes.py).
+    """
+
+    code: int
+    report: FinishReport | None
+    finding: Finding | None = None
+
+
+def finish(spec: FinishSpec, emit, env: dict[str, str] | None = None) -> Finished:
+    """Runs the end of a run and prints it.
 
     The exit code is EXIT_FINISH when the child failed or an export disagrees with its
     checkpoint (that export is in export_dir/rejected/), else EXIT_OK.
     """
-    from train import compat, results
+    from train import compat, outcomes, results
 
     log_path = RunPaths(os.path.dirname(spec.report)).log(paths.FINISH)
     asked = (["final eval"] if spec.evaluate else []) + [f"export {f}" for f in spec.formats]
     emit(f"{', '.join(asked) or 'detections'}: {spec.checkpoint} (step {spec.step}) on CPU ...")
     report, outcome = run_finish(spec, compat.child_environment() if env is None else env, log_path)
-    if report is None and outcome.code == nativeimports.CODE and outcome.failed_import:
-        found = nativeimports.finding(outcome.failed_import, log_path)
-        emit(found.printed())
-        return errors.EXIT_FINISH, None
     if report is None:
-        emit(
-            f"error: {outcome.phase or 'finish'} failed: {outcome.error} (log: {log_path}); "
-            "the checkpoints are untouched"
-        )
-        return errors.EXIT_FINISH, None
+        finding = outcomes.of_finish(outcome, log_path)
+        emit(finding.printed())
+        return Finished(errors.EXIT_FINISH, None, finding)
     if report.eval:
         emit(results.render_eval(report.eval))
     for line in results.render_export(report.export or {}):
@@ -520,10 +534,7 @@ def finish(spec: FinishSpec, emit, env: dict[str, str] | None = None):
         emit(f"detections drawn: {report.contact_sheet}")
     bad = results.rejected(report.export)
     if bad:
-        emit(
-            f"error: EXPORT.verify: {', '.join(bad)} detect(s) differently from the checkpoint "
-            f"(moved to {os.path.join(spec.export_dir, 'rejected')}); the checkpoints are "
-            f"untouched (log: {log_path})"
-        )
-        return errors.EXIT_FINISH, report
-    return errors.EXIT_OK, report
+        finding = outcomes.export_rejected(bad, spec.export_dir, log_path)
+        emit(finding.printed())
+        return Finished(errors.EXIT_FINISH, report, finding)
+    return Finished(errors.EXIT_OK, report)

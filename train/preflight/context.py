@@ -41,7 +41,7 @@ class Context:
       options: the run options.
       source: the user's pipeline file (text + parsed proto, untouched).
       config: the effective config: `source` with the command-line overrides applied.
-      topology: the launch plan's strategy (train.launch.cluster); None: one replica per
+      topology: the run's strategy (train.launch.cluster); None: one replica per
         visible GPU, as a plain launch on this machine would use.
     """
 
@@ -96,12 +96,12 @@ class Context:
 
     @property
     def training_gpus(self) -> int:
-        """GPUs each worker trains on: the launch plan's, else every visible one."""
+        """GPUs each worker trains on: the run's, else every visible one."""
         return len(self.topology.gpus) if self.topology is not None else self.gpus
 
     @property
     def replicas(self) -> int:
-        """Replicas in sync of the launch plan (all workers' GPUs), else one per visible GPU."""
+        """Replicas in sync of the run (all workers' GPUs), else one per visible GPU."""
         if self.topology is not None:
             return self.topology.replicas
         return max(1, self.gpus)
@@ -128,7 +128,7 @@ class Context:
     def previous_run(self) -> PreviousRun | None:
         """The run model_dir already holds (its latest checkpoint), or None.
 
-        Read once: the MODEL_DIR check and the launch plan's start step both need it.
+        Read once: the MODEL_DIR check and the Launch's start step both need it.
         """
         model_dir = os.path.abspath(self.options.model_dir)
         if not os.path.isfile(os.path.join(model_dir, "checkpoint")):

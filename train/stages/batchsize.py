@@ -7,7 +7,7 @@ import os
 import shutil
 
 from train import compat, errors, files
-from train.launch import plan as launch_plan
+from train.launch import specs
 from train.outcomes import explain_failure, no_fit
 from train.pipeline import configfile
 from train.preflight.findings import Finding
@@ -78,7 +78,7 @@ def _search_batch(plan: RunPlan, fraction: float):
     options = plan.options
     folder = autobatch.probe_dir(options.model_dir)
     log_path = os.path.join(folder, "probe.log")
-    strategy = launch_plan.strategy_spec(plan.topology)
+    strategy = specs.strategy_spec(plan.topology)
     env = {**compat.child_environment(), "PYTHONUNBUFFERED": "1", "TF_CPP_MIN_LOG_LEVEL": "1"}
     host = envinfo.host_memory_bytes()
     if host is None:  # no budget for the host: every batch would "fit"
@@ -95,7 +95,7 @@ def _search_batch(plan: RunPlan, fraction: float):
     )
 
     def measure(batch: int):
-        spec = launch_plan.probe_spec(options, batch, strategy)
+        spec = specs.probe_spec(options, batch, strategy)
         config = autobatch.probe_config(
             plan.resolved_config, batch, options.restore == "transplant"
         )

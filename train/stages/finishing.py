@@ -75,8 +75,10 @@ def finish(plan: RunPlan, reporter: Reporter) -> int:
     )
     code = errors.EXIT_OK
     for one in specs:
-        step_code, finished = runner.finish(one, emit)
-        code = max(code, step_code)
+        ended = runner.finish(one, emit)
+        code, finished = max(code, ended.code), ended.report
+        if ended.finding is not None:
+            reporter.extra.append(ended.finding)
         if finished and finished.eval:
             reporter.results.setdefault("eval", {})["final"] = finished.eval
         if finished and finished.export:

@@ -6,8 +6,7 @@ import os
 
 from train import compat, errors
 from train.contracts import PrepareSpec, TransplantSource
-from train.launch import paths
-from train.launch import plan as launch_plan
+from train.launch import paths, specs
 from train.launch.paths import RunPaths
 from train.outcomes import explain_failure
 from train.pipeline import fields
@@ -18,7 +17,7 @@ from train.runplan import RunPlan
 
 def transplant_is_current(spec: PrepareSpec) -> bool:
     """True when model_dir already holds the transplant of this checkpoint for this config."""
-    recorded = TransplantSource.read(launch_plan.transplant_source(spec.transplant_to))
+    recorded = TransplantSource.read(specs.transplant_source(spec.transplant_to))
     return (
         os.path.isfile(spec.transplant_to + ".index")
         and recorded is not None
@@ -35,7 +34,7 @@ def prepare_duty(options, fixed_config, resolved_config, resolved_text, resolved
     if not train_config.fine_tune_checkpoint and not options.rehearse:
         return "none", None
     classes = fields.num_classes_path(resolved_config)
-    spec = launch_plan.prepare_spec(
+    spec = specs.prepare_spec(
         options.model_dir,
         resolved_path,
         resolved_text,
@@ -44,7 +43,7 @@ def prepare_duty(options, fixed_config, resolved_config, resolved_text, resolved
         fields.get(resolved_config, classes) if classes else None,
         transplant=options.restore == "transplant" and bool(train_config.fine_tune_checkpoint),
         rehearse_batch=(
-            launch_plan.rehearsal_batch(resolved_config.train_config.batch_size)
+            specs.rehearsal_batch(resolved_config.train_config.batch_size)
             if options.rehearse
             else 0
         ),

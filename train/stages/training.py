@@ -1,4 +1,4 @@
-"""Training: the launch plan run by the runner, with summaries, TensorBoard and NaN retries."""
+"""Training: the Launch run by the runner, with summaries, TensorBoard and NaN retries."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from train.runplan import RunPlan
 
 
 def train(plan: RunPlan, reporter: Reporter):
-    """Runs the launch plan, with summaries and a TensorBoard server as the duties say.
+    """Runs the Launch, with summaries and a TensorBoard server as the duties say.
 
     Returns the runner's Ended: the exit code and the training child's Outcome.
     """

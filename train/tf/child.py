@@ -334,7 +334,7 @@ def _measured_fine_tune_restore(
 
 
 def make_strategy(tf, spec):
-    """The tf.distribute strategy the launch plan chose (train.launch.cluster).
+    """The tf.distribute strategy the driver chose (train.launch.cluster).
 
     GPUs not chosen with --gpus are hidden from TensorFlow with `set_visible_devices`, which
     keeps it from taking their memory, and leaves CUDA_VISIBLE_DEVICES as Slurm or the user

@@ -66,7 +66,7 @@ def _prepare(spec, phase: harness.Phase) -> None:
     from object_detection.protos import train_pb2
 
     from train.contracts import PrepareReport, TransplantSource
-    from train.launch import plan
+    from train.launch import specs
     from train.pipeline import configfile
     from train.tf import offline_build, restore
 
@@ -96,7 +96,7 @@ def _prepare(spec, phase: harness.Phase) -> None:
         transplant = restore.transplant(model, spec.checkpoint, spec.num_classes)
         transplant["checkpoint"] = restore.write_model_checkpoint(model, spec.transplant_to)
         TransplantSource(spec.checkpoint, spec.pipeline_config_text_sha256).write(
-            plan.transplant_source(spec.transplant_to)
+            specs.transplant_source(spec.transplant_to)
         )
     if spec.rehearse and not (dry_run and dry_run["error"]):
         phase.name = "input"

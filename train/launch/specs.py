@@ -1,4 +1,9 @@
-"""The launch plan: everything the training child needs, computed by pure functions."""
+"""What each child of a run is told: its spec, built by pure functions (no I/O).
+
+A Launch is the training stage's part of a RunPlan (train/runplan.py, the one thing this project
+calls a plan): the training and evaluation children's command lines, environment and specs.
+The prepare, probe and finish specs are built here too (finish: train/results.py).
+"""
 
 from __future__ import annotations
 
@@ -14,7 +19,7 @@ from train.launch.paths import RunPaths
 
 
 @dataclasses.dataclass(frozen=True)
-class LaunchPlan:
+class Launch:
     """How the training child (and the evaluation beside it) are started.
 
     Attributes:
@@ -112,7 +117,7 @@ def eval_spec(options, resolved_config: str, num_train_steps: int, work_dir: str
     )
 
 
-def build_plan(
+def build_launch(
     options,
     resolved_config: str,
     num_train_steps: int,
@@ -120,8 +125,8 @@ def build_plan(
     extra_env: dict[str, str],
     topology=None,
     python: str = sys.executable,
-) -> LaunchPlan:
-    """Builds the launch plan (pure: no I/O).
+) -> Launch:
+    """Builds the Launch (pure: no I/O).
 
     `topology` (train.launch.cluster.Topology) says which strategy the child builds and, for
     several workers, its TF_CONFIG; None means the CPU/default strategy.
@@ -151,7 +156,7 @@ def build_plan(
         num_train_steps=num_train_steps,
         num_steps_per_iteration=per_iteration,
     )
-    return LaunchPlan(
+    return Launch(
         argv=(python, "-m", "train.tf.child", RunPaths(work_dir).spec(paths.TRAIN)),
         env=env,
         train=train,
@@ -261,6 +266,6 @@ def transplant_source(transplant_to: str) -> str:
     return os.path.join(os.path.dirname(transplant_to), "source.json")
 
 
-def plan_json(plan: LaunchPlan) -> str:
+def launch_json(plan: Launch) -> str:
     """The plan as written to launch.json (for the record; children read specs)."""
     return json.dumps(dataclasses.asdict(plan), indent=2, sort_keys=True)
