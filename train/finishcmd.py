@@ -1,4 +1,4 @@
-"""What `python -m train.evaluate` and `python -m train.export` share: the spec, the run, the report.
+"""What `python -m train.evaluate` and `python -m train.export` share: spec, run, report.
 
 Both work on any run, including one trained without this driver: the config is
 `--pipeline_config` or model_dir's own pipeline.config, the checkpoint `--checkpoint` or the

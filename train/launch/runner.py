@@ -407,6 +407,30 @@ def _supervise(child, evaluator, stop: _Forwarder, watchers, emit) -> None:
         raise
 
 
+class _EarlyStopWatch:
+    """A watcher: once the evaluator has written its EarlyStop, stops the training (it saves).
+
+    `found` is the EarlyStop once seen. No-op without a path (no --eval, or no --patience).
+    """
+
+    def __init__(self, path: str, child, stop: _Forwarder, emit):
+        self.path, self.child, self.stop, self.emit = path, child, stop, emit
+        self.found: EarlyStop | None = None
+
+    def __call__(self) -> None:
+        if self.found is not None or not self.path:
+            return
+        self.found = early = EarlyStop.read(self.path)
+        if early is not None:
+            self.emit(
+                f"early stop: {early.metric} has not improved for {early.evaluations} "
+                f"evaluations (best {early.best_value:.4g} at step {early.best_step}); "
+                "saving the current step, then stopping"
+            )
+            self.child.send_signal(signal.SIGTERM)  # the child saves as on a preemption
+            self.stop.deadline = time.monotonic() + STOP_GRACE_S
+
+
 def run(
     launch: Launch, log_every_s: float, emit=None, on_restore=None, explain=None, on_freeze=None
 ) -> Ended:
@@ -453,32 +477,21 @@ def run(
     evaluator = evaluation.start() if evaluation else None
     child = training.start()
     stop = _Forwarder(child)
-    early: EarlyStop | None = None
-
-    def check_early_stop() -> None:
-        nonlocal early
-        if early is None and launch.eval and launch.eval.early_stop:
-            early = EarlyStop.read(launch.eval.early_stop)
-            if early is not None:
-                emit(
-                    f"early stop: {early.metric} has not improved for {early.evaluations} "
-                    f"evaluations (best {early.best_value:.4g} at step {early.best_step}); "
-                    "saving the current step, then stopping"
-                )
-                child.send_signal(signal.SIGTERM)  # the child saves as on a preemption
-                stop.deadline = time.monotonic() + STOP_GRACE_S
-
-    _supervise(
-        child, evaluator, stop, (check_restore, check_freeze, progress, check_early_stop), emit
-    )
+    early = _EarlyStopWatch(launch.eval.early_stop if launch.eval else "", child, stop, emit)
+    _supervise(child, evaluator, stop, (check_restore, check_freeze, progress, early), emit)
     outcome = training.ended(child.returncode, stop.signals)
-    stopped_early = early is not None and not stop.signals and outcome.status == STOPPED
+    stopped_early = early.found is not None and not stop.signals and outcome.status == STOPPED
     if evaluator is not None:
         failed = outcome.status != OK and not stopped_early
         _finish_eval(launch, evaluation, evaluator, failed, emit)
     check_restore()
     check_freeze()
     progress(final=True)
+    return _ended(launch, outcome, stopped_early, explain, emit)
+
+
+def _ended(launch: Launch, outcome: Outcome, stopped_early: bool, explain, emit) -> Ended:
+    """The exit code of a training that ended with `outcome`, and the line that says how."""
     if stopped_early:
         emit(f"stopped early: {outcome.detail}")
         return Ended(errors.EXIT_OK, outcome)
