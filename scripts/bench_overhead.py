@@ -2,12 +2,14 @@
 
     python scripts/bench_overhead.py [--steps 40] [--pairs 2] [--out bench_out]
 
-Runs are interleaved (raw, driver, raw, driver, ...) so machine drift hits both. Each run
+Runs are interleaved (each round runs every kind, in a rotating order) so machine drift hits all
+of them. Besides raw and the driver, the training child runs alone, with the NaN guard off and
+on, so the difference is itemised: the child's hooks, the guard, the driver process. Each run
 trains the demo fine-tune (SSD MobileNetV2 FPNLite 320, batch 2, 3 classes) from the stand-in
 checkpoint in a fresh model_dir. Steady-state speed is the median `steps_per_sec` TensorBoard
-scalar over the second half of the steps (the first steps include tf.function tracing). The
-raw run uses the same resolved config and the same train_loop arguments the driver chose, so
-the ratio measures only what the driver adds (child process, event tailing, final save).
+scalar over the second half of the steps (the first steps include tf.function tracing). The raw
+run uses the same resolved config and the same train_loop arguments the driver chose, so the
+ratio measures only what the driver adds (child process, event tailing, final save).
 
 The driver runs with --nofinal_eval and no --export, so both sides do the same work: train
 and save. The fixed cost is split by the events' wall times: start -> first step
@@ -81,10 +83,49 @@ def steady_steps_per_sec(values: dict[int, tuple[float, float]]) -> float:
     return statistics.median(values[s][0] for s in steps[len(steps) // 2 :])
 
 
+ARMS = ("raw", "child", "guarded", "driver")
+
+
+def _run_arm(kind: str, model_dir: str, out: str, assets: dict, steps: int, env: dict) -> None:
+    """One run of `kind` in a fresh `model_dir`.
+
+    raw: train_loop as model_main_tf2 calls it; child: the training child alone (harness,
+    phase tracking, restore measurement, checkpoint hooks) with the NaN guard off; guarded:
+    the same with the guard on (what the driver runs); driver: the whole driver.
+    """
+    import dataclasses
+
+    from train.contracts import TrainSpec
+    from train.demo import __main__ as demo
+    from train.launch import paths
+
+    quiet = {"check": True, "env": env, "stderr": subprocess.DEVNULL, "cwd": ROOT}
+    planned = os.path.join(out, "driver-0", "train_spec.json")  # the first driver run's spec
+    if kind == "driver":
+        argv = [a for a in demo.driver_argv(assets, model_dir, steps) if "--export" not in a]
+        subprocess.run([*argv, "--nofinal_eval"], **quiet)
+    elif kind == "raw":
+        subprocess.run([sys.executable, "-c", RAW, planned, model_dir], **quiet)
+    else:
+        with open(planned, encoding="utf-8") as f:
+            spec = TrainSpec.from_json(f.read())
+        files = paths.RunPaths(model_dir)
+        spec = dataclasses.replace(
+            spec,
+            model_dir=model_dir,
+            restore_report=files.report("restore"),
+            outcome=files.outcome(paths.TRAIN),
+            freeze_report=files.report("freeze"),
+            nan_guard=kind == "guarded",
+        )
+        spec.write(files.spec(paths.TRAIN))
+        subprocess.run([sys.executable, "-m", "train.tf.child", files.spec(paths.TRAIN)], **quiet)
+
+
 def main() -> int:  # noqa: D103
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=40)
-    parser.add_argument("--pairs", type=int, default=2)
+    parser.add_argument("--pairs", type=int, default=2, help="rounds of all four kinds")
     parser.add_argument("--out", default=os.path.join(ROOT, "bench_out"))
     args = parser.parse_args()
     from train.demo import __main__ as demo
@@ -92,35 +133,19 @@ def main() -> int:  # noqa: D103
     out = os.path.abspath(args.out)
     assets = demo.prepare(os.path.join(out, "assets"))
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
-    results = {"driver": [], "raw": []}
-    walls = {"driver": [], "raw": []}
-    first_step = {"driver": [], "raw": []}  # process start -> first step logged
-    after_last = {"driver": [], "raw": []}  # last step logged -> process exit
+    results: dict[str, list[float]] = {k: [] for k in ARMS}
+    walls: dict[str, list[float]] = {k: [] for k in ARMS}
+    first_step: dict[str, list[float]] = {k: [] for k in ARMS}  # start -> first step logged
+    after_last: dict[str, list[float]] = {k: [] for k in ARMS}  # last step logged -> exit
     for pair in range(args.pairs):
-        # driver first in pair 0: the raw runs reuse its resolved config and loop arguments.
-        order = ("driver", "raw") if pair % 2 == 0 else ("raw", "driver")
+        # The driver first in round 0 (the others reuse its spec), then the order rotates so
+        # machine drift hits every kind.
+        order = ARMS[-1:] + ARMS[:-1] if pair == 0 else ARMS[pair % 4 :] + ARMS[: pair % 4]
         for kind in order:
             model_dir = os.path.join(out, f"{kind}-{pair}")
             subprocess.run(["rm", "-rf", model_dir], check=True)
             start, start_wall = time.monotonic(), time.time()
-            if kind == "driver":
-                argv = [
-                    a
-                    for a in demo.driver_argv(assets, model_dir, args.steps)
-                    if not a.startswith("--export")
-                ]
-                subprocess.run(
-                    [*argv, "--nofinal_eval"], check=True, env=env, stderr=subprocess.DEVNULL
-                )
-            else:
-                spec = os.path.join(out, "driver-0", "train_spec.json")
-                subprocess.run(
-                    [sys.executable, "-c", RAW, spec, model_dir],
-                    check=True,
-                    env=env,
-                    stderr=subprocess.DEVNULL,
-                    cwd=ROOT,
-                )
+            _run_arm(kind, model_dir, out, assets, args.steps, env)
             walls[kind].append(time.monotonic() - start)
             end_wall = time.time()
             events = step_events(model_dir)
@@ -128,32 +153,37 @@ def main() -> int:  # noqa: D103
             first_step[kind].append(events[min(events)][1] - start_wall)
             after_last[kind].append(end_wall - events[max(events)][1])
             print(
-                f"{kind:6s} run {pair}: {results[kind][-1]:.3f} steps/s steady, "
+                f"{kind:7s} run {pair}: {results[kind][-1]:.3f} steps/s steady, "
                 f"{walls[kind][-1]:.1f} s wall, first step at {first_step[kind][-1]:.1f} s, "
                 f"exit {after_last[kind][-1]:.1f} s after the last step",
                 flush=True,
             )
-    driver, raw = statistics.median(results["driver"]), statistics.median(results["raw"])
-    pairs = [d / r for d, r in zip(results["driver"], results["raw"], strict=True)]
-    print(
-        f"steady-state steps/s (median of runs): driver {driver:.3f}, raw train_loop "
-        f"{raw:.3f}, ratio {driver / raw:.3f} (target >= 0.98)"
-    )
-    print(
-        f"ratio per interleaved pair: {', '.join(f'{p:.3f}' for p in pairs)} (the spread is "
-        "this machine's run-to-run noise)"
-    )
-
-    wall_driver, wall_raw = statistics.median(walls["driver"]), statistics.median(walls["raw"])
-    print(
-        f"process wall (incl. preflight, startup, tracing): driver {wall_driver:.1f} s, "
-        f"raw {wall_raw:.1f} s, difference {wall_driver - wall_raw:+.1f} s"
-    )
-    for name, values in (("start -> first step", first_step), ("last step -> exit", after_last)):
-        d, r = statistics.median(values["driver"]), statistics.median(values["raw"])
-        print(f"{name}: driver {d:.1f} s, raw {r:.1f} s, difference {d - r:+.1f} s")
+    _print_summary(results, walls, first_step, after_last)
     _end_of_run(os.path.join(out, "driver-0"), args.steps, env)
     return 0
+
+
+def _print_summary(results, walls, first_step, after_last) -> None:
+    """The overall ratio, then each part's: what each layer the driver adds costs."""
+    median = {k: statistics.median(v) for k, v in results.items()}
+    pairs = [d / r for d, r in zip(results["driver"], results["raw"], strict=True)]
+    print(
+        f"steady-state steps/s (medians): raw train_loop {median['raw']:.3f}, child "
+        f"{median['child']:.3f}, child + NaN guard {median['guarded']:.3f}, driver "
+        f"{median['driver']:.3f}; driver / raw {median['driver'] / median['raw']:.3f} "
+        f"(per round: {', '.join(f'{p:.3f}' for p in pairs)})"
+    )
+    print(
+        "by part: the child's hooks (harness, phases, restore measurement, checkpoint hooks) "
+        f"{median['child'] / median['raw']:.3f}, the NaN guard "
+        f"{median['guarded'] / median['child']:.3f}, the driver process beside it (event "
+        f"tailing, supervision) {median['driver'] / median['guarded']:.3f}"
+    )
+    for name, values in (("process wall", walls), ("start -> first step", first_step)):
+        line = ", ".join(f"{k} {statistics.median(values[k]):.1f} s" for k in ARMS)
+        print(f"{name}: {line}")
+    line = ", ".join(f"{k} {statistics.median(after_last[k]):.1f} s" for k in ARMS)
+    print(f"last step -> exit: {line}")
 
 
 def _end_of_run(model_dir: str, steps: int, env: dict) -> None:

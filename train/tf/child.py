@@ -365,12 +365,46 @@ def _remove_worker_scratch(tf, managers, model_dir: str) -> None:
             tf.io.gfile.rmtree(directory)
 
 
+def _stopped(tf, spec, managers: list, guard, signal: str, step: int | None):
+    """The Outcome of a run a signal stopped: the current step saved when it was not yet."""
+    from train.contracts import STOPPED, Outcome
+
+    with guard.writing_checkpoint():
+        saved = save_final(tf, managers) if managers else None
+    _remove_worker_scratch(tf, managers, spec.model_dir)
+    rank = spec.strategy.rank
+    if saved and rank:
+        saved = None  # its copy went to a scratch folder; worker 0 saved the real one
+        what = f"worker {rank} stopped with worker 0, which saved step {step}"
+    elif saved:
+        what = f"saved {saved} at step {step}"
+    else:
+        what = f"step {step} was already saved" if managers else "no training step had run"
+    return Outcome(STOPPED, step=step, checkpoint=saved, signal=signal, detail=what)
+
+
+def _failed(tf, e: Exception, step: int | None, latest: str | None, phase: str, config):
+    """The Outcome of a failed run: TRAIN.oom, TRAIN.nan, or the failure line with its code."""
+    from train.contracts import FAILED, Outcome
+
+    oom = guards.memory_line(tf, e)
+    if oom:
+        return Outcome(FAILED, step=step, error=oom, phase=phase, code="TRAIN.oom")
+    nan = guards.nan_line(e, step, latest)
+    if nan:
+        return Outcome(
+            FAILED, step=step, checkpoint=latest, error=nan, phase=phase, code=guards.NAN_TAG
+        )
+    error, code = guards.failure_line(tf, e, config)
+    return Outcome(FAILED, step=step, error=error, phase=phase, code=code)
+
+
 def _train(spec, phase: harness.Phase):
     """Runs train_loop as the TrainSpec says; the Outcome of its end, whatever it was."""
     import tensorflow as tf
     from object_detection import model_lib_v2
 
-    from train.contracts import FAILED, OK, STOPPED, Outcome
+    from train.contracts import OK, Outcome
     from train.pipeline import configfile, fields
     from train.tf import memory, offline_build
 
@@ -424,37 +458,11 @@ def _train(spec, phase: harness.Phase):
         detail = f"saved final checkpoint {saved}" if saved else f"final step in {latest}"
         outcome = Outcome(OK, step=step(), checkpoint=latest, detail=detail)
     except Stopped as stop:  # the guard is stopping: further signals are ignored
-        with guard.writing_checkpoint():
-            saved = save_final(tf, managers) if managers else None
-        _remove_worker_scratch(tf, managers, spec.model_dir)
-        rank = spec.strategy.rank
-        if saved and rank:
-            saved = None  # its copy went to a scratch folder; worker 0 saved the real one
-            what = f"worker {rank} stopped with worker 0, which saved step {step()}"
-        elif saved:
-            what = f"saved {saved} at step {step()}"
-        else:
-            what = f"step {step()} was already saved" if managers else "no training step had run"
-        outcome = Outcome(STOPPED, step=step(), checkpoint=saved, signal=str(stop), detail=what)
+        outcome = _stopped(tf, spec, managers, guard, str(stop), step())
     except Exception as e:  # noqa: BLE001 - one line for the driver; the traceback in the log
         traceback.print_exc()
         latest = managers[-1].latest_checkpoint if managers else None
-        nan = guards.nan_line(e, step(), latest)
-        oom = guards.memory_line(tf, e)
-        if oom:
-            outcome = Outcome(FAILED, step=step(), error=oom, phase=phase.name, code="TRAIN.oom")
-        elif nan:
-            outcome = Outcome(
-                FAILED,
-                step=step(),
-                checkpoint=latest,
-                error=nan,
-                phase=phase.name,
-                code=guards.NAN_TAG,
-            )
-        else:
-            error, code = guards.failure_line(tf, e, config)
-            outcome = Outcome(FAILED, step=step(), error=error, phase=phase.name, code=code)
+        outcome = _failed(tf, e, step(), latest, phase.name, config)
     return dataclasses.replace(outcome, memory=memory.measured(tf, spec.gpu_limits))
 
 
