@@ -15,8 +15,8 @@ import os
 
 import pytest
 
-from tests.conftest import DEMO_CONFIG, run_python
-from tests.helpers import demo_driver_args, zero_learning_rate_config
+from tests.conftest import run_python
+from tests.helpers import demo_driver_args, small_demo_config, zero_learning_rate_config
 
 HEADLINE = (
     "DetectionBoxes_Precision/mAP",
@@ -51,15 +51,14 @@ def finished(demo_assets, tmp_path_factory):
     from train.tf import standin
 
     work = tmp_path_factory.mktemp("finish")
-    config = zero_learning_rate_config(
-        DEMO_CONFIG, str(work / "zero_lr.config"), freeze_batchnorm=True
-    )
+    small = small_demo_config(work)  # the input size is not what these tests are about
+    config = zero_learning_rate_config(small, str(work / "zero_lr.config"), freeze_batchnorm=True)
     # A 3-class stand-in restored whole (--restore=transplant), calibrated on the training
     # images so it scores boxes apart as a trained model does: a random one scores every
     # anchor ~0.0102 whatever the image, and no comparison of two detectors is decisive on
     # ties (the TFLite verification was inconclusive in some runs).
     start = standin.build_standin(
-        DEMO_CONFIG,
+        small,
         str(work / "zoo"),
         num_classes=3,
         shift=(-0.01, 0.01),

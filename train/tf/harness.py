@@ -11,7 +11,8 @@ same way for each:
    the spec file (train/launch/runner.ChildRun);
 2. applies the compatibility layer and imports TensorFlow and the OD API's training module,
    so that a missing module or system library is the ENV.import Outcome
-   (train/nativeimports.py) whichever child meets it first;
+   (train/nativeimports.py) whichever child meets it first; then has AutoGraph leave the
+   OD API's TF1-style functions as written (train/tf/tracing.py: half of a child's start);
 3. runs `body(spec, phase)`, which returns the child's Outcome (a failure it recognises
    carries its finding code, e.g. TRAIN.nan); an exception it lets through becomes a FAILED
    Outcome at the `phase` it had reached;
@@ -58,6 +59,9 @@ def main(argv: list[str], spec_cls, body, first_phase: str = "model") -> int:
         from object_detection import model_lib_v2  # noqa: F401 - lvis, cv2, pycocotools
     except (ImportError, OSError) as e:  # a module or a system library it needs is missing
         return nativeimports.outcome_for(e, spec.outcome)
+    from train.tf import tracing
+
+    tracing.limit_autograph()  # half of a child's start is AutoGraph rewriting the OD API
     phase = Phase(first_phase)
     try:
         outcome = body(spec, phase)
