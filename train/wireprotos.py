@@ -32,11 +32,8 @@ def _fill(message, fields, nested):
     return message
 
 
-@functools.lru_cache(maxsize=1)
-def _classes():
-    file = descriptor_pb2.FileDescriptorProto(
-        name="tfod_finetune_wire.proto", package="tfod_finetune_wire", syntax="proto3"
-    )
+def _checkpoint_messages(file) -> None:
+    """tensorflow/core/protobuf/tensor_bundle.proto's messages (a checkpoint's .index)."""
     opt, rep = _F.LABEL_OPTIONAL, _F.LABEL_REPEATED
     _message(
         file,
@@ -69,6 +66,11 @@ def _classes():
             (2, "endianness", _F.TYPE_INT32, opt, None),
         ],
     )
+
+
+def _example_messages(file) -> None:
+    """tensorflow/core/example/{example,feature}.proto's messages (a TFRecord's records)."""
+    opt, rep = _F.LABEL_OPTIONAL, _F.LABEL_REPEATED
     _message(file, "BytesList", [(1, "value", _F.TYPE_BYTES, rep, None)])
     _message(file, "FloatList", [(1, "value", _F.TYPE_FLOAT, rep, None, "packed")])
     _message(file, "Int64List", [(1, "value", _F.TYPE_INT64, rep, None, "packed")])
@@ -108,6 +110,15 @@ def _classes():
             (1, "features", _F.TYPE_MESSAGE, opt, ".tfod_finetune_wire.Features"),
         ],
     )
+
+
+@functools.lru_cache(maxsize=1)
+def _classes():
+    file = descriptor_pb2.FileDescriptorProto(
+        name="tfod_finetune_wire.proto", package="tfod_finetune_wire", syntax="proto3"
+    )
+    _checkpoint_messages(file)
+    _example_messages(file)
     pool = descriptor_pool.DescriptorPool()
     pool.Add(file)
     return {

@@ -284,6 +284,36 @@ def fingerprint(options: ConvertOptions) -> str:
     return digest.hexdigest()
 
 
+def _write_split(pool, items, names, stage, ids, skip_empty, tally) -> list[Problem]:
+    """Converts one split's items in `pool`, dealing records into the shards `names`.
+
+    Updates `tally` (images, records, negatives, boxes per class); returns the problems.
+    """
+    ordered = sorted(items, key=lambda i: _unit("order:" + i.key))
+    handles = [open(os.path.join(stage, n), "wb") for n in names]  # noqa: SIM115
+    problems: list[Problem] = []
+    try:
+        converted = pool.map(
+            _convert_item, ordered, [ids] * len(ordered), [skip_empty] * len(ordered), chunksize=4
+        )
+        position = 0
+        for done in converted:
+            problems += done.problems
+            if done.payload is None:
+                continue
+            handles[position % len(handles)].write(records.frame(done.payload))
+            position += 1
+            tally["images"] += 1
+            tally["records"] += 1
+            tally["negatives"] += not done.names
+            for name in done.names:
+                tally["boxes"][name] = tally["boxes"].get(name, 0) + 1
+    finally:
+        for handle in handles:
+            handle.close()
+    return problems
+
+
 def convert(options: ConvertOptions, emit=print) -> dict:
     """Converts; returns the summary (also written as OUT/summary.json).
 
@@ -313,33 +343,10 @@ def convert(options: ConvertOptions, emit=print) -> dict:
         jobs = options.jobs or os.cpu_count() or 1
         with concurrent.futures.ProcessPoolExecutor(max_workers=jobs) as pool:
             for split in SPLITS:
-                ordered = sorted(splits[split], key=lambda i: _unit("order:" + i.key))
                 names = [shard_name(split, n, shards[split]) for n in range(shards[split])]
-                handles = [open(os.path.join(stage, n), "wb") for n in names]  # noqa: SIM115
-                try:
-                    done_items = pool.map(
-                        _convert_item,
-                        ordered,
-                        [ids] * len(ordered),
-                        [options.skip_empty] * len(ordered),
-                        chunksize=4,
-                    )
-                    position = 0
-                    for done in done_items:
-                        item_problems += done.problems
-                        if done.payload is None:
-                            continue
-                        handles[position % len(handles)].write(records.frame(done.payload))
-                        position += 1
-                        tally = counts[split]
-                        tally["images"] += 1
-                        tally["records"] += 1
-                        tally["negatives"] += not done.names
-                        for name in done.names:
-                            tally["boxes"][name] = tally["boxes"].get(name, 0) + 1
-                finally:
-                    for handle in handles:
-                        handle.close()
+                item_problems += _write_split(
+                    pool, splits[split], names, stage, ids, options.skip_empty, counts[split]
+                )
                 written[split] = names
         problems += sorted(item_problems, key=lambda p: (p.where, p.what, p.reason))
         summary = {

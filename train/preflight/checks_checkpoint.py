@@ -288,6 +288,40 @@ def check_model_dir_usable(ctx):
         )
 
 
+def _resume_mismatches(ctx, where: str, info):
+    """The run in model_dir against this config: architecture, class head, optimizer slots."""
+    fix = "pass --fresh to move that run aside (renamed, never deleted), or use a new --model_dir"
+    for _, description in _arch_mismatches(ctx.config, info):
+        yield Finding(
+            "MODEL_DIR.incompatible",
+            ERROR,
+            f"{where} holds a run of another architecture ({description}); the OD API "
+            "resumes from it and fails with a shape mismatch",
+            fix,
+        )
+    wanted_classes = _target_classes(ctx)
+    slots = pipeline_arch.class_head_slots(ctx.config, wanted_classes) if wanted_classes else None
+    if slots and info.head_slots and slots != info.head_slots:
+        yield Finding(
+            "MODEL_DIR.incompatible",
+            ERROR,
+            f"{where} holds a run whose class head has {info.head_slots} outputs; this "
+            f"config ({wanted_classes} classes) builds {slots}: the resume would fail "
+            "with a shape mismatch",
+            fix,
+        )
+    wanted_slots = pipeline_arch.optimizer_slots(ctx.config)
+    if info.optimizer_slots and wanted_slots and not wanted_slots <= info.optimizer_slots:
+        yield Finding(
+            "MODEL_DIR.optimizer",
+            WARNING,
+            f"{where} holds a run trained with another optimizer (slots "
+            f"{sorted(info.optimizer_slots)}; this config's optimizer keeps "
+            f"{sorted(wanted_slots)}): its state would be dropped silently",
+            fix,
+        )
+
+
 def check_model_dir(ctx):
     """MODEL_DIR: a finished run, or the checkpoint's own folder."""
     model_dir = os.path.abspath(ctx.options.model_dir)
@@ -326,36 +360,7 @@ def check_model_dir(ctx):
         return
     if info is None:
         return
-    fix = "pass --fresh to move that run aside (renamed, never deleted), or use a new --model_dir"
-    for _, description in _arch_mismatches(ctx.config, info):
-        yield Finding(
-            "MODEL_DIR.incompatible",
-            ERROR,
-            f"{where} holds a run of another architecture ({description}); the OD API "
-            "resumes from it and fails with a shape mismatch",
-            fix,
-        )
-    wanted_classes = _target_classes(ctx)
-    slots = pipeline_arch.class_head_slots(ctx.config, wanted_classes) if wanted_classes else None
-    if slots and info.head_slots and slots != info.head_slots:
-        yield Finding(
-            "MODEL_DIR.incompatible",
-            ERROR,
-            f"{where} holds a run whose class head has {info.head_slots} outputs; this "
-            f"config ({wanted_classes} classes) builds {slots}: the resume would fail "
-            "with a shape mismatch",
-            fix,
-        )
-    wanted_slots = pipeline_arch.optimizer_slots(ctx.config)
-    if info.optimizer_slots and wanted_slots and not wanted_slots <= info.optimizer_slots:
-        yield Finding(
-            "MODEL_DIR.optimizer",
-            WARNING,
-            f"{where} holds a run trained with another optimizer (slots "
-            f"{sorted(info.optimizer_slots)}; this config's optimizer keeps "
-            f"{sorted(wanted_slots)}): its state would be dropped silently",
-            fix,
-        )
+    yield from _resume_mismatches(ctx, where, info)
     step = info.global_step or 0
     steps = ctx.num_train_steps
     if steps and step >= steps:

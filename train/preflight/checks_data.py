@@ -198,7 +198,35 @@ def record_findings(reader_path, paths, found, needs, label_map):
         reader_path, {k: t for k, t in tallies.items() if k in ReaderNeeds.KINDS}, scanned
     )
     where = f"{reader_path} ({paths[0]}{' ...' if len(paths) > 1 else ''})"
-    regenerate = "fix the converter that wrote the records, then regenerate them"
+    yield from _image_findings(reader_path, tallies, scanned)
+    if found.unknown:
+        listed = ", ".join(f"{t!r} x{n}" for t, n in sorted(found.unknown.items())[:5])
+        yield Finding(
+            "INPUT_DATA.class_text",
+            ERROR,
+            f"{where}: class names not in the label map {label_map.path}: {listed} (first: "
+            f"{tallies['class_text'].first}); the OD API silently turns those boxes into "
+            "background",
+            "make the label map names match image/object/class/text (case matters)",
+        )
+    if found.out_of_range:
+        yield Finding(
+            "INPUT_DATA.label_range",
+            ERROR,
+            f"{where}: class labels {sorted(found.out_of_range)[:10]} outside "
+            f"1..{label_map.max_id} (first: {tallies['label_range'].first}); those boxes "
+            "silently become background",
+            "label classes 1..N as in the label map (0 is background)",
+        )
+    yield from _box_findings(reader_path, tallies, scanned)
+
+
+_REGENERATE = "fix the converter that wrote the records, then regenerate them"
+
+
+def _image_findings(reader_path, tallies, scanned):
+    """Records without an image, with bytes that are no image, or whose header fails."""
+    regenerate = _REGENERATE
     if "no_image" in tallies:
         tally = tallies["no_image"]
         yield Finding(
@@ -228,25 +256,10 @@ def record_findings(reader_path, paths, found, needs, label_map):
             "pipeline fails on it",
             regenerate + " (python -m train.data convert re-encodes what Pillow can read)",
         )
-    if found.unknown:
-        listed = ", ".join(f"{t!r} x{n}" for t, n in sorted(found.unknown.items())[:5])
-        yield Finding(
-            "INPUT_DATA.class_text",
-            ERROR,
-            f"{where}: class names not in the label map {label_map.path}: {listed} (first: "
-            f"{tallies['class_text'].first}); the OD API silently turns those boxes into "
-            "background",
-            "make the label map names match image/object/class/text (case matters)",
-        )
-    if found.out_of_range:
-        yield Finding(
-            "INPUT_DATA.label_range",
-            ERROR,
-            f"{where}: class labels {sorted(found.out_of_range)[:10]} outside "
-            f"1..{label_map.max_id} (first: {tallies['label_range'].first}); those boxes "
-            "silently become background",
-            "label classes 1..N as in the label map (0 is background)",
-        )
+
+
+def _box_findings(reader_path, tallies, scanned):
+    """Boxes in pixels, degenerate boxes (errors), boxes slightly outside the image."""
     pixels, degenerate = tallies.get("pixels"), tallies.get("degenerate")
     if pixels or degenerate:
         what = []
