@@ -136,3 +136,21 @@ def test_the_driver_process_never_imports_tensorflow(demo_assets, tmp_path):
     result = run_python(code)
     # Only the OD API's (empty) package and its protos: no TensorFlow, no model code.
     assert "LOADED [] CODE 0" in result.stdout, result.stdout + result.stderr[-3000:]
+
+
+def test_modules_and_functions_stay_small():
+    """The style's limits: a module past ~600 lines or a function past 80 wants a new room."""
+    too_long = []
+    for directory, _, names in os.walk(TRAIN):
+        for name in [n for n in names if n.endswith(".py")]:
+            path = os.path.join(directory, name)
+            text = open(path, encoding="utf-8").read()
+            where = os.path.relpath(path, ROOT)
+            if text.count("\n") > 600:
+                too_long.append(f"{where}: {text.count(chr(10))} lines")
+            for node in ast.walk(ast.parse(text, path)):
+                if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                    length = node.end_lineno - node.lineno + 1
+                    if length > 80:
+                        too_long.append(f"{where}:{node.lineno}: {node.name}() {length} lines")
+    assert too_long == []
