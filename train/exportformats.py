@@ -1,8 +1,8 @@
 """The export formats, one row each: the one table the driver, the preflight and the export read.
 
-Adding a format touches this table and its own module under train/tf/formats/ (how it
-exports, how its output runs on an image for the verification, its tolerance row in
-train/verify.py) and nothing else: `--export` / `train.export --export` accept it, the
+Adding a format touches this table (its name, module, tolerances and preflight rule) and its
+own module under train/tf/formats/ (how it exports, how its output runs on an image for the
+verification) and nothing else: `--export` / `train.export --export` accept it, the
 preflight applies its rule, the finish child exports and verifies it. TF-free.
 """
 
@@ -15,18 +15,30 @@ TFLITE_ARCHS = ("ssd", "center_net")  # what export_tflite_graph_lib_tf2 convert
 
 
 @dataclasses.dataclass(frozen=True)
+class Tolerance:
+    """How far an exported model may drift from its checkpoint and still pass (train/verify.py)."""
+
+    max_box_delta: float  # normalized coordinates
+    max_score_delta: float
+    min_matched: float  # share of the checkpoint's detections found again
+
+
+@dataclasses.dataclass(frozen=True)
 class ExportFormat:
     """One export format.
 
     Attributes:
       name: the value of --export.
       module: the train.tf.formats module with `export(job) -> Exported`.
+      tolerances: {variant: Tolerance}; the variant is the Exported's `key` (the name in the
+        report: "tflite_int8" for an int8 TFLite).
       problem: the preflight's rule: `problem(config)` is (code, field, message, fix) when
         this model cannot be exported so, else None.
     """
 
     name: str
     module: str
+    tolerances: dict[str, Tolerance]
     problem: Callable | None = None
 
 
@@ -65,10 +77,22 @@ def tflite_problem(config) -> tuple[str, str, str, str] | None:
 
 
 TABLE = (
-    ExportFormat("saved_model", "train.tf.formats.saved_model"),
-    ExportFormat("tflite", "train.tf.formats.tflite", tflite_problem),
+    ExportFormat(
+        "saved_model", "train.tf.formats.saved_model", {"saved_model": Tolerance(1e-3, 1e-3, 0.95)}
+    ),
+    ExportFormat(
+        "tflite",
+        "train.tf.formats.tflite",
+        {
+            "tflite": Tolerance(0.01, 0.01, 0.9),  # float32: other kernels, other NMS
+            "tflite_float16": Tolerance(0.05, 0.05, 0.8),
+            "tflite_int8": Tolerance(0.1, 0.15, 0.6),
+        },
+        tflite_problem,
+    ),
 )
 BY_NAME = {f.name: f for f in TABLE}
+TOLERANCES = {key: t for f in TABLE for key, t in f.tolerances.items()}
 NAMES = tuple(f.name for f in TABLE)
 
 

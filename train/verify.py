@@ -18,26 +18,12 @@ import dataclasses
 
 import numpy as np
 
+# Each format's tolerances are in its row of the export table.
+from train.exportformats import TOLERANCES, Tolerance  # noqa: F401 - read here by their users
+
 MATCH_IOU = 0.9
 TOP_K = 10  # the checkpoint's detections compared per image (by score)
 MIN_SCORE = 0.0
-
-
-@dataclasses.dataclass(frozen=True)
-class Tolerance:
-    """How far an exported model may drift from its checkpoint and still pass."""
-
-    max_box_delta: float  # normalized coordinates
-    max_score_delta: float
-    min_matched: float  # share of the checkpoint's detections found again
-
-
-TOLERANCES = {
-    "saved_model": Tolerance(1e-3, 1e-3, 0.95),
-    "tflite": Tolerance(0.01, 0.01, 0.9),  # float32 TFLite: other kernels, other NMS
-    "tflite_float16": Tolerance(0.05, 0.05, 0.8),
-    "tflite_int8": Tolerance(0.1, 0.15, 0.6),
-}
 
 
 @dataclasses.dataclass(frozen=True)

@@ -35,7 +35,7 @@ class Exported:
       staged: the file or folder written (promoted to `final` when verified).
       detect: `detect(image, preprocessed) -> detections`, as the checkpoint's reference.
       final: where it goes when verified.
-      key: its row in verify.TOLERANCES (and its name in the report).
+      key: its tolerance's variant in its exportformats row (and its name in the report).
       sidecars: `sidecars(kept_path_or_None) -> dict` of the report's extra entries
         (files written beside the model), or None.
     """
