@@ -219,5 +219,6 @@ def test_a_batch_point_trains_what_the_run_trains(good_options, tmp_path):
         "nan_guard",
         "gpu_limits",
     }
-    assert probe.freeze == planned.train.freeze == "backbone"
+    assert probe.options == planned.train.options == options  # every flag, whole
+    assert probe.options.freeze == "backbone"
     assert probe.model_dir.startswith(str(tmp_path / "batch_probe"))

@@ -33,7 +33,11 @@ def test_steps_per_iteration(remaining, every, expected):
 
 def test_build_launch_is_pure_and_complete(tmp_path):
     options = RunOptions(
-        pipeline_config="in.config", model_dir=str(tmp_path / "m"), checkpoint_every_n=5
+        pipeline_config="in.config",
+        model_dir=str(tmp_path / "m"),
+        checkpoint_every_n=5,
+        train_input_path=("a.record", "b.record"),
+        freeze="backbone",
     )
     built = specs.build_launch(
         options,
@@ -51,6 +55,7 @@ def test_build_launch_is_pure_and_complete(tmp_path):
     assert record["train"]["num_train_steps"] == 30 and record["start_step"] == 10
     # The child reads back exactly the spec the driver wrote (the same class on both sides).
     assert TrainSpec.from_json(built.train.to_json()) == built.train
+    assert built.train.options == options  # the user's flags reach the child whole
     assert not (tmp_path / "m").exists()  # building a plan writes nothing
 
 

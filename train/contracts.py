@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import errno
+import importlib
 import json
 import typing
 from typing import ClassVar, TypeVar
@@ -42,7 +43,7 @@ class ContractError(ValueError):
 class Contract:
     """JSON round trip for the frozen dataclasses below (nested contracts included)."""
 
-    _nested: ClassVar[dict[str, type]] = {}
+    _nested: ClassVar[dict[str, type | str]] = {}
 
     def to_dict(self) -> dict:  # noqa: D102
         return dataclasses.asdict(self)
@@ -69,6 +70,9 @@ class Contract:
             )
         values = dict(data)
         for name, nested in cls._nested.items():
+            if isinstance(nested, str):  # "module.Class"
+                module, _, attr = nested.rpartition(".")
+                nested = getattr(importlib.import_module(module), attr)
             if values.get(name) is not None:
                 values[name] = nested.from_dict(values[name])
         for field in dataclasses.fields(cls):
@@ -129,9 +133,16 @@ class StrategySpec(Contract):
 
 @dataclasses.dataclass(frozen=True)
 class TrainSpec(Contract):
-    """What the training child runs: the OD API's train_loop with these arguments."""
+    """What the training child runs: the OD API's train_loop with these arguments.
 
-    _nested: ClassVar[dict[str, type]] = {"strategy": StrategySpec}
+    The fields are what the driver decided (steps, cadence, files); `options` is what the
+    user asked for, whole (train.options.RunOptions): the child reads its flags there.
+    """
+
+    _nested: ClassVar[dict[str, type | str]] = {
+        "strategy": StrategySpec,
+        "options": "train.options.RunOptions",  # imports this module: named, imported late
+    }
 
     pipeline_config: str
     model_dir: str
@@ -142,7 +153,7 @@ class TrainSpec(Contract):
     restore_report: str  # where the child writes its TrainingRestore
     outcome: str  # where the child writes its Outcome
     strategy: StrategySpec = StrategySpec()
-    freeze: str = ""  # --freeze, canonical (train.pipeline.freezing.parse_flag)
+    options: object = None  # a train.options.RunOptions (None: every flag at its default)
     freeze_report: str = ""  # where the child writes its TrainingFreeze
     nan_guard: bool = True  # stop at the first non-finite loss or gradient (benchmarks: off)
     gpu_limits: bool = False  # also report each GPU allocator's limit (--batch_size auto)

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import dataclasses
 
+from train.contracts import Contract
+
 
 @dataclasses.dataclass(frozen=True)
-class RunOptions:
+class RunOptions(Contract):
     """Everything one driver invocation was asked to do.
 
-    `None` means "not given on the command line": the pipeline config's value stands.
+    `None` means "not given on the command line": the pipeline config's value stands. It is a
+    contract: the training child gets it whole in its TrainSpec (`options`), so a flag that
+    changes how the child trains touches train/flags.py, this class and the child only.
     """
 
     pipeline_config: str

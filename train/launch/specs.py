@@ -203,8 +203,9 @@ def train_spec(
 ) -> TrainSpec:
     """The TrainSpec of a run with these options: the one place options reach the child.
 
-    The training and each --batch_size auto point are built here, so a flag that changes
-    what trains (--freeze, ...) reaches both; `overrides` are what differs (steps, files).
+    The training and each --batch_size auto point are built here, so the flags that change
+    what trains (--freeze, ...) reach both, in `options` whole; `overrides` are what the
+    driver decides differently for each (steps, files).
     """
     files = RunPaths(work_dir)
     spec = TrainSpec(
@@ -217,7 +218,7 @@ def train_spec(
         restore_report=files.report("restore"),
         outcome=files.outcome(paths.TRAIN),
         strategy=strategy,
-        freeze=options.freeze or "",
+        options=options,
         freeze_report=files.report("freeze"),
     )
     return dataclasses.replace(spec, **overrides)

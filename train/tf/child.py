@@ -405,9 +405,11 @@ def _train(spec, phase: harness.Phase):
     from object_detection import model_lib_v2
 
     from train.contracts import OK, Outcome
+    from train.options import RunOptions
     from train.pipeline import configfile, fields
     from train.tf import memory, offline_build
 
+    options = spec.options or RunOptions(spec.pipeline_config, spec.model_dir)  # the defaults
     config = configfile.load(spec.pipeline_config).proto
     classes_path = fields.num_classes_path(config)
     num_classes = fields.get(config, classes_path) if classes_path else None
@@ -436,7 +438,7 @@ def _train(spec, phase: harness.Phase):
             _recording_checkpoint_managers(tf, managers, guard),
             _measured_fine_tune_restore(model_lib_v2, spec.restore_report, num_classes, phase),
             tracking_phases(model_lib_v2, phase),
-            applying_freeze(model_lib_v2, config, spec.freeze, spec.freeze_report),
+            applying_freeze(model_lib_v2, config, options.freeze, spec.freeze_report),
             guards.nan_guard(tf, model_lib_v2, spec.nan_guard),
             _iteration_end_hook(model_lib_v2, iteration_end),
             offline_build.no_downloads(bool(config.train_config.fine_tune_checkpoint)),
