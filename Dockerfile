@@ -15,17 +15,24 @@ ENV PYTHONUNBUFFERED=1 \
     PATH=/opt/venv/bin:$PATH
 
 WORKDIR /opt/tfod-finetune
+
+# The dependencies first, in a layer of their own: a change to the code rebuilds only the
+# layers after it. The same lock files and installer as CI (scripts/setup_env.sh), TensorFlow
+# from the image; the package is installed editable over a placeholder until its code comes.
 COPY setup.py pyproject.toml README.md ./
 COPY constraints/ constraints/
-COPY scripts/ scripts/
+COPY scripts/setup_env.sh scripts/
 COPY configs/ configs/
-COPY train/ train/
-
-# The same lock files and installer as CI (scripts/setup_env.sh), TensorFlow from the image.
-RUN PYTHON=python3 bash scripts/setup_env.sh tf215-image /opt/venv \
+RUN mkdir train && touch train/__init__.py \
+    && PYTHON=python3 bash scripts/setup_env.sh tf215-image /opt/venv \
     && useradd --create-home --uid 1000 --shell /bin/bash tfod \
     && mkdir -p /data /checkpoints /runs \
     && chown tfod:tfod /runs
+
+# The project itself.
+COPY scripts/ scripts/
+COPY train/ train/
+RUN python -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
 
 USER 1000:1000
 VOLUME ["/runs"]

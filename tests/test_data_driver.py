@@ -9,17 +9,18 @@ import pytest
 
 from tests import datasets
 from tests.conftest import DEMO_CONFIG, run_python
+from tests.helpers import small_demo_config
 from train import errors
 
 pytestmark = [pytest.mark.slow, pytest.mark.data]
 
 
-def _driver(assets, model_dir, data, *extra):
+def _driver(assets, model_dir, data, *extra, config=DEMO_CONFIG):
     return run_python(
         [
             "-m",
             "train.finetune",
-            f"--pipeline_config={DEMO_CONFIG}",
+            f"--pipeline_config={config}",
             f"--model_dir={model_dir}",
             f"--checkpoint={assets['zoo']}",
             f"--data={data}",
@@ -35,6 +36,7 @@ def _driver(assets, model_dir, data, *extra):
 def runs(demo_assets, tmp_path_factory):
     """Five training steps on each format: VOC, COCO, CSV converted first; YOLO raw."""
     root = tmp_path_factory.mktemp("data_driver")
+    small = small_demo_config(root)  # --data is the subject, not the input size
     done = {}
     for kind, write in sorted(datasets.WRITERS.items()):
         source = write(str(root / kind), datasets.specs(6))
@@ -48,7 +50,8 @@ def runs(demo_assets, tmp_path_factory):
             "source": source,
             "data": data,
             "model_dir": str(model_dir),
-            "result": _driver(demo_assets, model_dir, data),
+            "config": small,
+            "result": _driver(demo_assets, model_dir, data, config=small),
         }
     return done
 
@@ -81,14 +84,14 @@ def test_a_raw_folder_is_converted_once_and_reused_until_it_changes(runs, demo_a
     records = sorted(glob.glob(os.path.join(run["model_dir"], "data", "*.record")))
     stamps = [os.stat(p).st_mtime_ns for p in records]
     more = ("--preflight_only", "--num_train_steps=10")  # the run there finished at step 5
-    again = _driver(demo_assets, run["model_dir"], run["source"], *more)
+    again = _driver(demo_assets, run["model_dir"], run["source"], *more, config=run["config"])
     assert again.returncode == 0, again.stderr[-2000:]
     assert "converted earlier from" in again.stderr and "converting" not in again.stderr
     assert [os.stat(p).st_mtime_ns for p in records] == stamps
     label = glob.glob(os.path.join(run["source"], "labels", "train", "*.txt"))[0]
     with open(label, "a") as f:
         f.write("0 0.5 0.5 0.2 0.2\n")
-    changed = _driver(demo_assets, run["model_dir"], run["source"], *more)
+    changed = _driver(demo_assets, run["model_dir"], run["source"], *more, config=run["config"])
     assert changed.returncode == 0, changed.stderr[-2000:]
     assert "--data: converting" in changed.stderr
 

@@ -67,13 +67,17 @@ def records(tmp_path_factory):
     )
 
 
-def _reference_metrics(config: str, checkpoint_dir: str, out_dir: str) -> dict:
-    """The OD API's eval_continuously on the checkpoint (model_main_tf2 --checkpoint_dir)."""
+def _standin_and_reference(config, run_dir, shift, calibrate_on, out_dir) -> dict:
+    """Builds the stand-in, then the OD API's own eval_continuously on it (model_main_tf2
+    --checkpoint_dir, AutoGraph as the OD API has it), in one process; the reference metrics.
+    """
     done = run_python(
-        "from train import compat; compat.apply()\n"
+        "from train.tf import standin\n"
+        f"standin.build_standin({config!r}, {str(run_dir)!r}, shift={shift!r}, "
+        f"calibrate_on={calibrate_on!r})\n"
         "from object_detection import model_lib_v2\n"
         f"model_lib_v2.eval_continuously(pipeline_config_path={config!r}, model_dir={out_dir!r}, "
-        f"checkpoint_dir={checkpoint_dir!r}, wait_interval=0, timeout=1)\n"
+        f"checkpoint_dir={str(run_dir / 'checkpoint')!r}, wait_interval=0, timeout=1)\n"
     )
     assert done.returncode == 0, done.stderr[-3000:]
     return _scalars(os.path.join(out_dir, "eval"))
@@ -89,12 +93,9 @@ def test_evaluate_and_export_a_zoo_standin(shared_fixtures, records, tmp_path, n
         os.path.join(shared_fixtures, "zoo_tf2", name), size, records, str(tmp_path)
     )
     run_dir = tmp_path / "run"
-    built = run_python(
-        "from train.tf import standin\n"
-        f"standin.build_standin({config!r}, {str(run_dir)!r}, shift={shift!r}, "
-        f"calibrate_on={(records['train'],) if calibrated else ()!r})\n"
-    )
-    assert built.returncode == 0, built.stderr[-3000:]
+    calibrate_on = (records["train"],) if calibrated else ()
+    reference_dir = str(tmp_path / "reference")
+    reference = _standin_and_reference(config, run_dir, shift, calibrate_on, reference_dir)
     model_dir = str(run_dir / "checkpoint")  # ckpt-0 + the state file, as a run leaves them
     report_path = tmp_path / "report.json"
     done = run_python(
@@ -110,7 +111,6 @@ def test_evaluate_and_export_a_zoo_standin(shared_fixtures, records, tmp_path, n
     report = json.loads(report_path.read_text())
 
     final = report["eval"]["final"]
-    reference = _reference_metrics(config, model_dir, str(tmp_path / "reference"))
     for metric in HEADLINE:
         assert final["metrics"][metric] == pytest.approx(reference[metric][0], abs=1e-6), metric
     assert set(final["per_class"]) == {"square", "circle", "triangle"}

@@ -16,7 +16,12 @@ import os
 import pytest
 
 from tests.conftest import DEMO_CONFIG, run_python
-from tests.helpers import checkpoint_tensors, demo_driver_args, zero_learning_rate_config
+from tests.helpers import (
+    checkpoint_tensors,
+    demo_driver_args,
+    small_demo_config,
+    zero_learning_rate_config,
+)
 from train.checkpoint import components
 from train.pipeline import configfile, rewrite
 
@@ -202,8 +207,8 @@ def test_dry_run_names_backbone_variables_a_checkpoint_lacks(demo_assets, tmp_pa
 
 ARCHS = {
     # name: (config under the fixtures or None for the embedded demo config, stand-in image size)
-    "ssd_fpnlite": (None, None),
-    "ssd": ("zoo_tf2/ssd_mobilenet_v2_320x320_coco17_tpu-8.config", None),
+    "ssd_fpnlite": (None, 128),
+    "ssd": ("zoo_tf2/ssd_mobilenet_v2_320x320_coco17_tpu-8.config", 128),
     "faster_rcnn": ("zoo_tf2/faster_rcnn_resnet50_v1_640x640_coco17_tpu-8.config", 128),
     "centernet": ("zoo_tf2/centernet_resnet101_v1_fpn_512x512_coco17_tpu-8.config", 128),
 }
@@ -214,8 +219,9 @@ def trained(request, demo_assets, tmp_path_factory):
     """One-step runs with --restore=type and =transplant from a 90-class stand-in, 3 classes."""
     name = request.param
     relative, size = ARCHS[name]
-    if relative is None:
-        zoo, config = demo_assets["zoo"], DEMO_CONFIG
+    if relative is None:  # the demo's stand-in; its config at a small input (same variables)
+        zoo = demo_assets["zoo"]
+        config = small_demo_config(tmp_path_factory.mktemp(f"config-{name}"), size)
     else:
         fixtures = request.getfixturevalue("shared_fixtures")
         from train.tf import standin
