@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import glob
+import json
 import os
 import statistics
 import subprocess
@@ -158,13 +159,18 @@ def main() -> int:  # noqa: D103
                 f"exit {after_last[kind][-1]:.1f} s after the last step",
                 flush=True,
             )
-    _print_summary(results, walls, first_step, after_last)
-    _end_of_run(os.path.join(out, "driver-0"), args.steps, env)
+    summary = _print_summary(results, walls, first_step, after_last)
+    summary["final_eval_s"] = _end_of_run(os.path.join(out, "driver-0"), args.steps, env)
+    with open(os.path.join(out, "results.json"), "w", encoding="utf-8") as f:
+        json.dump(summary, f, indent=1, sort_keys=True)  # what scripts/gpu_smoke.py reads
     return 0
 
 
-def _print_summary(results, walls, first_step, after_last) -> None:
-    """The overall ratio, then each part's: what each layer the driver adds costs."""
+def _print_summary(results, walls, first_step, after_last) -> dict:
+    """Prints the overall ratio, then each part's (what each layer the driver adds costs).
+
+    Returns the same figures for results.json.
+    """
     median = {k: statistics.median(v) for k, v in results.items()}
     pairs = [d / r for d, r in zip(results["driver"], results["raw"], strict=True)]
     print(
@@ -184,9 +190,16 @@ def _print_summary(results, walls, first_step, after_last) -> None:
         print(f"{name}: {line}")
     line = ", ".join(f"{k} {statistics.median(after_last[k]):.1f} s" for k in ARMS)
     print(f"last step -> exit: {line}")
+    return {
+        "steps_per_s": median,
+        "ratio": median["driver"] / median["raw"],
+        "per_round": pairs,
+        "first_step_s": {k: statistics.median(v) for k, v in first_step.items()},
+        "wall_s": {k: statistics.median(v) for k, v in walls.items()},
+    }
 
 
-def _end_of_run(model_dir: str, steps: int, env: dict) -> None:
+def _end_of_run(model_dir: str, steps: int, env: dict) -> dict:
     """The final evaluation: the driver's finish child vs the OD API's eval_continuously."""
     start = time.monotonic()
     subprocess.run(
@@ -213,6 +226,7 @@ def _end_of_run(model_dir: str, steps: int, env: dict) -> None:
         f"final evaluation of the last checkpoint (whole processes): driver (train.evaluate) "
         f"{driver:.1f} s, OD API eval_continuously {raw:.1f} s, ratio {driver / raw:.2f}"
     )
+    return {"driver": driver, "raw": raw}
 
 
 if __name__ == "__main__":

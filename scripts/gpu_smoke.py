@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import subprocess
 import sys
 import time
@@ -114,11 +113,17 @@ def check_overhead(out: str, steps: int) -> dict:
         cwd=ROOT,
         timeout=4 * CHECK_TIMEOUT_S,
     )
-    found = re.search(r"driver ([\d.]+), raw train_loop ([\d.]+), ratio ([\d.]+)", done.stdout)
-    if done.returncode != 0 or not found:
+    results = os.path.join(out, "overhead", "results.json")
+    if done.returncode != 0 or not os.path.isfile(results):
         return {"ok": False, "error": (done.stderr or done.stdout)[-600:]}
-    driver, raw, ratio = (float(x) for x in found.groups())
-    return {"ok": True, "driver_steps_s": driver, "raw_steps_s": raw, "ratio": ratio}
+    with open(results, encoding="utf-8") as f:
+        found = json.load(f)
+    return {
+        "ok": True,
+        "steps_per_s": found["steps_per_s"],  # raw, child, guarded (NaN guard), driver
+        "ratio": found["ratio"],
+        "first_step_s": found["first_step_s"],
+    }
 
 
 def check_batch_auto(assets: dict, out: str, fraction: float) -> dict:
