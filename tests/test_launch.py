@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from train.contracts import TrainSpec
-from train.launch import progress, specs
+from train.launch import deaths, progress, specs
 from train.options import RunOptions
 
 
@@ -210,12 +210,10 @@ def test_out_of_memory_is_read_from_how_the_child_ended_and_its_log(
 ):
     import resource
 
-    from train.launch import runner
-
     assert resource.RLIM_INFINITY == _UNLIMITED
     log = tmp_path / "train.log"
     log.write_text("x" * 30000 + "\n" + tail + "\n")
-    found = runner._out_of_memory(returncode, str(log), address_limit=limit)  # noqa: SLF001
+    found = deaths.out_of_memory(returncode, str(log), address_limit=limit)
     if expected is None:
         assert found is None
     else:
@@ -223,13 +221,19 @@ def test_out_of_memory_is_read_from_how_the_child_ended_and_its_log(
         assert expected in found and f"signal {-returncode}" in found
 
 
-def test_a_kill_nobody_asked_for_is_the_oom_killer(tmp_path):
+def test_a_sigkill_is_out_of_memory_only_when_the_kernels_oom_count_rose(tmp_path):
     import signal
 
-    from train.launch import runner
-
-    found = runner._out_of_memory(-signal.SIGKILL, str(tmp_path / "absent.log"))  # noqa: SLF001
-    assert "killed (SIGKILL)" in found and "out-of-memory killer" in found
+    absent = str(tmp_path / "absent.log")
+    now = deaths.oom_kill_count()
+    assert now is not None  # Linux >= 4.13: /proc/vmstat counts OOM kills
+    rose = deaths.out_of_memory(-signal.SIGKILL, absent, oom_kills_before=now - 1)
+    assert "killed (SIGKILL)" in rose and "out-of-memory killer" in rose
+    assert "its kill count rose by 1" in rose
+    assert deaths.out_of_memory(-signal.SIGKILL, absent, oom_kills_before=now) is None
+    assert deaths.out_of_memory(-signal.SIGKILL, absent) is None  # no count taken: no evidence
+    assert "not for memory" in deaths.killed_detail(now)
+    assert "may have been the OOM killer" in deaths.killed_detail(None)
 
 
 class _RenamedSpec:

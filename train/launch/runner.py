@@ -29,7 +29,7 @@ from train.contracts import (
     TrainingRestore,
     TrainSpec,
 )
-from train.launch import paths
+from train.launch import deaths, paths
 from train.launch.autobatch import Point
 from train.launch.paths import RunPaths
 from train.launch.progress import EventTail, ProgressPrinter
@@ -113,16 +113,23 @@ class ChildRun:
 
     def run(self) -> Outcome:
         """Starts the child and waits for its Outcome; Ctrl-C kills it and is raised again."""
+        oom_kills = deaths.oom_kill_count()
         child = self.start()
         try:
-            return self.ended(child.wait())
+            return self.ended(child.wait(), oom_kills_before=oom_kills)
         except KeyboardInterrupt:
             child.kill()
             child.wait()
             raise
 
-    def ended(self, returncode: int, signals: list[str] | tuple = ()) -> Outcome:
-        """The Outcome the child wrote, or what its exit status (and the driver) say."""
+    def ended(
+        self, returncode: int, signals: list[str] | tuple = (), oom_kills_before: int | None = None
+    ) -> Outcome:
+        """The Outcome the child wrote, or what its exit status (and the driver) say.
+
+        `oom_kills_before`: the kernel's OOM-kill count when the child started (the evidence
+        that a SIGKILL was the out-of-memory killer's; see _out_of_memory).
+        """
         outcome = Outcome.read(self.spec.outcome)
         if outcome is not None and outcome.code == INTERNAL:
             raise ContractError(outcome.error, self.spec_path)
@@ -134,9 +141,13 @@ class ChildRun:
             )
         if signals:
             return Outcome(STOPPED, signal=signals[0], detail="killed before saving")
-        memory = _out_of_memory(returncode, self.log_path, f"the {self.what}")
+        memory = deaths.out_of_memory(
+            returncode, self.log_path, f"the {self.what}", oom_kills_before=oom_kills_before
+        )
         if memory:
             return Outcome(FAILED, error=memory, code="TRAIN.oom", phase=self.phase)
+        if returncode == -signal.SIGKILL:  # someone else's kill -9, or a scheduler's
+            return Outcome(STOPPED, signal="SIGKILL", detail=deaths.killed_detail(oom_kills_before))
         return Outcome(FAILED, error=f"the {self.what} ended with exit status {returncode}")
 
 
@@ -278,77 +289,6 @@ def _once(contract, path: str, callback, as_report):
     return check
 
 
-# What a process that ran out of host memory leaves in its log when it dies without an Outcome.
-_MEMORY_MARKERS = (
-    "std::bad_alloc",
-    "Cannot allocate memory",
-    "MemoryError",
-    "out of memory",
-    # TensorFlow aborts when pthread_create fails (EAGAIN): under an address-space limit
-    # that is the new thread's stack that could not be mapped, often before any tensor.
-    "creation via pthread_create() failed",
-)
-
-
-def _out_of_memory(
-    returncode: int,
-    log_path: str,
-    who: str = "the training process",
-    address_limit: int | None = None,
-) -> str | None:
-    """Why a child that died without an Outcome ran out of memory, or None.
-
-    SIGKILL that nobody here sent is the kernel's (or a container's) out-of-memory killer;
-    an abort or exit with an allocation failure in the log is an address-space or allocator
-    limit. Under an address-space limit (`ulimit -v`, which the child inherits: read here
-    unless `address_limit` is given, bytes) TensorFlow fails where the allocation happens to
-    fail: bad_alloc, a thread it cannot start, or a oneDNN primitive it cannot create and then
-    a crash (SIGSEGV); so a crash or abort under such a limit counts as out of memory too.
-    All are host memory: a GPU allocator failure is a ResourceExhaustedError the child
-    reports itself.
-    """
-    import resource
-
-    peak_gb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024**2
-    peak = f"the largest child's peak resident memory was {peak_gb:.1f} GB"
-    if returncode == -signal.SIGKILL:
-        return (
-            f"{who} was killed (SIGKILL) without a stop asked for: the kernel's "
-            f"out-of-memory killer, host memory ran out ({peak})"
-        )
-    if returncode == 0:
-        return None
-    how = f"signal {-returncode}" if returncode < 0 else f"exit status {returncode}"
-    try:
-        with open(log_path, "rb") as f:
-            f.seek(max(0, os.path.getsize(log_path) - 20000))
-            tail = f.read().decode("utf-8", "replace")
-    except OSError:
-        tail = ""
-    found = [m for m in _MEMORY_MARKERS if m in tail]
-    if not found:
-        if address_limit is None:
-            address_limit = resource.getrlimit(resource.RLIMIT_AS)[0]
-        crashed = returncode in (-signal.SIGABRT, -signal.SIGSEGV, -signal.SIGBUS)
-        if crashed and address_limit != resource.RLIM_INFINITY:
-            return (
-                f"{who} ran out of host memory (it crashed with {how} under an address-space "
-                f"limit of {address_limit / 1024**3:.1f} GB, ulimit -v; {peak})"
-            )
-        return None
-    import re
-
-    allocation = re.search(
-        r"OOM when allocating tensor with (shape\[[^\]]*\]).*?device:([A-Z]+:\d+)", tail
-    )
-    what = (
-        f"allocating a tensor of {allocation.group(1)} on {allocation.group(2)}"
-        if allocation
-        else f"{found[0]!r} in its log"
-    )
-    return f"{who} ran out of host memory ({what}; it ended with {how}; {peak})"
-
-
 @dataclasses.dataclass(frozen=True)
 class Ended:
     """How a launched training ended: the driver's exit code and the child's Outcome."""
@@ -475,11 +415,12 @@ def run(
     )
     evaluation = _eval_child(launch, env) if launch.eval else None
     evaluator = evaluation.start() if evaluation else None
+    oom_kills = deaths.oom_kill_count()
     child = training.start()
     stop = _Forwarder(child)
     early = _EarlyStopWatch(launch.eval.early_stop if launch.eval else "", child, stop, emit)
     _supervise(child, evaluator, stop, (check_restore, check_freeze, progress, early), emit)
-    outcome = training.ended(child.returncode, stop.signals)
+    outcome = training.ended(child.returncode, stop.signals, oom_kills)
     stopped_early = early.found is not None and not stop.signals and outcome.status == STOPPED
     if evaluator is not None:
         failed = outcome.status != OK and not stopped_early
