@@ -19,7 +19,7 @@ WORKDIR /opt/tfod-finetune
 # The dependencies first, in a layer of their own: a change to the code rebuilds only the
 # layers after it. The same lock files and installer as CI (scripts/setup_env.sh), TensorFlow
 # from the image; the package is installed editable over a placeholder until its code comes.
-COPY setup.py pyproject.toml README.md ./
+COPY setup.py pyproject.toml ./
 COPY constraints/ constraints/
 COPY scripts/setup_env.sh scripts/
 COPY configs/ configs/
@@ -30,6 +30,7 @@ RUN mkdir train && touch train/__init__.py \
     && chown tfod:tfod /runs
 
 # The project itself.
+COPY README.md ./
 COPY scripts/ scripts/
 COPY train/ train/
 RUN python -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
