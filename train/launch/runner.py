@@ -156,48 +156,34 @@ def module_argv(module: str, spec_path: str) -> tuple[str, ...]:
     return (sys.executable, "-m", module, spec_path)
 
 
-def _run_cpu_child(child: ChildRun, report_cls):
-    """Runs a child on CPU and waits: these must not hold GPU memory the training needs.
+def _run_cpu_child(name: str, spec, report_cls, env: dict[str, str], log_path: str, what: str):
+    """Runs train/tf/NAME.py on CPU and waits: it must not hold GPU memory the training needs.
 
-    Returns (the child's report, read as `report_cls`, or None unless it ended OK; its
-    Outcome).
+    Its spec goes beside its report (RunPaths). Returns (the child's report, read as
+    `report_cls`, or None unless it ended OK; its Outcome).
     """
-    cpu = {**os.environ, **child.env, "CUDA_VISIBLE_DEVICES": "-1"}
-    child = dataclasses.replace(child, env=cpu)
+    spec_path = RunPaths(os.path.dirname(spec.report)).spec(name)
+    cpu = {**os.environ, **env, "CUDA_VISIBLE_DEVICES": "-1"}
+    argv = module_argv(f"train.tf.{name}", spec_path)
+    child = ChildRun(argv, spec, log_path, what, cpu, stale=(spec.report,))
     outcome = child.run()
-    return (report_cls.read(child.spec.report) if outcome.status == OK else None), outcome
+    return (report_cls.read(spec.report) if outcome.status == OK else None), outcome
 
 
 def run_prepare(
     spec: PrepareSpec, env: dict[str, str], log_path: str
 ) -> tuple[PrepareReport | None, Outcome]:
     """Runs train/tf/prepare.py on CPU; returns its report (None if it wrote none) and Outcome."""
-    spec_path = RunPaths(os.path.dirname(spec.report)).spec(paths.PREPARE)
-    child = ChildRun(
-        module_argv("train.tf.prepare", spec_path),
-        spec,
-        log_path,
-        "restore dry run",
-        env,
-        stale=(spec.report,),
-    )
-    return _run_cpu_child(child, PrepareReport)
+    return _run_cpu_child(paths.PREPARE, spec, PrepareReport, env, log_path, "restore dry run")
 
 
 def run_finish(
     spec: FinishSpec, env: dict[str, str], log_path: str
 ) -> tuple[FinishReport | None, Outcome]:
     """Runs train/tf/finish.py on CPU (evaluate, export, verify one pinned checkpoint)."""
-    spec_path = RunPaths(os.path.dirname(spec.report)).spec(paths.FINISH)
-    child = ChildRun(
-        module_argv("train.tf.finish", spec_path),
-        spec,
-        log_path,
-        "evaluation/export process",
-        env,
-        stale=(spec.report,),
+    return _run_cpu_child(
+        paths.FINISH, spec, FinishReport, env, log_path, "evaluation/export process"
     )
-    return _run_cpu_child(child, FinishReport)
 
 
 class ProbeFailed(RuntimeError):
