@@ -28,8 +28,9 @@ def _absurd_rate_config(tmp_path) -> str:
     return str(path)
 
 
-def _absurd_run(demo_assets, root) -> dict:
-    """20 steps at the absurd rate, a checkpoint each step, into root/model."""
+def _absurd_run(demo_assets, root, seed: int = 3) -> dict:
+    """20 steps at the absurd rate, a checkpoint each step, into root/model (seeded: which
+    value goes non-finite first depends on the batches, which the unseeded shuffle varies)."""
     model_dir = root / "model"
     report = root / "report.json"
     result = run_python(
@@ -39,6 +40,7 @@ def _absurd_run(demo_assets, root) -> dict:
             "--num_train_steps=20",
             "--checkpoint_every_n=1",
             "--batch_size=2",
+            f"--seed={seed}",
             f"--report_json={report}",
             config=_absurd_rate_config(root),
         )
@@ -54,7 +56,7 @@ def nan_run(demo_assets, tmp_path_factory):
 def test_the_run_stops_with_train_nan_and_exit_4(nan_run):
     result = nan_run["result"]
     assert result.returncode == errors.EXIT_TRAINING, result.stderr[-3000:]
-    assert "error: TRAIN.nan: training stopped: Loss/" in result.stderr
+    assert "error: TRAIN.nan: training stopped: " in result.stderr
     assert "the last good weights" in result.stderr
     assert "likely causes, most likely first: a learning rate too high for batch 2" in result.stderr
     assert "--scan_records all" in result.stderr and "Traceback" not in result.stderr
@@ -65,19 +67,60 @@ def test_the_run_stops_with_train_nan_and_exit_4(nan_run):
     assert "step 20/20" not in result.stderr  # it stopped early
 
 
-def test_the_newest_checkpoint_holds_only_finite_values(nan_run):
+def _non_finite(path: str) -> list[str]:
+    """Every floating-point tensor of the checkpoint at `path` that holds NaN or Inf."""
+    import tensorflow as tf
+
+    reader = tf.train.load_checkpoint(path)
+    return [
+        name
+        for name in reader.get_variable_to_shape_map()
+        if isinstance(value := reader.get_tensor(name), np.ndarray)
+        and value.dtype.kind == "f"
+        and not np.isfinite(value).all()
+    ]
+
+
+def test_every_checkpoint_holds_only_finite_values(nan_run):
     import tensorflow as tf
 
     latest = tf.train.latest_checkpoint(nan_run["dir"])
     assert latest and latest in nan_run["result"].stderr  # the one the message names
-    reader = tf.train.load_checkpoint(latest)
-    values = [reader.get_tensor(k) for k in reader.get_variable_to_shape_map()]
-    floats = [v for v in values if isinstance(v, np.ndarray) and v.dtype.kind == "f"]
-    assert floats and all(np.isfinite(v).all() for v in floats)
-    step = int(reader.get_tensor("step/.ATTRIBUTES/VARIABLE_VALUE"))
+    assert f"{latest} (step " in nan_run["result"].stderr
+    assert "every value finite" in nan_run["result"].stderr
+    saved = sorted(glob.glob(os.path.join(nan_run["dir"], "ckpt-*.index")))
+    assert saved
+    for index in saved:  # every variable of every checkpoint read back
+        assert _non_finite(index[: -len(".index")]) == [], index
+    step = int(tf.train.load_checkpoint(latest).get_tensor("step/.ATTRIBUTES/VARIABLE_VALUE"))
     assert 0 < step < 20
     # nothing was saved after the poisoned step: the checkpoints are steps 0..step, one each
-    assert len(glob.glob(os.path.join(nan_run["dir"], "ckpt-*.index"))) <= step + 1
+    assert len(saved) <= step + 1
+
+
+def test_a_state_that_is_not_finite_is_never_saved(tmp_path):
+    """The save check itself, on a state whose losses would be finite: a batch-norm layer
+    whose moving variance overflowed (the case the loss and gradient checks cannot see)."""
+    import tensorflow as tf
+
+    from train.tf import child, guards
+
+    layer = tf.keras.layers.BatchNormalization()
+    layer.build((None, 4))
+    checkpoint = tf.train.Checkpoint(step=tf.Variable(7, dtype=tf.int64), model=layer)
+    created: list = []
+    with child._recording_checkpoint_managers(tf, created, child.SignalGuard()):
+        manager = tf.train.CheckpointManager(checkpoint, str(tmp_path), max_to_keep=5)
+        first = manager.save()
+        layer.moving_variance.assign([1.0, float("inf"), 1.0, 1.0])
+        with pytest.raises(guards.NonFiniteState) as raised:
+            manager.save()
+    assert raised.value.kind == "Inf" and raised.value.step == 7
+    assert raised.value.names == [layer.moving_variance.name]
+    assert manager.latest_checkpoint == first and len(glob.glob(f"{tmp_path}/*.index")) == 1
+    line = guards.nan_line(raised.value, 7, first)
+    assert line.startswith("1 variable(s) became Inf by step 7 while the losses and gradients")
+    assert line.endswith(f"{first} (step 7, the last good weights, every value finite)")
 
 
 # float32's largest value: a sum of squares past it is Inf.

@@ -64,6 +64,14 @@ NAN_RETRIES = flags.DEFINE_integer(
     "learning rate halved, at most this many times (0: stop, exit 4).",
     lower_bound=0,
 )
+SEED = flags.DEFINE_integer(
+    "seed",
+    None,
+    "Seed TensorFlow's random operations in training (the input shuffle, augmentation, new "
+    "layers' initial values), so a run repeats on the same machine and stack. Default: "
+    "unseeded, as model_main_tf2.",
+    lower_bound=0,
+)
 NUM_CLASSES = flags.DEFINE_integer(
     "num_classes",
     None,
@@ -303,6 +311,7 @@ def options_from_flags() -> RunOptions:
         scan_records=SCAN_RECORDS.value,
         freeze=_freeze_flag(FREEZE.value),
         nan_retries=NAN_RETRIES.value,
+        seed=SEED.value,
         num_classes=NUM_CLASSES.value,
         num_train_steps=NUM_TRAIN_STEPS.value,
         batch_size=None if BATCH_SIZE.value == AUTO else BATCH_SIZE.value,

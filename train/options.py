@@ -26,6 +26,7 @@ class RunOptions(Contract):
     scan_records: str = "sample"  # "all": the preflight reads every record
     freeze: str = ""  # --freeze, canonical: "" (the config's fields), "none", "backbone,neck"
     nan_retries: int = 0  # TRAIN.nan: resume from the last good checkpoint, rate halved
+    seed: int | None = None  # TensorFlow's global seed in the training child (None: unseeded)
     num_classes: int | None = None
     num_train_steps: int | None = None
     batch_size: int | None = None

@@ -113,6 +113,7 @@ def _recording_checkpoint_managers(tf, created: list, guard: SignalGuard):
             created.append(self)
 
         def save(self, *args, **kwargs):
+            guards.check_finite_state(tf, self._checkpoint)
             with guard.writing_checkpoint():
                 path = super().save(*args, **kwargs)
             self.saved_step = int(self._checkpoint.step.numpy())
@@ -369,11 +370,17 @@ def _stopped(tf, spec, managers: list, guard, signal: str, step: int | None):
     """The Outcome of a run a signal stopped: the current step saved when it was not yet."""
     from train.contracts import STOPPED, Outcome
 
-    with guard.writing_checkpoint():
-        saved = save_final(tf, managers) if managers else None
+    poisoned = None
+    try:
+        with guard.writing_checkpoint():
+            saved = save_final(tf, managers) if managers else None
+    except guards.NonFiniteState as e:
+        saved, poisoned = None, e  # never saved: the newest checkpoint stays the last good one
     _remove_worker_scratch(tf, managers, spec.model_dir)
     rank = spec.strategy.rank
-    if saved and rank:
+    if poisoned:
+        what = f"step {step} was not saved: {poisoned}"
+    elif saved and rank:
         saved = None  # its copy went to a scratch folder; worker 0 saved the real one
         what = f"worker {rank} stopped with worker 0, which saved step {step}"
     elif saved:
@@ -421,6 +428,8 @@ def _train(spec, phase: harness.Phase):
     def step() -> int | None:
         return int(managers[-1].checkpoint.step.numpy()) if managers else None
 
+    if options.seed is not None:  # before anything random is built: the OD API seeds nothing
+        tf.random.set_seed(options.seed)
     try:
         strategy = make_strategy(tf, spec.strategy)
         agree = (

@@ -12,6 +12,53 @@ import contextlib
 NAN_TAG = "TRAIN.nan"  # in the check's message: how a non-finite value is told from other errors
 
 
+class NonFiniteState(Exception):
+    """A variable about to be saved holds NaN or Inf although the step's losses and gradients
+    were finite: batch-norm moving statistics are assigned in the forward pass, outside the
+    gradients, and a variance overflows to Inf while the normalised output (and so the loss)
+    stays finite."""
+
+    def __init__(self, names: list[str], kind: str, step: int):
+        self.names, self.kind, self.step = names, kind, step
+        shown = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+        super().__init__(
+            f"{NAN_TAG} {len(names)} variable(s) became {kind} at step {step}: {shown}"
+        )
+
+
+def _saved_variables(checkpoint) -> list:
+    """The variables train_loop's checkpoint saves: its step, model and optimizer's."""
+    found = []
+    for name in ("step", "model", "optimizer"):
+        part = getattr(checkpoint, name, None)
+        if part is None:
+            continue
+        if hasattr(part, "dtype") and hasattr(part, "numpy"):  # a variable itself
+            found.append(part)
+            continue
+        variables = getattr(part, "variables", [])
+        found.extend(variables() if callable(variables) else variables)
+    return found
+
+
+def check_finite_state(tf, checkpoint) -> None:
+    """Raises NonFiniteState when any floating-point variable to be saved is not finite.
+
+    Called before every save: no checkpoint ever holds NaN or Inf, so "the newest checkpoint"
+    is always the last good one and --nan_retries never resumes from a poisoned state.
+    """
+    floats = [v for v in _saved_variables(checkpoint) if v.dtype.is_floating]
+    if not floats:
+        return
+    finite = tf.stack([tf.reduce_all(tf.math.is_finite(v)) for v in floats]).numpy()
+    if finite.all():
+        return
+    bad = [v for v, ok in zip(floats, finite) if not ok]
+    kind = "NaN" if any(bool(tf.reduce_any(tf.math.is_nan(v))) for v in bad) else "Inf"
+    step = int(checkpoint.step.numpy()) if getattr(checkpoint, "step", None) is not None else -1
+    raise NonFiniteState([v.name for v in bad], kind, step)
+
+
 @contextlib.contextmanager
 def nan_guard(tf, model_lib_v2, enabled: bool):
     """Fails a training step whose losses or gradients are not finite, before it applies them.
@@ -74,29 +121,51 @@ def nan_guard(tf, model_lib_v2, enabled: bool):
 
 
 def nan_line(error: Exception, step: int | None, latest: str | None) -> str | None:
-    """The TRAIN.nan line for a failed check_numerics (None for any other error)."""
+    """The TRAIN.nan line for a failed check_numerics or a non-finite state to be saved (None
+    for any other error)."""
     import re
 
-    found = re.search(rf"{re.escape(NAN_TAG)} (\S+) : Tensor had (NaN|Inf) values", str(error))
-    if not found:
-        return None
-    what, kind = found.groups()
-    subject = "the gradients' norm" if what == "gradients" else what
-    good = "none (no checkpoint yet)"
-    if latest:
-        import tensorflow as tf
+    if isinstance(error, NonFiniteState):
+        shown = ", ".join(error.names[:3]) + (" ..." if len(error.names) > 3 else "")
+        happened = (
+            f"{len(error.names)} variable(s) became {error.kind} by step {error.step} while "
+            f"the losses and gradients stayed finite ({shown}); that state was not saved"
+        )
+    else:
+        found = re.search(rf"{re.escape(NAN_TAG)} (\S+) : Tensor had (NaN|Inf) values", str(error))
+        if not found:
+            return None
+        what, kind = found.groups()
+        subject = "the gradients' norm" if what == "gradients" else what
+        happened = (
+            f"{subject} became {kind} in the step after step {step}; that step was not applied "
+            "and nothing after it saved"
+        )
+    return f"{happened}: the newest checkpoint is {last_good(latest)}"
 
-        try:
-            saved = int(
-                tf.train.load_checkpoint(latest).get_tensor("step/.ATTRIBUTES/VARIABLE_VALUE")
-            )
-            good = f"{latest} (step {saved}, the last good weights)"
-        except (tf.errors.OpError, ValueError):
-            good = f"{latest} (the last good weights)"
-    return (
-        f"{subject} became {kind} in the step after step {step}; that step was not applied "
-        f"and nothing after it saved: the newest checkpoint is {good}"
-    )
+
+def last_good(latest: str | None) -> str:
+    """How the checkpoint a TRAIN.nan leaves is named, after reading every value of it back."""
+    if not latest:
+        return "none (no checkpoint yet)"
+    import numpy as np
+    import tensorflow as tf
+
+    try:
+        reader = tf.train.load_checkpoint(latest)
+        saved = int(reader.get_tensor("step/.ATTRIBUTES/VARIABLE_VALUE"))
+        bad = [
+            name
+            for name in reader.get_variable_to_shape_map()
+            if isinstance(value := reader.get_tensor(name), np.ndarray)
+            and value.dtype.kind == "f"
+            and not np.isfinite(value).all()
+        ]
+    except (tf.errors.OpError, ValueError):
+        return f"{latest} (unreadable)"
+    if bad:  # saved by a run without this guard
+        return f"{latest} (step {saved}), which is NOT finite either ({bad[0]})"
+    return f"{latest} (step {saved}, the last good weights, every value finite)"
 
 
 def memory_line(tf, error: Exception) -> str | None:
