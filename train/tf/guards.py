@@ -13,10 +13,11 @@ NAN_TAG = "TRAIN.nan"  # in the check's message: how a non-finite value is told 
 
 
 class NonFiniteState(Exception):
-    """A variable about to be saved holds NaN or Inf although the step's losses and gradients
-    were finite: batch-norm moving statistics are assigned in the forward pass, outside the
-    gradients, and a variance overflows to Inf while the normalised output (and so the loss)
-    stays finite."""
+    """A variable about to be saved holds NaN or Inf although the losses and gradients did not.
+
+    Batch-norm moving statistics are assigned in the forward pass, outside the gradients, and a
+    variance overflows to Inf while the normalised output (and so the loss) stays finite.
+    """
 
     def __init__(self, names: list[str], kind: str, step: int):
         self.names, self.kind, self.step = names, kind, step
@@ -53,7 +54,7 @@ def check_finite_state(tf, checkpoint) -> None:
     finite = tf.stack([tf.reduce_all(tf.math.is_finite(v)) for v in floats]).numpy()
     if finite.all():
         return
-    bad = [v for v, ok in zip(floats, finite) if not ok]
+    bad = [v for v, ok in zip(floats, finite, strict=True) if not ok]
     kind = "NaN" if any(bool(tf.reduce_any(tf.math.is_nan(v))) for v in bad) else "Inf"
     step = int(checkpoint.step.numpy()) if getattr(checkpoint, "step", None) is not None else -1
     raise NonFiniteState([v.name for v in bad], kind, step)
@@ -121,8 +122,7 @@ def nan_guard(tf, model_lib_v2, enabled: bool):
 
 
 def nan_line(error: Exception, step: int | None, latest: str | None) -> str | None:
-    """The TRAIN.nan line for a failed check_numerics or a non-finite state to be saved (None
-    for any other error)."""
+    """The TRAIN.nan line for a failed check_numerics or an unsaved non-finite state, else None."""
     import re
 
     if isinstance(error, NonFiniteState):
