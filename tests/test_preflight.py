@@ -270,6 +270,39 @@ def test_model_dir_partial_run_resumes_and_notes_optimizer(good_config, tmp_path
     assert _codes(_preflight(good_config, tmp_path / "empty", resume=False), "error") == []
 
 
+def test_a_damaged_newest_checkpoint_is_skipped_or_named(good_config, tmp_path, demo_assets):
+    """A data file cut short (a crash, a quota): resume from the newest intact one, else stop."""
+    from tests.helpers import model_variables, write_checkpoint
+
+    previous = model_variables(demo_assets["prefix"])
+    previous[
+        "model/_box_predictor/_prediction_heads/class_predictions_with_background/"
+        "_class_predictor_layers/0/bias"
+    ] = [24]
+    model_dir = tmp_path / "model"
+    older = write_checkpoint(str(model_dir), previous, step=4, optimizer="momentum")
+    shutil.copy(older + ".index", model_dir / "ckpt-2.index")  # a second save, step 4 too
+    shutil.copy(older + ".data-00000-of-00001", model_dir / "ckpt-2.data-00000-of-00001")
+    (model_dir / "checkpoint").write_text('model_checkpoint_path: "ckpt-2"\n')
+    data = model_dir / "ckpt-2.data-00000-of-00001"
+    size = data.stat().st_size
+    with open(data, "r+b") as f:
+        f.truncate(size // 2)
+    report = _preflight(good_config, model_dir)
+    (damaged,) = [f for f in report.findings if f.code == "MODEL_DIR.damaged"]
+    assert damaged.severity == "warning" and _codes(report, "error") == []
+    assert f"the newest checkpoint {model_dir}/ckpt-2 is damaged (ckpt-2.data-00000-of-00001 " in (
+        damaged.message
+    )
+    assert f"has {size // 2} bytes, its index needs " in damaged.message
+    assert "resumes from ckpt-1 (step 4)" in damaged.message
+    os.remove(older + ".data-00000-of-00001")  # now none is intact
+    report = _preflight(good_config, model_dir)
+    assert _codes(report, "error") == ["MODEL_DIR.damaged"]
+    assert "no checkpoint of the run there can be restored" in report.errors()[0].message
+    assert "--fresh" in report.errors()[0].fix
+
+
 def test_fresh_refuses_to_move_a_model_dir_holding_inputs(good_config, tmp_path, demo_assets):
     from tests.helpers import model_variables, write_checkpoint
 

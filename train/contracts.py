@@ -311,6 +311,7 @@ OK, STOPPED, FAILED = "ok", "stopped", "failed"
 
 
 BAD_RECORD = "INPUT_DATA.bad_record"  # Outcome.code: training failed on a record it located
+DISK_FULL = "TRAIN.disk_full"  # Outcome.code: a write found the disk full (or over quota)
 INTERNAL = "INTERNAL"  # Outcome.code: the child could not read its spec (the sides disagree)
 
 

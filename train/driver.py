@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import sys
 
 from train import compat, errors, files, records, report, results
-from train.launch import cluster, specs
+from train.launch import claim, cluster, runner, specs
 from train.options import RunOptions
 from train.pipeline import configfile, fields, rewrite
 from train.preflight import Context, run_preflight
@@ -317,6 +318,7 @@ def execute(plan: RunPlan) -> int:
             errors.EXIT_PREFLIGHT,
             f"error: --fresh: worker 0 did not move {options.model_dir} aside",
         )
+    _set_aside_damaged(plan)
     os.makedirs(plan.work_dir, exist_ok=True)
     diff_path = rewrite.write_resolved(plan.resolved_path, plan.source, plan.resolved_text)
     reporter.write("started")
@@ -347,6 +349,22 @@ def execute(plan: RunPlan) -> int:
     return code
 
 
+def _set_aside_damaged(plan: RunPlan) -> None:
+    """MODEL_DIR.damaged (a warning): worker 0 moves the damaged checkpoints aside.
+
+    The OD API then resumes from the newest intact one.
+    """
+    from train.launch import rundir
+
+    run = plan.previous_run
+    if run is None or not run.damaged or run.info is None or plan.options.fresh:
+        return
+    if plan.launch is None or not plan.launch.is_chief:
+        return
+    folder = rundir.set_aside_damaged(plan.options.model_dir, run.damaged, run.prefix)
+    emit(f"moved the damaged checkpoint(s) to {folder}; resuming from {run.prefix}")
+
+
 def run(options: RunOptions) -> int:
     """Runs one driver invocation and returns its exit code."""
     # Keep TensorFlow's C++ banner out of the report should anything import it; the children
@@ -357,13 +375,58 @@ def run(options: RunOptions) -> int:
     except compat.CompatError as e:
         emit(f"error: ENV: {e}")
         return errors.EXIT_PREFLIGHT
-    options, stop = with_data(options)
-    if stop is not None:
-        return execute(RunPlan(options, stop, duties=_report_unless(options, [])))
-    plan = plan_run(options)
-    if options.batch_size_auto:
-        plan = with_auto_batch(plan)
-    return execute(plan)
+    held, stop = _claimed(options)
+    try:
+        if stop is None:
+            options, stop = with_data(options)
+        if stop is not None:
+            return execute(RunPlan(options, stop, duties=_report_unless(options, [])))
+        plan = plan_run(options)
+        if options.batch_size_auto:
+            plan = with_auto_batch(plan)
+        return execute(plan)
+    finally:
+        if held is not None:
+            claim.release(held)
+
+
+def _claimed(options: RunOptions) -> tuple[claim.Claim | None, Stop | None]:
+    """Claims model_dir before anything is written there (launch/claim.py).
+
+    A second run is refused (RUN.in_use); the claim of a driver on this host that was killed
+    is held by its training child while that saves and ends, so the driver waits for it.
+    --preflight_only takes nothing: it only reports a claim held by another run.
+    """
+    if _usage_problem(options):
+        return None, None  # the usage error is reported as it was
+    if options.preflight_only:
+        holder = claim.probe(options.model_dir)
+        found = claim.refusal(options.model_dir, holder) if holder else None
+        return None, Stop(errors.EXIT_PREFLIGHT, found.printed()) if found else None
+    mine = claim.me(os.environ, sys.argv)
+    taken = claim.take(options.model_dir, mine)
+    if taken.refused and claim.orphaned(taken.holder, mine):
+        wait_s = runner.STOP_GRACE_S + 30
+        emit(
+            f"{options.model_dir}: the run of {taken.holder.named()} was killed; waiting up to "
+            f"{wait_s} s for the training it started to save and end"
+        )
+        taken = claim.take(options.model_dir, mine, wait_s=wait_s)
+    if taken.refused:
+        return None, Stop(
+            errors.EXIT_PREFLIGHT, claim.refusal(options.model_dir, taken.holder).printed()
+        )
+    if taken.unsupported:
+        emit(
+            f"warning: RUN.claim_unsupported: {taken.path}: {taken.unsupported}; nothing stops "
+            "a second run on this model_dir"
+        )
+    elif taken.took_over:
+        emit(
+            f"{options.model_dir}: taking over the claim of {taken.holder.named()}, which ended "
+            "without releasing it (killed)"
+        )
+    return taken, None
 
 
 def report_internal_error(

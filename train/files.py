@@ -159,3 +159,27 @@ def write_atomic(path: str, text: str) -> None:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
+
+
+def human_size(n: int) -> str:
+    """A byte count as people read it (decimal units, as `df -H` and file managers show)."""
+    for unit, scale in (("GB", 1e9), ("MB", 1e6)):
+        if n >= scale / 10:
+            return f"{n / scale:.1f} {unit}"
+    return f"{n / 1e3:.0f} kB"
+
+
+def free_bytes(path: str) -> int | None:
+    """Free bytes on the file system that holds (or will hold) `path`, None when unknown.
+
+    A path that does not exist yet is measured at its nearest existing folder.
+    """
+    import shutil
+
+    folder = os.path.abspath(path)
+    while not os.path.isdir(folder) and os.path.dirname(folder) != folder:
+        folder = os.path.dirname(folder)
+    try:
+        return shutil.disk_usage(folder).free
+    except OSError:
+        return None

@@ -7,7 +7,7 @@ add it to the report.
 
 from __future__ import annotations
 
-from train.contracts import BAD_RECORD, ContractError, Outcome
+from train.contracts import BAD_RECORD, DISK_FULL, ContractError, Outcome
 from train.pipeline import fields
 from train.preflight.findings import ERROR, Finding
 from train.runplan import RunPlan
@@ -89,6 +89,18 @@ def oom_finding(plan: RunPlan, outcome: Outcome) -> Finding:
     )
 
 
+def disk_finding(plan: RunPlan, outcome: Outcome) -> Finding:
+    """TRAIN.disk_full: where, how much is free, what a checkpoint takes, what was kept."""
+    return Finding(
+        DISK_FULL,
+        ERROR,
+        f"training stopped at step {outcome.step}: {outcome.error}",
+        "free space there (or pass --checkpoint_max_to_keep to keep fewer checkpoints), then "
+        "run the same command: it resumes from the newest checkpoint",
+        file=plan.options.model_dir,
+    )
+
+
 def no_fit(plan: RunPlan, found) -> Finding:
     """BATCH.no_fit: not even the smallest batch fits the budget."""
     from train.launch import autobatch
@@ -125,7 +137,7 @@ def of_training(plan: RunPlan, outcome: Outcome) -> Finding | None:
     None when the runner's own line says it best (a located bad record names its file and
     record; a failure after the first step has only its error to tell).
     """
-    by_code = {"TRAIN.nan": nan_finding, "TRAIN.oom": oom_finding}
+    by_code = {"TRAIN.nan": nan_finding, "TRAIN.oom": oom_finding, DISK_FULL: disk_finding}
     if outcome.code in by_code:
         return by_code[outcome.code](plan, outcome)
     if outcome.code == BAD_RECORD or outcome.phase not in EARLY_PHASES:

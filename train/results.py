@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 
-from train import exportformats, records
+from train import exportformats, files, records
 from train.contracts import FinishSpec
 from train.launch import paths
 from train.launch.paths import RunPaths
@@ -159,10 +159,6 @@ def render_eval(evaluation: dict) -> str:
     return "\n".join(lines)
 
 
-def _size(n: int) -> str:
-    return f"{n / 1e6:.1f} MB" if n >= 1e5 else f"{n / 1e3:.0f} kB"
-
-
 def render_export(export: dict) -> list[str]:
     """One line per format: file, size, comparison with the checkpoint, CPU latency."""
     lines = []
@@ -183,7 +179,7 @@ def render_export(export: dict) -> list[str]:
                 f"max |Δbox| {c['max_box_delta']:.2g}, max |Δscore| {c['max_score_delta']:.2g}"
             )
         lines.append(
-            f"export {entry['format']}: {entry['path']} ({_size(entry['size_bytes'])}); "
+            f"export {entry['format']}: {entry['path']} ({files.human_size(entry['size_bytes'])}); "
             f"{verdict} on {entry['images']} images; "
             f"{entry['latency_ms']} ms/image on CPU (checkpoint {entry['reference_latency_ms']})"
         )

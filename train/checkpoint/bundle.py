@@ -234,3 +234,31 @@ def truncated_shards(prefix: str) -> list[tuple[str, int, int]]:
         if os.path.exists(path) and have < size:
             short.append((path, have, size))
     return short
+
+
+def damage(prefix: str) -> str | None:
+    """Why the checkpoint at `prefix` cannot be restored whole (None: it can), from its index.
+
+    None means every data shard is present and as long as the index needs.
+    What a crash or a quota leaves behind: an index that does not parse, a shard missing, or a
+    shard cut short (TensorFlow's restore then fails with "Read less bytes than requested").
+    """
+    try:
+        shards, _ = read_index(prefix)
+        short = truncated_shards(prefix)
+    except (UnsupportedIndex, OSError) as e:
+        return f"its index {os.path.basename(prefix)}.index cannot be read ({e})"
+    for shard in range(shards):
+        path = shard_path(prefix, shard, shards)
+        if not os.path.isfile(path):
+            return f"its data file {os.path.basename(path)} is missing"
+    if short:
+        path, have, need = short[0]
+        return f"{os.path.basename(path)} has {have} bytes, its index needs {need} (cut short)"
+    return None
+
+
+def data_bytes(prefix: str, only: str = "") -> int:
+    """Bytes of the tensors the index places in data shards (those whose names start `only`)."""
+    _, entries = read_index(prefix)
+    return sum(e.size for e in entries if e.name.startswith(only))

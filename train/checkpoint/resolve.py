@@ -39,6 +39,17 @@ class Resolution:
     message: str = ""
 
 
+def checkpoints_in_dir(directory: str) -> list[str]:
+    """Every checkpoint prefix in a directory (those with an index), newest step first."""
+    indexes = glob.glob(os.path.join(glob.escape(directory), "*.index"))
+
+    def step(path: str) -> int:
+        match = re.search(r"-(\d+)\.index$", path)
+        return int(match[1]) if match else -1
+
+    return [path[: -len(".index")] for path in sorted(indexes, key=step, reverse=True)]
+
+
 def latest_in_dir(directory: str) -> str | None:
     """The newest checkpoint prefix in a directory (state file first, else highest step)."""
     state = os.path.join(directory, "checkpoint")

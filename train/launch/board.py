@@ -16,6 +16,8 @@ import time
 import urllib.error
 import urllib.request
 
+from train.launch import deaths
+
 SUMMARY_SUFFIX = ".tfod-finetune"
 START_TIMEOUT_S = 60
 
@@ -56,6 +58,7 @@ def serve(logdir: str, port: int, bind_all: bool, log_path: str):
             stdout=log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
+            preexec_fn=deaths.dying_with_parent(),  # noqa: PLW1509 - prctl only, no locks
         )
     try:
         _wait_until_up(server, port, log_path)

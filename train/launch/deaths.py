@@ -120,3 +120,35 @@ def out_of_memory(
         else f"{found[0]!r} in its log"
     )
     return f"{who} ran out of host memory ({what}; it ended with {how}; {peak})"
+
+
+_PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+def dying_with_parent():
+    """A Popen `preexec_fn` that makes the child receive SIGTERM when its parent dies.
+
+    A driver killed outright (kill -9, a lost login shell, a crashed node agent) cannot stop
+    its children, and a training child left alone trains to the end unsupervised, holding the
+    GPU. With the kernel's parent-death signal the child gets SIGTERM instead: the training
+    child saves the current step and exits, as on any stop (train/tf/child.py), and the same
+    command resumes. The parent may die between fork and prctl, so the child checks it still
+    has the parent it was forked from. The signal follows the forking thread: children are
+    started from the driver's main thread. None where prctl is not available (not Linux).
+    """
+    import ctypes
+    import ctypes.util
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        prctl = libc.prctl
+    except (OSError, AttributeError):
+        return None
+    parent = os.getpid()
+
+    def preexec() -> None:
+        prctl(_PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
+        if os.getppid() != parent:  # the parent is already gone
+            os._exit(128 + int(signal.SIGTERM))
+
+    return preexec

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import glob
+import json
 import os
 import time
 
@@ -14,7 +16,8 @@ def aside_path(model_dir: str, stamp: str) -> str:
 
 DATA = "data"  # --data's conversion of an annotation folder: the run's input, not the run
 PROBE = "batch_probe"  # --batch_size auto's measurements, made for the run about to start
-KEPT = (DATA, PROBE)  # what --fresh leaves in model_dir
+CLAIM = "run.claim"  # this run's claim on model_dir (launch/claim.py): moved with its lock
+KEPT = (DATA, PROBE, CLAIM)  # what --fresh leaves in model_dir
 
 
 def inputs_inside(model_dir: str, paths) -> list[str]:
@@ -34,8 +37,9 @@ def inputs_inside(model_dir: str, paths) -> list[str]:
 def move_aside(model_dir: str) -> str | None:
     """Renames model_dir to a free DIR.moved-TIME and returns it (None when there is none).
 
-    model_dir/data (the conversion of --data) and model_dir/batch_probe (--batch_size auto's
-    measurements, made by this invocation) are moved back: they belong to the new run.
+    model_dir/data (the conversion of --data), model_dir/batch_probe (--batch_size auto's
+    measurements, made by this invocation) and the claim this invocation holds are moved
+    back: they belong to the new run (a renamed file keeps its lock).
     """
     if not os.path.exists(model_dir):
         return None
@@ -46,9 +50,41 @@ def move_aside(model_dir: str) -> str | None:
         target = aside_path(model_dir, f"{stamp}-{n}")
     os.rename(model_dir, target)
     for name in KEPT:  # the converted --data and the batch measurements belong to the new run
-        if os.path.isdir(os.path.join(target, name)):
+        if os.path.exists(os.path.join(target, name)):
             os.makedirs(model_dir, exist_ok=True)
             os.rename(os.path.join(target, name), os.path.join(model_dir, name))
+    return target
+
+
+DAMAGED = "damaged"  # where checkpoints that cannot be restored whole are set aside
+
+
+def set_aside_damaged(model_dir: str, damaged, resume_from: str) -> str:
+    """Moves damaged checkpoints into model_dir/damaged; the state names `resume_from`.
+
+    `resume_from` is the newest intact checkpoint; the damaged files are kept, never deleted.
+
+    The OD API resumes from the state file's model_checkpoint_path; its next save numbers
+    after the restored checkpoint, so the damaged names could be written over: they move first.
+    """
+    target = os.path.join(model_dir, DAMAGED)
+    os.makedirs(target, exist_ok=True)
+    for prefix, _ in damaged:
+        for path in glob.glob(glob.escape(prefix) + ".*"):
+            os.replace(path, os.path.join(target, os.path.basename(path)))
+    kept = sorted(
+        (p for p in glob.glob(os.path.join(glob.escape(model_dir), "*.index"))),
+        key=lambda p: os.path.getmtime(p),
+    )
+    lines = [f"model_checkpoint_path: {json.dumps(os.path.basename(resume_from))}"]
+    lines += [
+        f"all_model_checkpoint_paths: {json.dumps(os.path.basename(p)[: -len('.index')])}"
+        for p in kept
+    ]
+    state = os.path.join(model_dir, "checkpoint")
+    with open(state + ".tmp", "w", encoding="utf-8") as f:
+        f.write("\n".join(lines) + "\n")
+    os.replace(state + ".tmp", state)
     return target
 
 

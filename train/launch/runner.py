@@ -29,7 +29,7 @@ from train.contracts import (
     TrainingRestore,
     TrainSpec,
 )
-from train.launch import deaths, paths
+from train.launch import claim, deaths, paths
 from train.launch.autobatch import Point
 from train.launch.paths import RunPaths
 from train.launch.progress import EventTail, ProgressPrinter
@@ -73,7 +73,13 @@ def _start(argv, env: dict[str, str], log_path: str):
     os.makedirs(os.path.dirname(log_path), exist_ok=True)
     with open(log_path, "ab") as log:
         return subprocess.Popen(
-            list(argv), env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+            list(argv),
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            preexec_fn=deaths.dying_with_parent(),  # noqa: PLW1509 - prctl only, no locks
+            pass_fds=claim.inherited(),  # the run's claim on model_dir lives while it does
         )
 
 

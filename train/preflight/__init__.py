@@ -56,6 +56,7 @@ CHECKS: tuple[Check, ...] = (
     checks_data.check_input_shards,
     checks_data.check_input_records,
     checks_env.check_environment,
+    checks_env.check_disk_space,
     checks_env.check_native_imports,
     checks_env.check_offline_weights,
 )

@@ -350,6 +350,10 @@ def check_model_dir(ctx):
             "continue it, or use a new --model_dir",
         )
         return
+    if run is not None and run.damaged:
+        yield _damaged_finding(ctx, where, run)
+        if info is None:
+            return
     if error is not None:
         yield Finding(
             "MODEL_DIR.unreadable",
@@ -379,6 +383,38 @@ def check_model_dir(ctx):
             "replace the fine-tune checkpoint's)",
             "use a new --model_dir to fine-tune from scratch instead",
         )
+
+
+def _damaged_finding(ctx, where: str, run) -> Finding:
+    """MODEL_DIR.damaged: the newest checkpoint cannot be restored whole (a crash, a quota).
+
+    TensorFlow would fail at the first step ("Read less bytes than requested") or, worse,
+    restore part of it; the run resumes from the newest intact checkpoint instead, the damaged
+    files moved to model_dir/damaged (launch/rundir.py), or stops when none is intact.
+    """
+    from train.launch import rundir
+
+    newest, why = run.damaged[0]
+    names = ", ".join(os.path.basename(p) for p, _ in run.damaged)
+    if run.info is None:
+        return Finding(
+            "MODEL_DIR.damaged",
+            ERROR,
+            f"{where}: no checkpoint of the run there can be restored: the newest, {newest}, is "
+            f"damaged: {why}",
+            "restore the file from a backup, or pass --fresh to move the run aside (renamed, "
+            "never deleted) and start again from the fine-tune checkpoint",
+            file=newest + ".index",
+        )
+    return Finding(
+        "MODEL_DIR.damaged",
+        WARNING,
+        f"{where}: the newest checkpoint {newest} is damaged ({why}); the run resumes from "
+        f"{os.path.basename(run.prefix)} (step {run.step}) and {names} move(s) to "
+        f"{os.path.join(ctx.options.model_dir, rundir.DAMAGED)}",
+        "nothing to do (the damaged files are kept there, not deleted)",
+        file=newest + ".index",
+    )
 
 
 def _fresh_start(ctx, where: str, latest: str):

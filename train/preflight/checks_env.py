@@ -144,3 +144,54 @@ def check_offline_weights(ctx):
         f"pass --checkpoint (a fine-tune checkpoint replaces those weights), or copy {needed} "
         f"into {folder} on the training nodes",
     )
+
+
+ROOM_FOR = 3  # checkpoints model_dir's free space should hold (a save, the one before, slack)
+
+
+def _checkpoint_bytes(ctx) -> tuple[int, str] | None:
+    """(bytes one training checkpoint takes, how that is known), None when unknown.
+
+    The newest checkpoint in model_dir says it exactly; else the fine-tune checkpoint's model
+    variables times the optimizer's slots (momentum keeps one copy per variable, Adam two),
+    from its index alone.
+    """
+    from train.checkpoint import bundle
+    from train.pipeline import arch
+
+    run = ctx.previous_run
+    try:
+        if run is not None and run.info is not None:
+            return bundle.data_bytes(run.prefix), f"as {os.path.basename(run.prefix)} there"
+        resolution = ctx.checkpoint
+        if resolution is None or not resolution.prefix:
+            return None
+        model = bundle.data_bytes(resolution.prefix, only="model/")
+    except (bundle.UnsupportedIndex, OSError):
+        return None
+    slots = len(arch.optimizer_slots(ctx.config) or ())
+    if not model:
+        return None
+    return model * (1 + slots), f"the fine-tune checkpoint's model and {slots} optimizer slot(s)"
+
+
+def check_disk_space(ctx):
+    """MODEL_DIR.disk_space: room for a few checkpoints where model_dir is (TRAIN.disk_full)."""
+    from train import files
+
+    measured = _checkpoint_bytes(ctx)
+    free = files.free_bytes(ctx.options.model_dir)
+    if measured is None or free is None or free >= ROOM_FOR * measured[0]:
+        return
+    size, how = measured
+    none_fits = free < size
+    room = "less than one checkpoint" if none_fits else f"less than {ROOM_FOR} checkpoints"
+    yield Finding(
+        "MODEL_DIR.disk_space",
+        ERROR if none_fits else WARNING,
+        f"--model_dir {ctx.options.model_dir}: {files.human_size(free)} free on its file "
+        f"system, {room} ({files.human_size(size)} each, {how}): training would stop with "
+        "TRAIN.disk_full",
+        "free space there or pass a --model_dir on a larger disk (--checkpoint_max_to_keep "
+        "bounds how many checkpoints are kept; the default keeps 7)",
+    )

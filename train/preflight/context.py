@@ -11,7 +11,7 @@ import functools
 import os
 
 from train import errors
-from train.checkpoint import identify
+from train.checkpoint import bundle, identify
 from train.checkpoint import resolve as ckpt_resolve
 from train.options import RunOptions
 from train.pipeline import fields, labelmap
@@ -26,6 +26,7 @@ class PreviousRun:
     prefix: str
     info: identify.CheckpointInfo | None
     error: str | None
+    damaged: tuple[tuple[str, str], ...] = ()  # (prefix, why) newer than `prefix`, unusable
 
     @property
     def step(self) -> int:
@@ -136,10 +137,21 @@ class Context:
         latest = ckpt_resolve.latest_in_dir(model_dir)
         if latest is None:
             return None
+        damaged = []  # newest first: the run resumes from the newest intact checkpoint
+        for prefix in [latest] + [
+            p for p in ckpt_resolve.checkpoints_in_dir(model_dir) if p != latest
+        ]:
+            why = bundle.damage(prefix)
+            if why is None:
+                latest = prefix
+                break
+            damaged.append((prefix, why))
+        else:
+            return PreviousRun(latest, None, damaged[0][1], tuple(damaged))
         try:
-            return PreviousRun(latest, identify.inspect(latest), None)
+            return PreviousRun(latest, identify.inspect(latest), None, tuple(damaged))
         except Exception as e:  # noqa: BLE001 - an unreadable run is a finding, not a crash
-            return PreviousRun(latest, None, errors.one_line(e))
+            return PreviousRun(latest, None, errors.one_line(e), tuple(damaged))
 
     @functools.cached_property
     def label_maps(self) -> dict[str, labelmap.LabelMap | str]:

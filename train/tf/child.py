@@ -390,10 +390,19 @@ def _stopped(tf, spec, managers: list, guard, signal: str, step: int | None):
     return Outcome(STOPPED, step=step, checkpoint=saved, signal=signal, detail=what)
 
 
-def _failed(tf, e: Exception, step: int | None, latest: str | None, phase: str, config):
-    """The Outcome of a failed run: TRAIN.oom, TRAIN.nan, or the failure line with its code."""
-    from train.contracts import FAILED, Outcome
+def _failed(tf, e: Exception, step: int | None, latest: str | None, phase: str, spec, config):
+    """The Outcome of a failed run: TRAIN.disk_full, .oom, .nan, or the line with its code."""
+    from train.contracts import DISK_FULL, FAILED, Outcome
 
+    model_dir = spec.model_dir
+
+    if guards.disk_full(e):
+        for partial in tf.io.gfile.glob(os.path.join(model_dir, "*_temp")):  # a save cut short
+            tf.io.gfile.rmtree(partial)
+        disk = guards.disk_line(e, model_dir, latest)
+        return Outcome(
+            FAILED, step=step, checkpoint=latest, error=disk, phase=phase, code=DISK_FULL
+        )
     oom = guards.memory_line(tf, e)
     if oom:
         return Outcome(FAILED, step=step, error=oom, phase=phase, code="TRAIN.oom")
@@ -473,7 +482,7 @@ def _train(spec, phase: harness.Phase):
     except Exception as e:  # noqa: BLE001 - one line for the driver; the traceback in the log
         traceback.print_exc()
         latest = managers[-1].latest_checkpoint if managers else None
-        outcome = _failed(tf, e, step(), latest, phase.name, config)
+        outcome = _failed(tf, e, step(), latest, phase.name, spec, config)
     return dataclasses.replace(outcome, memory=memory.measured(tf, spec.gpu_limits))
 
 

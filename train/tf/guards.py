@@ -168,6 +168,47 @@ def last_good(latest: str | None) -> str:
     return f"{latest} (step {saved}, the last good weights, every value finite)"
 
 
+_DISK_FULL = {"No space left on device": "no space left", "Disk quota exceeded": "disk quota"}
+
+
+def disk_full(error: Exception) -> str | None:
+    """Says "no space left" or "disk quota" when the error is a full disk, else None."""
+    import errno
+
+    text = str(error)
+    for marker, why in _DISK_FULL.items():
+        if marker in text:
+            return why
+    if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
+        return "disk quota" if error.errno == errno.EDQUOT else "no space left"
+    return None
+
+
+def disk_line(error: Exception, model_dir: str, latest: str | None) -> str | None:
+    """The TRAIN.disk_full line for a write that found the disk full (None for other errors).
+
+    TensorFlow reports a full disk during a checkpoint save as a ResourceExhaustedError, the
+    class it uses for out-of-memory: told apart by the operating system's message.
+    """
+    from train import files
+    from train.checkpoint import bundle
+
+    full = disk_full(error)
+    if not full:
+        return None
+    free = files.free_bytes(model_dir)
+    line = f"{full} writing to {model_dir}"
+    line += f" ({files.human_size(free)} free now)" if free is not None else ""
+    if latest:
+        try:
+            size = files.human_size(bundle.data_bytes(latest))
+            line += f"; a checkpoint takes {size}; every earlier checkpoint is intact, the "
+            line += f"newest is {latest}"
+        except (bundle.UnsupportedIndex, OSError):
+            line += f"; the newest checkpoint is {latest}"
+    return line
+
+
 def memory_line(tf, error: Exception) -> str | None:
     """The TRAIN.oom line for an allocation failure (None for any other error)."""
     import re

@@ -1,0 +1,224 @@
+"""Faults during a run, for real: the driver killed, a second driver on the same model_dir."""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from tests.conftest import ROOT
+from tests.helpers import demo_driver_args, small_demo_config
+from train import errors
+from train.launch import claim
+
+
+def _alive(pid: int) -> bool:
+    """Running (a zombie, dead but not yet reaped by its new parent, is not)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.mark.slow
+def test_a_killed_driver_takes_its_training_along_and_a_second_driver_is_refused(
+    demo_assets, tmp_path
+):
+    """kill -9 of the driver: the child saves and ends; the same command then resumes. A
+    second driver while the first runs is refused at once, naming the first."""
+    model_dir = tmp_path / "model"
+    args = demo_driver_args(
+        demo_assets,
+        model_dir,
+        "--num_train_steps=60",
+        "--batch_size=1",
+        "--checkpoint_every_n=5",
+        "--num_steps_per_iteration=1",
+        config=small_demo_config(tmp_path),
+    )
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    log = tmp_path / "driver.log"
+    with open(log, "w") as out:
+        driver = subprocess.Popen([sys.executable, *args], cwd=ROOT, env=env, stderr=out)
+    deadline = time.monotonic() + 300
+    while not glob.glob(str(model_dir / "ckpt-2.index")) and time.monotonic() < deadline:
+        assert driver.poll() is None, log.read_text()[-3000:]
+        time.sleep(0.2)
+
+    second = subprocess.run(
+        [sys.executable, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
+    )
+    assert second.returncode == errors.EXIT_PREFLIGHT, second.stderr[-3000:]
+    assert f"error: RUN.in_use: {model_dir} is in use by another run: pid {driver.pid} on " in (
+        second.stderr
+    )
+    assert "Traceback" not in second.stderr and driver.poll() is None
+
+    spec = str(model_dir / "train_spec.json")
+    found = subprocess.run(["pgrep", "-f", f"train.tf.child {spec}"], capture_output=True)
+    (child,) = [int(pid) for pid in found.stdout.split()]
+    driver.send_signal(signal.SIGKILL)
+    driver.wait(timeout=30)
+    deadline = time.monotonic() + 150
+    while _alive(child) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not _alive(child), "the training child outlived its driver"
+    with open(model_dir / "logs" / "train.outcome.json") as f:
+        outcome = json.load(f)
+    assert outcome["status"] == "stopped" and outcome["signal"] == "SIGTERM", outcome
+    assert 5 <= outcome["step"] < 60 and outcome["checkpoint"], outcome  # saved where it was
+
+    again = subprocess.run(
+        [sys.executable, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600
+    )
+    assert again.returncode == errors.EXIT_OK, again.stderr[-3000:]
+    assert f"taking over the claim of pid {driver.pid} on " in again.stderr
+    assert "steps from step 0" not in again.stderr and "ckpt-* at step 60" in again.stderr
+    assert not (model_dir / claim.FILE).exists()  # a clean end lets the next run in quietly
+
+    # The newest checkpoint cut short (a crash, a quota): the next run resumes from the one
+    # before it, never from the half-read one, and keeps the damaged files.
+    newest = str(model_dir / "ckpt-") + str(
+        max(
+            int(p.rsplit("-", 1)[1].split(".")[0])
+            for p in glob.glob(str(model_dir / "ckpt-*.index"))
+        )
+    )
+    (data,) = glob.glob(newest + ".data-*")
+    cut = os.path.getsize(data) - 100
+    with open(data, "r+b") as f:
+        f.truncate(cut)
+    more = [a if not a.startswith("--num_train_steps") else "--num_train_steps=62" for a in args]
+    resumed = subprocess.run(
+        [sys.executable, *more], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600
+    )
+    assert resumed.returncode == errors.EXIT_OK, resumed.stderr[-3000:]
+    lines = [line for line in resumed.stderr.splitlines() if "MODEL_DIR" in line]
+    assert (
+        f"  warning MODEL_DIR.damaged: --model_dir {model_dir}: the newest checkpoint {newest} is "
+        f"damaged ({os.path.basename(data)} has {cut} bytes, its index needs "
+    ) in resumed.stderr, lines
+    assert "the run resumes from ckpt-" in resumed.stderr and "(step 55)" in resumed.stderr
+    assert f"moved the damaged checkpoint(s) to {model_dir / 'damaged'}" in resumed.stderr
+    assert "holds a run at step 55" in resumed.stderr and "ckpt-* at step 62" in resumed.stderr
+    kept = model_dir / "damaged" / os.path.basename(data)
+    assert kept.stat().st_size == cut  # kept as it was, not deleted
+
+
+def _holder(pid: int, run: str = "") -> claim.Holder:
+    return claim.Holder("host-a", pid, "2026-12-05 10:00:00 UTC", run, "python -m train.finetune")
+
+
+def test_a_claim_is_exclusive_until_released_and_a_run_joins_its_own(tmp_path):
+    """flock is per open file description: two takes in one process are two claimants."""
+    model_dir = str(tmp_path / "model")
+    first = claim.take(model_dir, _holder(11, run="slurm job 7 step 0"))
+    assert first.held and not first.took_over and first.fd in claim.inherited()
+    other = claim.take(model_dir, _holder(12))
+    assert other.refused and other.holder.pid == 11
+    finding = claim.refusal(model_dir, other.holder)
+    assert finding.code == "RUN.in_use" and "pid 11 on host-a, since 2026-12-05" in finding.message
+    assert "kill -TERM 11 on host-a" in finding.fix
+    assert claim.probe(model_dir).pid == 11
+    worker = claim.take(model_dir, _holder(13, run="slurm job 7 step 0"))
+    assert worker.joined and not worker.refused  # a worker of the same Slurm step
+    claim.release(first)
+    assert claim.probe(model_dir) is None and first.fd not in claim.inherited()
+    assert not os.path.exists(model_dir)  # the claim created it, and nothing else was written
+    after = claim.take(model_dir, _holder(14))
+    assert after.held and not after.took_over  # the earlier run ended cleanly
+    os.close(after.fd)  # as a kill -9 would: the lock goes, the text stays
+    claim._HELD.remove(after.fd)
+    taken = claim.take(model_dir, _holder(15))
+    assert taken.held and taken.took_over and taken.holder.pid == 14
+    claim.release(taken)
+
+
+def test_the_run_a_worker_belongs_to():
+    assert claim.run_identity({"SLURM_JOB_ID": "7", "SLURM_STEP_ID": "0"}) == "slurm job 7 step 0"
+    config = {"cluster": {"worker": ["a:1", "b:2"]}, "task": {"type": "worker", "index": 1}}
+    other = {**config, "task": {"type": "worker", "index": 0}}
+    assert claim.run_identity({"TF_CONFIG": json.dumps(config)}) == claim.run_identity(
+        {"TF_CONFIG": json.dumps(other)}
+    )
+    assert claim.run_identity({}) == "" and claim.run_identity({"TF_CONFIG": "{"}) == ""
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A real 45 MB file system (tmpfs): two of the demo's training checkpoints fit, not three."""
+    from tests.conftest import skip_unless_required
+
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=45m", "tmpfs", str(mount)], capture_output=True
+    )
+    if done.returncode != 0:
+        skip_unless_required(f"mounting a tmpfs needs root: {done.stderr.decode().strip()}")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+@pytest.mark.slow
+def test_a_full_disk_is_named_and_every_earlier_checkpoint_kept(demo_assets, tmp_path, small_disk):
+    from train.checkpoint import bundle
+
+    model_dir = small_disk / "model"
+    args = demo_driver_args(
+        demo_assets,
+        model_dir,
+        "--num_train_steps=6",
+        "--batch_size=1",
+        "--checkpoint_every_n=1",
+        "--num_steps_per_iteration=1",
+        config=small_demo_config(tmp_path),
+    )
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    result = subprocess.run(
+        [sys.executable, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600
+    )
+    stderr = result.stderr
+    assert result.returncode == errors.EXIT_TRAINING, stderr[-3000:]
+    assert f"  warning MODEL_DIR.disk_space: --model_dir {model_dir}: " in stderr
+    assert "less than 3 checkpoints (21.3 MB each, the fine-tune checkpoint's model and 1" in stderr
+    assert "error: TRAIN.disk_full: training stopped at step " in stderr
+    assert f"no space left writing to {model_dir} (" in stderr and "TRAIN.oom" not in stderr
+    assert f"{model_dir} (0 kB free now)" not in stderr  # measured after the partial save went
+    assert "every earlier checkpoint is intact, the newest is " in stderr
+    saved = glob.glob(str(model_dir / "ckpt-*.index"))
+    assert len(saved) >= 2
+    for index in saved:  # every checkpoint the state names is whole
+        assert bundle.damage(index[: -len(".index")]) is None, index
+    assert not glob.glob(str(model_dir / "*_temp"))  # the cut-short save was removed
+
+    # The preflight refuses a disk that cannot hold even one checkpoint.
+    filler = small_disk / "filler"
+    with open(filler, "wb") as f:
+        while True:
+            try:
+                f.write(b"\0" * (1 << 20))
+                f.flush()
+            except OSError:
+                break
+    other = small_disk / "other"
+    refused = subprocess.run(
+        [sys.executable, *[str(other) if a == str(model_dir) else a for a in args]],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert refused.returncode == errors.EXIT_PREFLIGHT, refused.stderr[-3000:]
+    assert f"  error   MODEL_DIR.disk_space: --model_dir {other}: " in refused.stderr
+    assert "less than one checkpoint" in refused.stderr
