@@ -67,9 +67,9 @@ NAN_RETRIES = flags.DEFINE_integer(
 SEED = flags.DEFINE_integer(
     "seed",
     None,
-    "Seed TensorFlow's random operations in training (the input shuffle, augmentation, new "
-    "layers' initial values), so a run repeats on the same machine and stack. Default: "
-    "unseeded, as model_main_tf2.",
+    "Seed the training's random operations (the input shuffle, augmentation, new layers' "
+    "initial values), so a run repeats on the same machine and stack. Default: unseeded, as "
+    "model_main_tf2.",
     lower_bound=0,
 )
 NUM_CLASSES = flags.DEFINE_integer(

@@ -20,6 +20,7 @@ from train.preflight import (
     checks_env,
     checks_export,
     checks_model,
+    checks_pyramid,
 )
 from train.preflight.context import Context, PreviousRun
 from train.preflight.findings import ERROR, Finding, sort_key
@@ -48,6 +49,7 @@ CHECKS: tuple[Check, ...] = (
     checks_model.check_required_parts,
     checks_model.check_ssd_anchors,
     checks_model.check_ssd_image_size,
+    checks_pyramid.check_bifpn_input_size,
     checks_model.check_faster_rcnn,
     checks_model.check_post_processing,
     checks_model.check_losses_and_resizer,
