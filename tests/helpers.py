@@ -18,9 +18,7 @@ def demo_driver_args(
     """
     from tests.conftest import DEMO_CONFIG
 
-    return [
-        "-m",
-        "train.finetune",
+    base = [
         f"--pipeline_config={config or DEMO_CONFIG}",
         f"--model_dir={model_dir}",
         f"--checkpoint={checkpoint or assets['zoo']}",
@@ -28,8 +26,27 @@ def demo_driver_args(
         f"--train_input_path={assets['train']}",
         f"--eval_input_path={assets['eval']}",
         *([] if final_eval else ["--nofinal_eval"]),
-        *extra,
     ]
+    return ["-m", "train.finetune", *with_flags(base, *extra)]
+
+
+def _flag_name(arg: str) -> str:
+    name = arg.lstrip("-").split("=", 1)[0]
+    return name[2:] if name.startswith("no") and name[2:] in ("final_eval", "eval") else name
+
+
+def with_flags(args: list[str], *extra: str) -> list[str]:
+    """`args` with `extra` added, each replacing a flag of the same name.
+
+    A flag given twice is a usage error; only the record paths may repeat.
+    """
+    result = list(args)
+    for arg in extra:
+        name = _flag_name(arg)
+        if arg.startswith("--") and name not in ("train_input_path", "eval_input_path"):
+            result = [a for a in result if _flag_name(a) != name]
+        result.append(arg)
+    return result
 
 
 def checkpoint_tensors(prefix: str) -> dict:

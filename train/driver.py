@@ -30,12 +30,7 @@ from train.stages import prepare as preparing
 
 def _report_target_problem(path: str | None) -> str | None:
     """Why --report_json cannot be written (None when it can, or is not asked)."""
-    if path is None:
-        return None
-    if os.path.isdir(path):
-        return "is a folder; name a file, e.g. DIR/report.json"
-    problem = files.writable_dir_problem(os.path.dirname(os.path.abspath(path)))
-    return f"cannot be written: its folder {problem}" if problem else None
+    return None if path is None else files.report_target_problem(path)
 
 
 def _inputs(options: RunOptions, config) -> list[str]:
@@ -84,8 +79,13 @@ def _usage_problem(options: RunOptions) -> str | None:
         results.parse_formats(options.export)
     except results.UsageError as e:
         return f"--export: {e}"
-    if options.patience and not options.eval:
-        return "--patience needs --eval (early stopping watches the evaluations)"
+    defaults = RunOptions(options.pipeline_config, options.model_dir)
+    for name in ("best_metric", "min_delta", "patience"):
+        if getattr(options, name) != getattr(defaults, name) and not options.eval:
+            return f"--{name} needs --eval (it applies to the evaluations during training)"
+    unknown = results.unknown_metric(options.best_metric)
+    if unknown:
+        return unknown
     if options.memory_fraction is not None and not options.batch_size_auto:
         return "--memory_fraction is the budget of --batch_size auto; pass both, or neither"
     if options.data:

@@ -183,3 +183,31 @@ def free_bytes(path: str) -> int | None:
         return shutil.disk_usage(folder).free
     except OSError:
         return None
+
+
+def report_target_problem(path: str) -> str | None:
+    """Why a JSON report cannot be written at `path` (None when it can).
+
+    A report replaces the file it names, so an existing file must be an earlier report (a JSON
+    document): anything else is someone's input, a config or a label map, and is refused.
+    """
+    import json
+
+    if os.path.isdir(path):
+        return "is a folder; name a file, e.g. DIR/report.json"
+    if os.path.lexists(path):
+        try:
+            mode = os.stat(path).st_mode
+        except OSError as e:
+            return _reason(e)
+        if not stat.S_ISREG(mode):
+            return f"is {_kind(mode)}, not a file"
+        try:
+            with open(path, "rb") as f:
+                text = f.read(1 << 24)
+            if text.strip():  # an empty file holds nothing to lose
+                json.loads(text)
+        except (OSError, ValueError):
+            return "exists and is not a JSON report: writing the report would replace it"
+    problem = writable_dir_problem(os.path.dirname(os.path.abspath(path)))
+    return f"cannot be written: its folder {problem}" if problem else None

@@ -17,22 +17,13 @@ import traceback
 from absl import app
 from absl import flags as absl_flags
 
-from train import errors
+from train import cli, errors
 from train import flags as driver_flags
-
-_HELP_FLAGS = ("-?", "-h", "--help", "--helpshort", "--helpfull", "--helpxml")
 
 
 def _parse_flags(argv: list[str]) -> list[str]:
-    """Absl's parser, but a usage error is one line and exit code 2 (absl would use 1)."""
-    try:
-        rest = absl_flags.FLAGS(argv)
-    except SystemExit as e:  # absl exits 1 after printing --help: asking for help succeeded
-        helped = any(a.split("=")[0] in _HELP_FLAGS for a in argv[1:])
-        sys.exit(errors.EXIT_OK if helped and e.code == 1 else e.code)
-    except absl_flags.Error as e:
-        print(f"error: {e}\n  see: {argv[0]} --helpshort", file=sys.stderr)
-        sys.exit(errors.EXIT_USAGE)
+    """The shared command-line rules (train/cli.py), then the driver's required flags."""
+    rest = cli.parse(argv)
     missing = [
         f"--{name}" for name in driver_flags.REQUIRED if absl_flags.FLAGS[name].value is None
     ]

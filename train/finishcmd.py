@@ -42,6 +42,14 @@ def spec_of(request: Request) -> tuple[FinishSpec, str | None]:
     model_dir = os.path.abspath(request.model_dir)
     if not os.path.isdir(model_dir):
         raise results.UsageError(f"--model_dir {request.model_dir} is not a folder")
+    if request.report_json and files.report_target_problem(request.report_json):
+        problem = files.report_target_problem(request.report_json)
+        raise results.UsageError(f"--report_json {request.report_json} {problem}")
+    if request.out and os.path.exists(request.out) and not os.path.isdir(request.out):
+        raise results.UsageError(
+            f"--out {request.out} is a file: name a folder for the exports (new, or an earlier "
+            "export folder)"
+        )
     config_path = request.pipeline_config or os.path.join(model_dir, "pipeline.config")
     try:
         source = configfile.load(config_path)
@@ -142,11 +150,7 @@ def best_checkpoint(model_dir: str | None) -> str | None:
 
 
 def parse_flags(argv: list[str]) -> list[str]:
-    """Absl's parser, but a usage error is one line and exit code 2 (absl would use 1)."""
-    from absl import flags
+    """The shared command-line rules (train/cli.py)."""
+    from train import cli
 
-    try:
-        return flags.FLAGS(argv)
-    except flags.Error as e:
-        print(f"error: {e}\n  see: {argv[0]} --helpshort", file=sys.stderr)
-        sys.exit(errors.EXIT_USAGE)
+    return cli.parse(argv)

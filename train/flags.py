@@ -255,19 +255,7 @@ VERIFY_IMAGES = flags.DEFINE_integer(
 
 REQUIRED = ("pipeline_config", "model_dir")
 
-# A flag given as `--label_map=` would blank the field and silently skip every check of it.
-for _holder in (PIPELINE_CONFIG, MODEL_DIR, CHECKPOINT, LABEL_MAP, REPORT_JSON, GPUS, DATA):
-    flags.register_validator(
-        _holder.name,
-        lambda value: value is None or bool(value.strip()),
-        message="must not be empty (omit the flag instead)",
-    )
-for _holder in (TRAIN_INPUT_PATH, EVAL_INPUT_PATH):
-    flags.register_validator(
-        _holder.name,
-        lambda values: all(v.strip() for v in values),
-        message="must not be empty (omit the flag instead)",
-    )
+# An empty value (`--label_map=`) is refused for every flag by train/cli.py.
 
 
 def _freeze_flag(value: str | None) -> str:

@@ -44,6 +44,42 @@ def parse_formats(values) -> tuple[str, ...]:
     return tuple(f for f in FORMATS if f in names)
 
 
+# What the OD API's COCO detection evaluation reports (metrics/coco_tools.py), and its losses.
+COCO_METRICS = tuple(
+    f"DetectionBoxes_{name}"
+    for name in (
+        "Precision/mAP",
+        "Precision/mAP@.50IOU",
+        "Precision/mAP@.75IOU",
+        "Precision/mAP (small)",
+        "Precision/mAP (medium)",
+        "Precision/mAP (large)",
+        "Recall/AR@1",
+        "Recall/AR@10",
+        "Recall/AR@100",
+        "Recall/AR@100 (small)",
+        "Recall/AR@100 (medium)",
+        "Recall/AR@100 (large)",
+    )
+)
+_METRIC_PREFIXES = ("Loss/", "DetectionBoxes_PerformanceByCategory/", "PascalBoxes_")
+
+
+def unknown_metric(metric: str) -> str | None:
+    """Why --best_metric names nothing the evaluation reports (None when it does)."""
+    import difflib
+
+    if metric in COCO_METRICS or metric.startswith(_METRIC_PREFIXES):
+        return None
+    near = difflib.get_close_matches(metric, COCO_METRICS, n=1, cutoff=0.5)
+    hint = f"did you mean {near[0]}? " if near else ""
+    return (
+        f"--best_metric {metric!r} is not a metric the evaluation reports ({hint}the COCO ones "
+        f"are {', '.join(COCO_METRICS[:3])}, ...; losses are Loss/...): no best checkpoint "
+        "would ever be kept"
+    )
+
+
 def lower_is_better(metric: str) -> bool:
     """Losses fall as a model improves; precision and recall rise."""
     return "loss" in metric.lower()

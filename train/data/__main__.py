@@ -14,7 +14,7 @@ import sys
 
 from absl import app, flags
 
-from train import errors
+from train import cli, errors
 
 OUT = flags.DEFINE_string("out", None, "convert: the output folder (new, or an earlier output).")
 FORMAT = flags.DEFINE_enum("format", "auto", ["auto", "voc", "coco", "yolo", "csv"], "Source.")
@@ -67,13 +67,5 @@ def main(argv: list[str]) -> int:
     return _usage(f"unknown command {command!r}: use convert or check")
 
 
-def _parse(argv: list[str]) -> list[str]:
-    """Absl's parser, but a usage error is one line and exit code 2 (absl would use 1)."""
-    try:
-        return flags.FLAGS(argv)
-    except flags.Error as e:
-        sys.exit(_usage(str(e)))
-
-
 if __name__ == "__main__":
-    app.run(main, flags_parser=_parse)
+    app.run(main, flags_parser=cli.parse)
