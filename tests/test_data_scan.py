@@ -215,3 +215,30 @@ def test_the_run_length_is_given_in_epochs(shards):
     with open(cut, "wb") as f:
         f.write(data[:-10])
     assert scan.count_records([cut]) is None
+
+
+def test_an_empty_file_and_an_absurd_length_are_named_not_crashed(tmp_path):
+    """One empty-data rule for the check command and the preflight; a length field claiming
+    2^60 bytes is a corrupt record, never a 2^60-byte allocation (MemoryError)."""
+    import struct
+
+    from train import records
+    from train.data import scan
+
+    empty = tmp_path / "empty.record"
+    empty.write_bytes(b"")
+    result = run_python(["-m", "train.data", "check", str(empty)])
+    assert result.returncode == 3, result.stderr[-2000:]
+    assert "error: INPUT_DATA.empty: records: every file it matches is empty" in result.stdout
+    header = struct.pack("<Q", 1 << 60)
+    huge = tmp_path / "huge.record"
+    huge.write_bytes(header + struct.pack("<I", records.masked_crc32c(header)) + b"x" * 20)
+    result = run_python(["-m", "train.data", "check", str(huge)])
+    assert result.returncode == 3 and "Traceback" not in result.stderr, result.stderr[-2000:]
+    assert f"{huge}: record 0: bad length: the record claims 2 GiB or more" in result.stdout
+    # a plausible length past the end of the file is a cut-short file
+    header = struct.pack("<Q", 1000)
+    cut = tmp_path / "cut.record"
+    cut.write_bytes(header + struct.pack("<I", records.masked_crc32c(header)) + b"x" * 20)
+    found = scan.scan_files([str(cut)], scan.Expect(None, None, None), None)
+    assert "record 0: truncated (file cut short?)" in found.broken

@@ -9,6 +9,7 @@ google-crc32c (C, GB/s) when installed, else in pure Python (~6 MB/s).
 from __future__ import annotations
 
 import glob
+import io
 import os
 import struct
 
@@ -152,6 +153,11 @@ def next_record(f, verify_payload: bool = True) -> tuple[bytes | None, str | Non
     length, length_crc = struct.unpack("<QI", header)
     if masked_crc32c(header[:8]) != length_crc:
         return None, "bad length checksum"
+    if length >= _MAX_RECORD:  # never allocate what a corrupted length field claims
+        return None, "bad length"
+    remaining = _remaining(f)
+    if remaining is not None and length + 4 > remaining:
+        return None, "truncated"
     payload = f.read(length)
     crc = f.read(4)
     if len(payload) < length or len(crc) < 4:
@@ -161,7 +167,19 @@ def next_record(f, verify_payload: bool = True) -> tuple[bytes | None, str | Non
     return payload, None
 
 
+_MAX_RECORD = 1 << 31  # a serialized Example is a protobuf message: under 2 GiB
+
+
+def _remaining(f) -> int | None:
+    """Bytes left after f's position (None when f is not a plain file)."""
+    try:
+        return os.fstat(f.fileno()).st_size - f.tell()
+    except (OSError, AttributeError, ValueError, io.UnsupportedOperation):
+        return None
+
+
 _EXPLAINED = {
+    "bad length": "bad length: the record claims 2 GiB or more (the file is corrupted)",
     "truncated header": "truncated header (file cut short?)",
     "bad length checksum": "bad length checksum (not a TFRecord file?)",
     "truncated": "truncated (file cut short?)",

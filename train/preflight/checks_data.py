@@ -68,13 +68,13 @@ def check_input_data(ctx):
                 )
             empty = [p for p, why in problems.items() if not why and os.path.getsize(p) == 0]
             if empty and len(empty) == len(paths):
+                finding = empty_finding(where, len(empty))
                 yield ctx.finding_at(
                     "input_path",
-                    "INPUT_DATA.empty",
-                    ERROR,
-                    f"{where}: every file it matches is empty ({len(empty)} files); the OD API "
-                    "would hang at the first batch",
-                    "regenerate the TFRecords (the converter found no images or annotations)",
+                    finding.code,
+                    finding.severity,
+                    finding.message,
+                    finding.fix,
                     value=pattern,
                 )
 
@@ -181,10 +181,27 @@ def _scanned(reader_path: str, paths: list[str], found, every: bool, wall: float
     return Finding("INPUT_DATA.scanned", INFO, message, fix)
 
 
+def empty_finding(where: str, count: int) -> Finding:
+    """INPUT_DATA.empty: no record in what a reader reads.
+
+    The one rule for the preflight and `train.data check`.
+    """
+    return Finding(
+        "INPUT_DATA.empty",
+        ERROR,
+        f"{where}: every file it matches is empty ({count} file(s)); the OD API would hang at "
+        "the first batch",
+        "regenerate the TFRecords (the converter found no images or annotations)",
+    )
+
+
 def record_findings(reader_path, paths, found, needs, label_map):
     """The findings of one reader's scan (train.data.scan.FileScan, merged over its files)."""
     scanned = found.records
     tallies = found.tallies
+    if scanned == 0 and not found.broken and found.complete:
+        yield dataclasses.replace(empty_finding(reader_path, len(paths)), file=paths[0])
+        return
     if found.broken:
         more = f" (and {found.broken_files - 1} more file(s))" if found.broken_files > 1 else ""
         yield Finding(
