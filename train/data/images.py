@@ -37,6 +37,20 @@ class Prepared:
     changes: tuple[str, ...]
 
 
+def _verify_png(raw: bytes) -> None:
+    """Raises ImageError when a PNG chunk fails its CRC.
+
+    Pillow decodes such a file (it does not check the data chunks' CRCs while loading), but
+    TensorFlow refuses it in training.
+    """
+    from PIL import Image
+
+    try:
+        Image.open(io.BytesIO(raw)).verify()
+    except (OSError, SyntaxError, ValueError) as e:
+        raise ImageError(f"is a damaged PNG ({e})") from None
+
+
 def prepare(path: str) -> Prepared:
     """Reads, decodes and normalises one image (raises ImageError with a one-line reason)."""
     from PIL import Image, ImageOps, UnidentifiedImageError
@@ -68,6 +82,8 @@ def prepare(path: str) -> Prepared:
         image = image.convert("RGB")
     jpeg = kind in ("JPEG", "MPO")
     if not changes and (jpeg or kind == "PNG"):
+        if kind == "PNG":
+            _verify_png(raw)  # kept as stored: TensorFlow's decoder checks every chunk's CRC
         return Prepared(raw, "jpeg" if jpeg else "png", *image.size, *stored, 1, ())
     out = io.BytesIO()
     if jpeg:

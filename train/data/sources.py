@@ -17,6 +17,7 @@ import collections
 import csv
 import dataclasses
 import json
+import math
 import os
 
 from train import files
@@ -63,7 +64,8 @@ class Problem:
     """Something the converter skipped or changed, with why."""
 
     where: str
-    what: str  # "skipped image", "dropped box", "changed image", "changed box", "skipped file"
+    what: str  # "skipped image", "dropped box", "changed image", "changed box", "skipped file",
+    # "ignored size"
     reason: str
 
     def line(self) -> str:  # noqa: D102
@@ -95,6 +97,23 @@ def walk(root: str, skip: str | None) -> list[str]:
         )
         found += [os.path.join(folder, n) for n in sorted(names) if not n.startswith(".")]
     return found
+
+
+def _utf8_only(paths: list[str]) -> tuple[list[str], list[Problem]]:
+    """The paths whose names are UTF-8, and a line for each other one.
+
+    Such names are legal on Linux, but a record's filename and a label map are UTF-8 text.
+    """
+    kept, skipped = [], []
+    for path in paths:
+        try:
+            path.encode("utf-8")
+        except UnicodeEncodeError:
+            shown = path.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+            skipped.append(Problem(shown, "skipped file", "its name is not UTF-8: rename it"))
+            continue
+        kept.append(path)
+    return kept, skipped
 
 
 def _ext(path: str) -> str:
@@ -188,10 +207,12 @@ def read(root: str, kind: str = "auto", skip: str | None = None) -> Source:
     elif not os.path.exists(root):
         raise SourceError(f"{root}: no such file or folder")
     base = root if os.path.isdir(root) else os.path.dirname(root)
-    paths = walk(base, skip) if os.path.isdir(root) else [root]
-    images = _Images(base, walk(base, skip))
+    every, unnamed = _utf8_only(walk(base, skip))
+    paths = every if os.path.isdir(root) else [root]
+    images = _Images(base, every)
     reader = {"voc": _read_voc, "coco": _read_coco, "yolo": _read_yolo, "csv": _read_csv}[kind]
     source = reader(root, paths, images)
+    source.problems[:0] = unnamed
     source.found = found or f"{FORMAT_NAMES[kind]} (--format {kind})"
     seen: dict[str, str] = {}
     unique = []
@@ -215,11 +236,19 @@ def _text(element, tag: str) -> str:
     return (found.text or "").strip() if found is not None else ""
 
 
+def finite(value) -> float:
+    """float(value), refusing NaN and infinity (a ValueError, as for any unreadable number)."""
+    number = float(value)
+    if not math.isfinite(number):
+        raise ValueError(f"{value!r} is not a finite number")
+    return number
+
+
 def _number(element, tag: str) -> float:
     text = _text(element, tag)
     if not text:
         raise ValueError(f"no <{tag}>")
-    return float(text)
+    return finite(text)
 
 
 def _read_voc(root: str, paths: list[str], images: _Images) -> Source:
@@ -231,7 +260,11 @@ def _read_voc(root: str, paths: list[str], images: _Images) -> Source:
     items, problems, xmls = [], [], [p for p in paths if _ext(p) == ".xml"]
     for path in xmls:
         try:
-            tree = safe_xml.parse(path)
+            with files.open_input(path) as f:  # refuses a FIFO before reading (a hang)
+                tree = safe_xml.parse(f)
+        except files.InputError as e:
+            problems.append(Problem(path, "skipped file", e.reason))
+            continue
         except (ParseError, DefusedXmlException, OSError) as e:
             problems.append(Problem(path, "skipped file", f"not readable XML ({e})"))
             continue
@@ -262,6 +295,13 @@ def _read_voc(root: str, paths: list[str], images: _Images) -> Source:
             try:
                 width, height = int(_number(size, "width")), int(_number(size, "height"))
             except ValueError:
+                width = height = None
+            if width is not None and (width <= 0 or height <= 0):
+                problems.append(
+                    Problem(
+                        path, "ignored size", f"<size> {width}x{height}: the image's own is used"
+                    )
+                )
                 width = height = None
         boxes = []
         for number, obj in enumerate(top.iter("object"), 1):
@@ -295,6 +335,7 @@ def _read_coco(root: str, paths: list[str], images: _Images) -> Source:
                 raise ValueError('no "images" list at the top level')
             categories = {int(c["id"]): str(c["name"]) for c in data.get("categories", [])}
             entries = [(int(i["id"]), str(i["file_name"]), i) for i in data["images"]]
+            entries = _unique_images(path, entries, problems)
         except (files.InputError, ValueError, KeyError, TypeError) as e:
             reason = e.reason if isinstance(e, files.InputError) else e
             problems.append(Problem(path, "skipped file", f"not a COCO instances file ({reason})"))
@@ -307,7 +348,7 @@ def _read_coco(root: str, paths: list[str], images: _Images) -> Source:
         for number, ann in enumerate(data.get("annotations", [])):
             where = f"{path} annotations[{number}]"
             try:
-                x, y, w, h = (float(v) for v in ann["bbox"])
+                x, y, w, h = (finite(v) for v in ann["bbox"])
                 image_id, category = int(ann["image_id"]), int(ann["category_id"])
             except (KeyError, TypeError, ValueError) as e:
                 problems.append(Problem(where, "dropped box", f"unreadable annotation ({e!r})"))
@@ -320,6 +361,16 @@ def _read_coco(root: str, paths: list[str], images: _Images) -> Source:
             crowd = bool(ann.get("iscrowd", 0))
             per_image[image_id].append(
                 Box(categories[category], x, y, x + w, y + h, where=where, crowd=crowd)
+            )
+        known = {image_id for image_id, _, _ in entries}
+        for image_id in sorted(set(per_image) - known):
+            boxes = per_image.pop(image_id)
+            problems.append(
+                Problem(
+                    boxes[0].where,
+                    "dropped box",
+                    f"image_id {image_id} is not in images ({len(boxes)} annotation(s) dropped)",
+                )
             )
         folder = os.path.dirname(path)
         near = [folder, os.path.join(folder, "images"), os.path.join(folder, "..", "images")]
@@ -337,12 +388,62 @@ def _read_coco(root: str, paths: list[str], images: _Images) -> Source:
                     _key(root, image),
                     image,
                     path,
-                    int(width) if isinstance(width, (int, float)) else None,
-                    int(height) if isinstance(height, (int, float)) else None,
+                    _size(width),
+                    _size(height),
                     tuple(per_image.get(image_id, ())),
                 )
             )
     return Source("coco", root, items, problems, classes, used, "")
+
+
+def _size(value) -> int | None:
+    """A COCO width or height: a positive finite number, else unknown (the image's own)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return int(value) if math.isfinite(value) and value > 0 else None
+
+
+def _unique_images(path: str, entries: list, problems: list) -> list:
+    """COCO images without a repeated id (annotations name images by id: a repeat is ambiguous)."""
+    first: dict[int, str] = {}
+    kept = []
+    for image_id, name, entry in entries:
+        if image_id in first:
+            problems.append(
+                Problem(
+                    f"{path} image {image_id}",
+                    "skipped image",
+                    f"{name!r}: id {image_id} is already {first[image_id]!r} (kept the first)",
+                )
+            )
+            continue
+        first[image_id] = name
+        kept.append((image_id, name, entry))
+    return kept
+
+
+def _names_of(data) -> list[str]:
+    """data.yaml's `names` as a list of class names; ValueError naming what is wrong."""
+    if not isinstance(data, dict) or "names" not in data:
+        raise ValueError("no `names:` key")
+    names = data["names"]
+    if isinstance(names, dict):
+        try:
+            names = [names[k] for k in sorted(names, key=int)]
+        except (TypeError, ValueError):
+            raise ValueError("`names:` keys are not class indices 0..N-1") from None
+    if isinstance(names, str):
+        raise ValueError(f"`names:` is the string {names[:40]!r}; give a list, e.g. [cat, dog]")
+    if not isinstance(names, list) or not names:
+        raise ValueError("`names:` is not a list of class names")
+    nested = [n for n in names if isinstance(n, (list, dict))]
+    if nested:
+        raise ValueError("`names:` holds lists or mappings, not class names")
+    names = [str(n) for n in names]
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise ValueError(f"`names:` lists {repeated[0]!r} more than once")
+    return names
 
 
 def _yolo_names(paths: list[str], problems: list[Problem]) -> tuple[list[str] | None, str]:
@@ -351,14 +452,14 @@ def _yolo_names(paths: list[str], problems: list[Problem]) -> tuple[list[str] | 
     for path in paths:
         if os.path.basename(path) == "data.yaml":
             try:
-                data = yaml.safe_load(files.read_text(path))
-                names = data["names"]
-                if isinstance(names, dict):
-                    names = [names[k] for k in sorted(names, key=int)]
-                return [str(n) for n in names], path
-            except (files.InputError, yaml.YAMLError, KeyError, TypeError, ValueError) as e:
-                reason = e.reason if isinstance(e, files.InputError) else repr(e)
-                problems.append(Problem(path, "skipped file", f"no class names ({reason})"))
+                return _names_of(yaml.safe_load(files.read_text(path))), path
+            except files.InputError as e:
+                problems.append(Problem(path, "skipped file", e.reason))
+            except yaml.YAMLError as e:
+                reason = " ".join(str(e).split())
+                problems.append(Problem(path, "skipped file", f"not readable YAML ({reason})"))
+            except (ValueError, RecursionError) as e:
+                problems.append(Problem(path, "skipped file", f"no class names: {e}"))
     for path in paths:
         if os.path.basename(path) == "classes.txt":
             try:
@@ -387,11 +488,15 @@ def _read_yolo(root: str, paths: list[str], images: _Images) -> Source:
     problems: list[Problem] = []
     names, names_file = _yolo_names(paths, problems)
     if names is None:
-        raise SourceError(f"{root}: YOLO labels need class names (data.yaml or classes.txt)")
+        why = f" ({problems[-1].line()})" if problems else ""
+        raise SourceError(f"{root}: YOLO labels need class names (data.yaml or classes.txt){why}")
     items, label_files = [], [names_file]
     for image in [p for p in paths if _ext(p) in IMAGE_EXTENSIONS]:
         label_file = _yolo_label_file(image)
         boxes = []
+        if os.path.lexists(label_file) and not os.path.isfile(label_file):
+            problems.append(Problem(label_file, "skipped image", files.problem(label_file) or ""))
+            continue
         if os.path.isfile(label_file):  # no label file: an image without objects
             label_files.append(label_file)
             try:
@@ -405,7 +510,7 @@ def _read_yolo(root: str, paths: list[str], images: _Images) -> Source:
                 if not values:
                     continue
                 try:
-                    index, coords = int(values[0]), [float(v) for v in values[1:]]
+                    index, coords = int(values[0]), [finite(v) for v in values[1:]]
                     if len(coords) == 4:
                         cx, cy, w, h = coords
                         box = (cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2)
@@ -440,7 +545,10 @@ def _read_csv(root: str, paths: list[str], images: _Images) -> Source:
     items, problems, used = [], [], []
     for path in [p for p in paths if _ext(p) == ".csv"]:
         try:
-            rows = list(csv.reader(files.read_text(path).splitlines()))
+            text = files.read_text(path)
+            if "\0" in text:
+                raise csv.Error(f"NUL byte on line {text[: text.index(chr(0))].count(chr(10)) + 1}")
+            rows = list(csv.reader(text.splitlines()))
         except (files.InputError, csv.Error) as e:
             reason = e.reason if isinstance(e, files.InputError) else e
             problems.append(Problem(path, "skipped file", f"not readable CSV ({reason})"))
@@ -465,8 +573,8 @@ def _read_csv(root: str, paths: list[str], images: _Images) -> Source:
             where = f"{path}:{number}"
             try:
                 name = row[column["filename"]].strip()
-                size = (int(float(row[column["width"]])), int(float(row[column["height"]])))
-                coords = [float(row[column[k]]) for k in ("xmin", "ymin", "xmax", "ymax")]
+                size = (int(finite(row[column["width"]])), int(finite(row[column["height"]])))
+                coords = [finite(row[column[k]]) for k in ("xmin", "ymin", "xmax", "ymax")]
                 label = row[column["class"]].strip()
             except (IndexError, ValueError) as e:
                 problems.append(Problem(where, "dropped box", f"unreadable row ({e})"))
