@@ -585,3 +585,21 @@ def test_an_eval_placeholder_nothing_reads_is_a_warning_and_the_run_trains(demo_
     )
     codes = {(f.code, f.severity) for f in report.findings if f.code.startswith("PLACEHOLDER")}
     assert codes == {("PLACEHOLDER", "error")}
+
+
+def test_absurd_values_have_a_bound(good_config, tmp_path):
+    huge = 2**32 - 1
+    report = _preflight(good_config, tmp_path / "m", num_train_steps=huge, batch_size=huge)
+    absurd = [f for f in report.findings if f.code == "CONFIG.absurd"]
+    assert [f.severity for f in absurd] == ["error", "error"]
+    assert any(f"train_config.batch_size: {huge} images in one step" in f.message for f in absurd)
+    assert any(f"train_config.num_steps: {huge} steps" in f.message for f in absurd)
+    text = open(good_config).read()
+    block = "  data_augmentation_options {\n    random_horizontal_flip {\n    }\n  }\n"
+    many = tmp_path / "many.config"
+    many.write_text(text.replace("train_config {\n", "train_config {\n" + block * 1001, 1))
+    (finding,) = [f for f in _preflight(many, tmp_path / "m").findings if f.code == "CONFIG.absurd"]
+    shipped = text.count("data_augmentation_options {")
+    assert f"data_augmentation_options: {1001 + shipped} augmentation blocks" in finding.message
+    assert finding.line is not None
+    assert "CONFIG.absurd" not in _codes(_preflight(good_config, tmp_path / "m"))

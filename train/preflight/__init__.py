@@ -44,6 +44,7 @@ CHECKS: tuple[Check, ...] = (
     checks_config.check_num_classes,
     checks_config.check_learning_rate,
     checks_config.check_batch,
+    checks_config.check_bounds,
     checks_export.check_export,
     checks_model.check_duplicate_fields,
     checks_model.check_required_parts,

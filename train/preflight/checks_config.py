@@ -490,3 +490,37 @@ def check_batch(ctx):
             "pass --batch_size 8 (to 16 per GPU) and scale learning_rate_base (and the warm-up "
             "rate) down by the same factor",
         )
+
+
+MAX_BATCH = 1 << 16  # images in one step: beyond any machine's memory at any input size
+MAX_STEPS = 10**9  # at 100 steps/s, four months of training
+MAX_AUGMENTATIONS = 1000  # zoo configs use 1 to 6; each runs on every image of every step
+
+
+def check_bounds(ctx):
+    """CONFIG.absurd: values no run can complete (a typo, an overflowed script variable)."""
+    tc = ctx.train_config
+    bounds = (
+        ("batch_size", tc.batch_size, MAX_BATCH, "images in one step: no machine holds that"),
+        ("num_steps", tc.num_steps, MAX_STEPS, "steps: at 100 steps/s more than 4 months"),
+        (
+            "data_augmentation_options",
+            len(tc.data_augmentation_options),
+            MAX_AUGMENTATIONS,
+            "augmentation blocks, each run on every image of every step (zoo configs: 1-6)",
+        ),
+    )
+    for field, value, bound, why in bounds:
+        if value > bound:
+            yield ctx.finding_at(
+                field,
+                "CONFIG.absurd",
+                ERROR,
+                f"train_config.{field}: {value} {why} (the bound is {bound})",
+                f"set {field} to a value a run can reach"
+                + (
+                    " (--num_train_steps, --batch_size)"
+                    if field != "data_augmentation_options"
+                    else ""
+                ),
+            )
