@@ -117,3 +117,10 @@ def test_no_command_writes_a_report_or_export_over_an_input(tmp_path):
     result = _run("train.export", f"--model_dir={model_dir}", f"--out={out}")
     assert result.returncode == errors.EXIT_USAGE
     assert f"--out {out} is a file" in result.stderr and out.read_text() == "mine"
+    zoo = tmp_path / "zoo_download"  # a zoo folder: its saved_model/ would be replaced
+    (zoo / "saved_model").mkdir(parents=True)
+    (zoo / "saved_model" / "saved_model.pb").write_bytes(b"theirs")
+    result = _run("train.export", f"--model_dir={model_dir}", f"--out={zoo}")
+    assert result.returncode == errors.EXIT_USAGE
+    assert f"--out {zoo} holds files that no export of this tool wrote" in result.stderr
+    assert (zoo / "saved_model" / "saved_model.pb").read_bytes() == b"theirs"

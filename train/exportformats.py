@@ -12,6 +12,25 @@ import dataclasses
 from collections.abc import Callable
 
 TFLITE_ARCHS = ("ssd", "center_net")  # what export_tflite_graph_lib_tf2 converts
+# Written into every export folder: a verified export replaces the one of the same name there,
+# so a folder with files but no marker (a zoo download's saved_model/) is not ours to write.
+MARKER = ".tfod-finetune-export"
+
+
+def out_problem(out: str) -> str | None:
+    """Why exports may not go into `out` (None when they may: new, empty, or ours)."""
+    import os
+
+    if not os.path.exists(out):
+        return None
+    if not os.path.isdir(out):
+        return "is a file: name a folder for the exports (new, or an earlier export folder)"
+    if os.listdir(out) and not os.path.exists(os.path.join(out, MARKER)):
+        return (
+            "holds files that no export of this tool wrote (a verified export replaces "
+            "saved_model/ and model*.tflite there): name a new or empty folder"
+        )
+    return None
 
 
 @dataclasses.dataclass(frozen=True)

@@ -45,11 +45,8 @@ def spec_of(request: Request) -> tuple[FinishSpec, str | None]:
     if request.report_json and files.report_target_problem(request.report_json):
         problem = files.report_target_problem(request.report_json)
         raise results.UsageError(f"--report_json {request.report_json} {problem}")
-    if request.out and os.path.exists(request.out) and not os.path.isdir(request.out):
-        raise results.UsageError(
-            f"--out {request.out} is a file: name a folder for the exports (new, or an earlier "
-            "export folder)"
-        )
+    if request.out and exportformats.out_problem(request.out):
+        raise results.UsageError(f"--out {request.out} {exportformats.out_problem(request.out)}")
     config_path = request.pipeline_config or os.path.join(model_dir, "pipeline.config")
     try:
         source = configfile.load(config_path)

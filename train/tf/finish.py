@@ -162,6 +162,8 @@ def _export_and_verify(spec, pipeline, reference, images, references, reference_
     arch = pipeline.model.WhichOneof("model")
     staging = os.path.join(spec.export_dir, f".staging-{os.getpid()}")
     os.makedirs(staging, exist_ok=True)
+    with open(os.path.join(spec.export_dir, exportformats.MARKER), "w") as marker:
+        marker.write("exports of tfod-finetune: each verified one replaces its namesake here\n")
     pinned = exporting.pinned_folder(spec.checkpoint, os.path.join(staging, "pinned"))
     job = Job(spec, pipeline, arch, pinned, staging, reference)
     results = {}
