@@ -227,7 +227,7 @@ def test_an_export_that_fails_is_a_finding_in_the_report(finished, tmp_path):
             f"--model_dir={finished['model_dir']}",
             "--export=saved_model",
             "--verify_images=1",
-            f"--out={blocker}",
+            f"--out={blocker / 'exports'}",  # under a file: the child cannot make it
             f"--report_json={out_json}",
         ]
     )
