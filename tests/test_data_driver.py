@@ -9,7 +9,7 @@ import pytest
 
 from tests import datasets
 from tests.conftest import DEMO_CONFIG, run_python
-from tests.helpers import small_demo_config
+from tests.helpers import small_demo_config, with_flags
 from train import errors
 
 pytestmark = [pytest.mark.slow, pytest.mark.data]
@@ -17,18 +17,20 @@ pytestmark = [pytest.mark.slow, pytest.mark.data]
 
 def _driver(assets, model_dir, data, *extra, config=DEMO_CONFIG):
     return run_python(
-        [
-            "-m",
-            "train.finetune",
-            f"--pipeline_config={config}",
-            f"--model_dir={model_dir}",
-            f"--checkpoint={assets['zoo']}",
-            f"--data={data}",
-            "--num_train_steps=5",
-            "--batch_size=2",
-            "--nofinal_eval",
+        with_flags(
+            [
+                "-m",
+                "train.finetune",
+                f"--pipeline_config={config}",
+                f"--model_dir={model_dir}",
+                f"--checkpoint={assets['zoo']}",
+                f"--data={data}",
+                "--num_train_steps=5",
+                "--batch_size=2",
+                "--nofinal_eval",
+            ],
             *extra,
-        ]
+        )
     )
 
 

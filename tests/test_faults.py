@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import json
 import os
@@ -85,12 +86,10 @@ def test_a_killed_driver_takes_its_training_along_and_a_second_driver_is_refused
 
     # The newest checkpoint cut short (a crash, a quota): the next run resumes from the one
     # before it, never from the half-read one, and keeps the damaged files.
-    newest = str(model_dir / "ckpt-") + str(
-        max(
-            int(p.rsplit("-", 1)[1].split(".")[0])
-            for p in glob.glob(str(model_dir / "ckpt-*.index"))
-        )
-    )
+    from train.checkpoint import bundle, resolve
+
+    newest, before = resolve.checkpoints_in_dir(str(model_dir))[:2]  # the run saved at 60 ...
+    step_before = bundle.read_int64(before, "step/.ATTRIBUTES/VARIABLE_VALUE")  # ... and here
     (data,) = glob.glob(newest + ".data-*")
     cut = os.path.getsize(data) - 100
     with open(data, "r+b") as f:
@@ -102,12 +101,15 @@ def test_a_killed_driver_takes_its_training_along_and_a_second_driver_is_refused
     assert resumed.returncode == errors.EXIT_OK, resumed.stderr[-3000:]
     lines = [line for line in resumed.stderr.splitlines() if "MODEL_DIR" in line]
     assert (
-        f"  warning MODEL_DIR.damaged: --model_dir {model_dir}: the newest checkpoint {newest} is "
+        f"  warning MODEL_DIR.damaged: --model_dir {model_dir}: the newest checkpoint "
+        f"{os.path.basename(newest)} is "
         f"damaged ({os.path.basename(data)} has {cut} bytes, its index needs "
     ) in resumed.stderr, lines
-    assert "the run resumes from ckpt-" in resumed.stderr and "(step 55)" in resumed.stderr
+    resumes = f"the run resumes from {os.path.basename(before)} (step {step_before})"
+    assert resumes in resumed.stderr, lines
     assert f"moved the damaged checkpoint(s) to {model_dir / 'damaged'}" in resumed.stderr
-    assert "holds a run at step 55" in resumed.stderr and "ckpt-* at step 62" in resumed.stderr
+    assert f"holds a run at step {step_before};" in resumed.stderr
+    assert "ckpt-* at step 62" in resumed.stderr
     kept = model_dir / "damaged" / os.path.basename(data)
     assert kept.stat().st_size == cut  # kept as it was, not deleted
 
@@ -203,16 +205,16 @@ def test_a_full_disk_is_named_and_every_earlier_checkpoint_kept(demo_assets, tmp
 
     # The preflight refuses a disk that cannot hold even one checkpoint.
     filler = small_disk / "filler"
-    with open(filler, "wb") as f:
+    with contextlib.suppress(OSError), open(filler, "wb") as f:  # until the disk is full
         while True:
-            try:
-                f.write(b"\0" * (1 << 20))
-                f.flush()
-            except OSError:
-                break
+            f.write(b"\0" * (1 << 20))
+            f.flush()
     other = small_disk / "other"
     refused = subprocess.run(
-        [sys.executable, *[str(other) if a == str(model_dir) else a for a in args]],
+        [
+            sys.executable,
+            *[f"--model_dir={other}" if a.startswith("--model_dir=") else a for a in args],
+        ],
         cwd=ROOT,
         env=env,
         capture_output=True,

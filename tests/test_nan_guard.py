@@ -121,6 +121,21 @@ def test_a_state_that_is_not_finite_is_never_saved(tmp_path):
     line = guards.nan_line(raised.value, 7, first)
     assert line.startswith("1 variable(s) became Inf by step 7 while the losses and gradients")
     assert line.endswith(f"{first} (step 7, the last good weights, every value finite)")
+    # an optimizer's slots are saved too (a legacy Keras optimizer's are no graph children),
+    # and so is a model whose sub-models are not built yet (train_loop's step-0 save)
+    layer.moving_variance.assign([1.0, 1.0, 1.0, 1.0])
+    optimizer = tf.keras.optimizers.legacy.SGD(0.1, momentum=0.9)
+    optimizer.apply_gradients([(tf.ones_like(layer.gamma), layer.gamma)])
+    unbuilt = tf.keras.Sequential([tf.keras.layers.Dense(2)])
+    checkpoint = tf.train.Checkpoint(
+        step=tf.Variable(8, dtype=tf.int64), model=layer, optimizer=optimizer, other=unbuilt
+    )
+    guards.check_finite_state(tf, checkpoint)  # all finite: no error
+    slot = optimizer.get_slot(layer.gamma, "momentum")
+    slot.assign(tf.fill(slot.shape, float("nan")))
+    with pytest.raises(guards.NonFiniteState) as raised:
+        guards.check_finite_state(tf, checkpoint)
+    assert raised.value.kind == "NaN" and raised.value.names == [slot.name]
 
 
 # float32's largest value: a sum of squares past it is Inf.

@@ -409,9 +409,9 @@ def _damaged_finding(ctx, where: str, run) -> Finding:
     return Finding(
         "MODEL_DIR.damaged",
         WARNING,
-        f"{where}: the newest checkpoint {newest} is damaged ({why}); the run resumes from "
-        f"{os.path.basename(run.prefix)} (step {run.step}) and {names} move(s) to "
-        f"{os.path.join(ctx.options.model_dir, rundir.DAMAGED)}",
+        f"{where}: the newest checkpoint {os.path.basename(newest)} is damaged ({why}); the "
+        f"run resumes from {os.path.basename(run.prefix)} (step {run.step}) and {names} "
+        f"move(s) to {rundir.DAMAGED}/ there",
         "nothing to do (the damaged files are kept there, not deleted)",
         file=newest + ".index",
     )

@@ -27,19 +27,24 @@ class NonFiniteState(Exception):
         )
 
 
-def _saved_variables(checkpoint) -> list:
-    """The variables train_loop's checkpoint saves: its step, model and optimizer's."""
-    found = []
-    for name in ("step", "model", "optimizer"):
-        part = getattr(checkpoint, name, None)
-        if part is None:
-            continue
-        if hasattr(part, "dtype") and hasattr(part, "numpy"):  # a variable itself
-            found.append(part)
-            continue
-        variables = getattr(part, "variables", [])
-        found.extend(variables() if callable(variables) else variables)
-    return found
+def _saved_variables(tf, checkpoint) -> list:
+    """Every variable the checkpoint holds: model, step, optimizer and its slots.
+
+    Walked through the object graph rather than `model.variables`: Keras raises for a
+    sub-model not built yet, as at train_loop's step-0 save of a run without a fine-tune
+    checkpoint. A legacy Keras optimizer's slots are no children in that graph: asked for.
+    """
+    found = [v for v in tf.train.TrackableView(checkpoint).descendants()]
+    found = [v for v in found if isinstance(v, tf.Variable)]
+    optimizer = getattr(checkpoint, "optimizer", None)
+    if optimizer is not None and hasattr(optimizer, "get_slot_names"):
+        for name in optimizer.get_slot_names():
+            for variable in list(found):
+                try:
+                    found.append(optimizer.get_slot(variable, name))
+                except (KeyError, ValueError):
+                    continue
+    return list({id(v): v for v in found}.values())
 
 
 def check_finite_state(tf, checkpoint) -> None:
@@ -48,7 +53,7 @@ def check_finite_state(tf, checkpoint) -> None:
     Called before every save: no checkpoint ever holds NaN or Inf, so "the newest checkpoint"
     is always the last good one and --nan_retries never resumes from a poisoned state.
     """
-    floats = [v for v in _saved_variables(checkpoint) if v.dtype.is_floating]
+    floats = [v for v in _saved_variables(tf, checkpoint) if v.dtype.is_floating]
     if not floats:
         return
     finite = tf.stack([tf.reduce_all(tf.math.is_finite(v)) for v in floats]).numpy()
