@@ -72,10 +72,7 @@ def set_aside_damaged(model_dir: str, damaged, resume_from: str) -> str:
     for prefix, _ in damaged:
         for path in glob.glob(glob.escape(prefix) + ".*"):
             os.replace(path, os.path.join(target, os.path.basename(path)))
-    kept = sorted(
-        (p for p in glob.glob(os.path.join(glob.escape(model_dir), "*.index"))),
-        key=lambda p: os.path.getmtime(p),
-    )
+    kept = sorted(glob.glob(os.path.join(glob.escape(model_dir), "*.index")), key=os.path.getmtime)
     lines = [f"model_checkpoint_path: {json.dumps(os.path.basename(resume_from))}"]
     lines += [
         f"all_model_checkpoint_paths: {json.dumps(os.path.basename(p)[: -len('.index')])}"

@@ -395,7 +395,6 @@ def _failed(tf, e: Exception, step: int | None, latest: str | None, phase: str, 
     from train.contracts import DISK_FULL, FAILED, Outcome
 
     model_dir = spec.model_dir
-
     if guards.disk_full(e):
         for partial in tf.io.gfile.glob(os.path.join(model_dir, "*_temp")):  # a save cut short
             tf.io.gfile.rmtree(partial)
