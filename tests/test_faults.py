@@ -118,7 +118,7 @@ def _holder(pid: int, run: str = "") -> claim.Holder:
     return claim.Holder("host-a", pid, "2026-12-05 10:00:00 UTC", run, "python -m train.finetune")
 
 
-def test_a_claim_is_exclusive_until_released_and_a_run_joins_its_own(tmp_path):
+def test_a_claim_is_exclusive_until_released_and_tells_its_own_run(tmp_path):
     """flock is per open file description: two takes in one process are two claimants."""
     model_dir = str(tmp_path / "model")
     first = claim.take(model_dir, _holder(11, run="slurm job 7 step 0"))
@@ -129,8 +129,9 @@ def test_a_claim_is_exclusive_until_released_and_a_run_joins_its_own(tmp_path):
     assert finding.code == "RUN.in_use" and "pid 11 on host-a, since 2026-12-05" in finding.message
     assert "kill -TERM 11 on host-a" in finding.fix
     assert claim.probe(model_dir).pid == 11
-    worker = claim.take(model_dir, _holder(13, run="slurm job 7 step 0"))
-    assert worker.joined and not worker.refused  # a worker of the same Slurm step
+    assert claim.same_run(claim.probe(model_dir), _holder(13, run="slurm job 7 step 0"))
+    assert not claim.same_run(claim.probe(model_dir), _holder(13, run="slurm job 8 step 0"))
+    assert not claim.same_run(claim.probe(model_dir), _holder(13))  # no run: never the same
     claim.release(first)
     assert claim.probe(model_dir) is None and first.fd not in claim.inherited()
     assert not os.path.exists(model_dir)  # the claim created it, and nothing else was written

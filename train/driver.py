@@ -390,6 +390,14 @@ def run(options: RunOptions) -> int:
             claim.release(held)
 
 
+def _rank() -> int:
+    """This process's worker index (0 alone; an invalid cluster is planning's usage error)."""
+    try:
+        return cluster.choose_topology("none", 0, os.environ).rank
+    except cluster.ClusterError:
+        return 0
+
+
 def _claimed(options: RunOptions) -> tuple[claim.Claim | None, Stop | None]:
     """Claims model_dir before anything is written there (launch/claim.py).
 
@@ -399,17 +407,18 @@ def _claimed(options: RunOptions) -> tuple[claim.Claim | None, Stop | None]:
     """
     if _usage_problem(options):
         return None, None  # the usage error is reported as it was
-    if options.preflight_only:
-        holder = claim.probe(options.model_dir)
-        found = claim.refusal(options.model_dir, holder) if holder else None
-        return None, Stop(errors.EXIT_PREFLIGHT, found.printed()) if found else None
     mine = claim.me(os.environ, sys.argv)
+    if options.preflight_only or _rank() != 0:  # worker 0 holds the claim for its run
+        holder = claim.probe(options.model_dir)
+        if holder is None or (not options.preflight_only and claim.same_run(holder, mine)):
+            return None, None
+        return None, Stop(errors.EXIT_PREFLIGHT, claim.refusal(options.model_dir, holder).printed())
     taken = claim.take(options.model_dir, mine)
-    if taken.refused and claim.orphaned(taken.holder, mine):
+    if taken.refused and (claim.orphaned(taken.holder, mine) or claim.same_run(taken.holder, mine)):
         wait_s = runner.STOP_GRACE_S + 30
         emit(
-            f"{options.model_dir}: the run of {taken.holder.named()} was killed; waiting up to "
-            f"{wait_s} s for the training it started to save and end"
+            f"{options.model_dir}: the run of {taken.holder.named()} was stopped or killed; "
+            f"waiting up to {wait_s} s for the training it started to save and end"
         )
         taken = claim.take(options.model_dir, mine, wait_s=wait_s)
     if taken.refused:

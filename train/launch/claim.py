@@ -11,8 +11,10 @@ The file's text names the holder (host, pid, since, command) for the refusal's m
 lock is the claim. The file is removed when the run ends (a claim file found with no lock on
 it is a killed run's, taken over); a process that locked a file just removed opens it again.
 
-The workers of one multi-node run are one run: the claim names the run (Slurm job and step,
-or TF_CONFIG's cluster), and a worker that finds its own run holding the claim joins it.
+The workers of one multi-node run are one run: worker 0 holds the claim for all of them (it
+is also the one that runs the end of the run, after the others have gone); the other workers
+only check that no other run holds it. The claim names the run (Slurm job and step, or
+TF_CONFIG's cluster), so a worker tells its own run from another.
 
 Shared file systems: on NFS, Linux emulates `flock` with POSIX locks that the server arbitrates
 (NFSv4 leases, NLM for v3), so a claim holds across hosts and a crashed host's claim is freed
@@ -104,19 +106,18 @@ def _write(fd: int, holder: Holder) -> None:
 
 @dataclasses.dataclass(frozen=True)
 class Claim:
-    """The result of `take`: held (or joined, or unsupported), or refused with its holder."""
+    """The result of `take`: held (or unsupported), or refused with its holder."""
 
     path: str
     held: bool
     holder: Holder | None = None  # the other run's holder when refused; the earlier one else
-    joined: bool = False  # a worker of the run that holds it
     unsupported: str = ""  # why the file system cannot lock (the run goes on unclaimed)
     fd: int = -1
     created_dir: bool = False  # model_dir did not exist before the claim
 
     @property
     def refused(self) -> bool:  # noqa: D102
-        return not (self.held or self.joined or self.unsupported)
+        return not (self.held or self.unsupported)
 
     @property
     def took_over(self) -> bool:
@@ -154,8 +155,6 @@ def _take(path: str, holder: Holder, created: bool, deadline: float) -> Claim:
         except BlockingIOError:
             other = _read_held(fd)
             os.close(fd)
-            if other and holder.run and other.run == holder.run:
-                return Claim(path, held=False, holder=other, joined=True)
             if time.monotonic() >= deadline:
                 return Claim(path, held=False, holder=other)
             time.sleep(1.0)
@@ -215,6 +214,15 @@ def release(claim: Claim) -> None:
 def inherited() -> tuple[int, ...]:
     """The descriptors a child must inherit so that the claim lives as long as it does."""
     return tuple(_HELD)
+
+
+def same_run(holder: Holder | None, mine: Holder) -> bool:
+    """Whether the holder is a process of this multi-node run.
+
+    For worker 0 that is an earlier incarnation of it: a requeued Slurm job keeps its job
+    and step ids.
+    """
+    return holder is not None and bool(mine.run) and holder.run == mine.run
 
 
 def orphaned(holder: Holder | None, mine: Holder) -> bool:
