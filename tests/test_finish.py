@@ -77,7 +77,7 @@ def finished(demo_assets, tmp_path_factory):
             "--eval",
             "--patience=2",
             "--min_delta=0.01",
-            "--export=saved_model,tflite",
+            "--export=saved_model,tflite,onnx",
             "--verify_images=4",
             "--restore=transplant",
             f"--report_json={report}",
@@ -174,9 +174,41 @@ def test_export_of_the_best_checkpoint_is_verified(finished):
     with open(os.path.join(model_dir, "export", "labels.txt"), encoding="utf-8") as f:
         assert f.read().split() == ["square", "circle", "triangle"]
     assert "pixel * 0.00784314 + -1" in tflite["input"]
-    for line in ("export saved_model:", "export tflite:"):
+    for line in ("export saved_model:", "export tflite:", "export onnx:"):
         assert line in finished["out"]
     assert not glob.glob(os.path.join(model_dir, "export", ".staging-*"))
+
+
+@pytest.mark.slow
+def test_the_onnx_export_takes_float32_keeps_nms_and_is_verified_in_onnx_runtime(finished):
+    import onnx
+    import onnxruntime
+
+    model_dir, report = finished["model_dir"], finished["report"]
+    entry = report["export"]["onnx"]
+    assert entry["checkpoint"] == report["eval"]["best"]["checkpoint"] and entry["verified"], entry
+    compared = entry["comparison"]
+    assert compared["compared"] > 0 and compared["matched"] == compared["compared"], compared
+    path = os.path.join(model_dir, "export", "model.onnx")
+    assert entry["path"] == path and os.path.getsize(path) == entry["size_bytes"]
+    model = onnx.load(path)
+
+    def op_types(graph) -> set[str]:  # the batch's NMS runs in a Loop body: walk subgraphs
+        found = set()
+        for node in graph.node:
+            found.add(node.op_type)
+            for attribute in node.attribute:
+                if attribute.type == onnx.AttributeProto.GRAPH:
+                    found |= op_types(attribute.g)
+        return found
+
+    assert "NonMaxSuppression" in op_types(model.graph)  # the post-processing is in the file
+    assert model.opset_import[0].version == 17
+    session = onnxruntime.InferenceSession(path, providers=["CPUExecutionProvider"])
+    (feed,) = session.get_inputs()
+    assert feed.type == "tensor(float)"  # not the uint8 image_tensor TensorRT refuses
+    outputs = {o.name for o in session.get_outputs()}
+    assert {"detection_boxes", "detection_scores", "detection_classes", "num_detections"} <= outputs
 
 
 @pytest.mark.slow

@@ -237,7 +237,7 @@ class FinishSpec(Contract):
       step: its global step (for the summaries and the report).
       evaluate: run the config's eval metrics on the whole eval set (per class too).
       summary_dir: where eval_continuously writes the final eval's summaries (DIR/eval).
-      formats: "saved_model", "tflite" (in this order); empty: no export.
+      formats: names of train/exportformats.py's table, in its order; empty: no export.
       input_type: the SavedModel's input (exporter_lib_v2's input types).
       tflite_quantize: "none", "float16" or "int8".
       export_dir: the export's folder (model_dir/export).

@@ -232,7 +232,7 @@ EXPORT = flags.DEFINE_list(
     "export",
     [],
     "Export after training (the best checkpoint when there is one, else the final) to "
-    "model_dir/export and verify it against the checkpoint: saved_model, tflite.",
+    "model_dir/export and verify it against the checkpoint: saved_model, tflite, onnx.",
 )
 INPUT_TYPE = flags.DEFINE_enum(
     "input_type",

@@ -53,7 +53,7 @@ class RunOptions(Contract):
     patience: int = 0  # --eval: stop after this many evaluations without improvement (0: off)
     min_delta: float = 0.0
     final_eval: bool = True  # evaluate the final checkpoint once, when there is eval data
-    export: tuple[str, ...] = ()  # "saved_model", "tflite"
+    export: tuple[str, ...] = ()  # "saved_model", "tflite", "onnx" (exportformats.NAMES)
     input_type: str = "image_tensor"
     tflite_quantize: str = "none"
     verify_images: int = 8

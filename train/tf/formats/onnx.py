@@ -1,0 +1,84 @@
+"""--export onnx: a float32-input SavedModel converted by tf2onnx, run in ONNX Runtime.
+
+The OD API's default input is a uint8 `image_tensor`, which TensorRT's ONNX parser and many
+runtimes refuse; the exporter's `float_image_tensor` input takes the same 0-255 pixels as
+float32. The post-processing (NMS) stays in the graph (ONNX NonMaxSuppression), so the file's
+outputs are the SavedModel's: detection_boxes (normalised ymin, xmin, ymax, xmax),
+detection_classes (1-based), detection_scores, num_detections.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+
+from train.tf import exporting
+from train.tf.formats import Exported, Job
+from train.verify import Detections
+
+OPSET = 17  # ONNX Runtime >= 1.13 and TensorRT >= 8.6 run it
+
+
+def convert(saved_model: str, out: str) -> None:
+    """tf2onnx's converter on the SavedModel's serving signature (RuntimeError with its log)."""
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "tf2onnx.convert",
+            "--saved-model",
+            saved_model,
+            "--opset",
+            str(OPSET),
+            "--output",
+            out,
+        ],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
+        check=False,
+    )
+    print(done.stdout[-4000:], done.stderr[-4000:], sep="\n", flush=True)  # the finish log
+    if done.returncode != 0 or not os.path.isfile(out):
+        last = [line for line in done.stderr.splitlines() if line.strip()][-1:] or ["no output"]
+        raise RuntimeError(f"tf2onnx failed (exit {done.returncode}): {last[0]}")
+
+
+def runner(path: str):
+    """Runs the ONNX file on one uint8 image in ONNX Runtime (CPU), like the reference."""
+    import onnxruntime
+
+    session = onnxruntime.InferenceSession(path, providers=["CPUExecutionProvider"])
+    (feed,) = session.get_inputs()
+    names = [output.name for output in session.get_outputs()]
+
+    def run(image: np.ndarray) -> Detections:
+        batch = image[np.newaxis].astype(np.float32)
+        out = dict(zip(names, session.run(None, {feed.name: batch}), strict=True))
+        return Detections.of(
+            out["detection_boxes"][0],
+            out["detection_classes"][0],
+            out["detection_scores"][0],
+            int(out["num_detections"][0]),
+        )
+
+    return run
+
+
+def export(job: Job) -> Exported:
+    """Exports a float32-input SavedModel of the pinned checkpoint and converts it."""
+    source = exporting.export_saved_model(
+        job.pipeline, job.pinned, os.path.join(job.staging, "onnx_source"), "float_image_tensor"
+    )
+    staged = os.path.join(job.staging, "model.onnx")
+    convert(source, staged)
+    run = runner(staged)
+
+    def detect(image, preprocessed):
+        del preprocessed  # the graph preprocesses itself
+        return run(image)
+
+    return Exported(staged, detect, os.path.join(job.spec.export_dir, "model.onnx"), "onnx")
