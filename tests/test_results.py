@@ -172,8 +172,8 @@ def test_render_eval_lists_the_worst_class_first():
 def test_formats_parse_in_order_and_refuse_unknown_names():
     assert results.parse_formats(["tflite,saved_model"]) == ("saved_model", "tflite")
     assert results.parse_formats(["tflite", "tflite"]) == ("tflite",)
-    with pytest.raises(results.UsageError, match="onnx"):
-        results.parse_formats(["saved_model,onnx"])
+    with pytest.raises(results.UsageError, match="coreml"):
+        results.parse_formats(["saved_model,coreml"])
 
 
 def _codes(report):
@@ -257,15 +257,15 @@ def test_usage_errors_of_the_new_flags(tmp_path, demo_assets):
         f"--pipeline_config={DEMO_CONFIG}",
         f"--model_dir={tmp_path / 'm'}",
     ]
-    unknown = run_python([*base, "--export=saved_model,onnx"])
+    unknown = run_python([*base, "--export=saved_model,coreml"])
     assert unknown.returncode == 2
-    assert "--export: unknown export format(s) onnx" in unknown.stderr
+    assert "--export: unknown export format(s) coreml" in unknown.stderr
     patience = run_python([*base, "--patience=3"])
     assert patience.returncode == 2 and "--patience needs --eval" in patience.stderr
-    export = run_python(["-m", "train.export", f"--model_dir={tmp_path}", "--export=onnx"])
-    assert export.returncode == 2 and "--export: unknown export format(s) onnx" in export.stderr
-    alias = run_python(["-m", "train.export", f"--model_dir={tmp_path}", "--formats=onnx"])
-    assert alias.returncode == 2 and "unknown export format(s) onnx" in alias.stderr
+    export = run_python(["-m", "train.export", f"--model_dir={tmp_path}", "--export=coreml"])
+    assert export.returncode == 2 and "--export: unknown export format(s) coreml" in export.stderr
+    alias = run_python(["-m", "train.export", f"--model_dir={tmp_path}", "--formats=coreml"])
+    assert alias.returncode == 2 and "unknown export format(s) coreml" in alias.stderr
     empty = run_python(["-m", "train.evaluate", f"--model_dir={tmp_path}"])
     assert empty.returncode == 2 and "pipeline.config" in empty.stderr
     assert "Traceback" not in empty.stderr
