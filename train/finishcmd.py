@@ -42,11 +42,10 @@ def spec_of(request: Request) -> tuple[FinishSpec, str | None]:
     model_dir = os.path.abspath(request.model_dir)
     if not os.path.isdir(model_dir):
         raise results.UsageError(f"--model_dir {request.model_dir} is not a folder")
-    if request.report_json and files.report_target_problem(request.report_json):
-        problem = files.report_target_problem(request.report_json)
+    if request.report_json and (problem := files.report_target_problem(request.report_json)):
         raise results.UsageError(f"--report_json {request.report_json} {problem}")
-    if request.out and exportformats.out_problem(request.out):
-        raise results.UsageError(f"--out {request.out} {exportformats.out_problem(request.out)}")
+    if request.out and (problem := exportformats.out_problem(request.out)):
+        raise results.UsageError(f"--out {request.out} {problem}")
     config_path = request.pipeline_config or os.path.join(model_dir, "pipeline.config")
     try:
         source = configfile.load(config_path)

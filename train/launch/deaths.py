@@ -8,6 +8,7 @@ while the child ran, or an allocation failure in its log.
 
 from __future__ import annotations
 
+import functools
 import os
 import signal
 
@@ -125,6 +126,18 @@ def out_of_memory(
 _PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 
+@functools.cache
+def _prctl():
+    """The C library's prctl, looked up once per process (find_library runs ldconfig)."""
+    import ctypes
+    import ctypes.util
+
+    try:
+        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+
+
 def dying_with_parent():
     """A Popen `preexec_fn` that makes the child receive SIGTERM when its parent dies.
 
@@ -136,13 +149,8 @@ def dying_with_parent():
     has the parent it was forked from. The signal follows the forking thread: children are
     started from the driver's main thread. None where prctl is not available (not Linux).
     """
-    import ctypes
-    import ctypes.util
-
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-        prctl = libc.prctl
-    except (OSError, AttributeError):
+    prctl = _prctl()
+    if prctl is None:
         return None
     parent = os.getpid()
 

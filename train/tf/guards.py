@@ -34,8 +34,8 @@ def _saved_variables(tf, checkpoint) -> list:
     sub-model not built yet, as at train_loop's step-0 save of a run without a fine-tune
     checkpoint. A legacy Keras optimizer's slots are no children in that graph: asked for.
     """
-    found = [v for v in tf.train.TrackableView(checkpoint).descendants()]
-    found = [v for v in found if isinstance(v, tf.Variable)]
+    descendants = tf.train.TrackableView(checkpoint).descendants()
+    found = [v for v in descendants if isinstance(v, tf.Variable)]
     optimizer = getattr(checkpoint, "optimizer", None)
     if optimizer is not None and hasattr(optimizer, "get_slot_names"):
         for name in optimizer.get_slot_names():
