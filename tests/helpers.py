@@ -245,3 +245,57 @@ def standin_checkpoint(signature: str, directory: str) -> str:
             if n.startswith("model/") and n.endswith(_VALUE)
         }
     return write_checkpoint(os.path.join(directory, "checkpoint"), variables)
+
+
+def start_driver(args: list[str], log_path):
+    """The driver (run_python's arguments) in the background, its stderr in `log_path`.
+
+    A file, not a pipe: nobody reads the output while the run goes.
+    """
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    with open(log_path, "w") as out:
+        return subprocess.Popen([sys.executable, *args], cwd=ROOT, env=env, stderr=out)
+
+
+def wait_for_checkpoint(driver, model_dir, log_path, name: str = "ckpt-2", timeout: float = 300):
+    """Waits until model_dir holds checkpoint `name`; fails with the log if the driver ends."""
+    import glob
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not glob.glob(os.path.join(model_dir, f"{name}.index")):
+        assert driver.poll() is None, open(log_path).read()[-3000:]
+        assert time.monotonic() < deadline, f"no {name} in {model_dir} after {timeout} s"
+        time.sleep(0.2)
+
+
+def training_child(model_dir) -> int:
+    """The pid of the training child of the run in model_dir."""
+    import subprocess
+
+    spec = os.path.join(model_dir, "train_spec.json")
+    found = subprocess.run(["pgrep", "-f", f"train.tf.child {spec}"], capture_output=True)
+    (child,) = [int(pid) for pid in found.stdout.split()]
+    return child
+
+
+def step_by_step_args(assets, model_dir, work, steps: int, checkpoint_every: int) -> list[str]:
+    """run_python arguments for the demo at 128 px, batch 1, one step per iteration.
+
+    For the tests that interrupt, kill or starve a run part-way (the small config is written
+    into `work`).
+    """
+    return demo_driver_args(
+        assets,
+        model_dir,
+        f"--num_train_steps={steps}",
+        "--batch_size=1",
+        f"--checkpoint_every_n={checkpoint_every}",
+        "--num_steps_per_iteration=1",
+        config=small_demo_config(work),
+    )

@@ -8,13 +8,18 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 
 import pytest
 
-from tests.conftest import ROOT
-from tests.helpers import demo_driver_args, small_demo_config
+from tests.conftest import run_python
+from tests.helpers import (
+    start_driver,
+    step_by_step_args,
+    training_child,
+    wait_for_checkpoint,
+    with_flags,
+)
 from train import errors
 from train.launch import claim
 
@@ -35,36 +40,19 @@ def test_a_killed_driver_takes_its_training_along_and_a_second_driver_is_refused
     """kill -9 of the driver: the child saves and ends; the same command then resumes. A
     second driver while the first runs is refused at once, naming the first."""
     model_dir = tmp_path / "model"
-    args = demo_driver_args(
-        demo_assets,
-        model_dir,
-        "--num_train_steps=60",
-        "--batch_size=1",
-        "--checkpoint_every_n=5",
-        "--num_steps_per_iteration=1",
-        config=small_demo_config(tmp_path),
-    )
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    args = step_by_step_args(demo_assets, model_dir, tmp_path, steps=60, checkpoint_every=5)
     log = tmp_path / "driver.log"
-    with open(log, "w") as out:
-        driver = subprocess.Popen([sys.executable, *args], cwd=ROOT, env=env, stderr=out)
-    deadline = time.monotonic() + 300
-    while not glob.glob(str(model_dir / "ckpt-2.index")) and time.monotonic() < deadline:
-        assert driver.poll() is None, log.read_text()[-3000:]
-        time.sleep(0.2)
+    driver = start_driver(args, log)
+    wait_for_checkpoint(driver, model_dir, log)
 
-    second = subprocess.run(
-        [sys.executable, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
-    )
+    second = run_python(args, timeout=120)
     assert second.returncode == errors.EXIT_PREFLIGHT, second.stderr[-3000:]
     assert f"error: RUN.in_use: {model_dir} is in use by another run: pid {driver.pid} on " in (
         second.stderr
     )
     assert "Traceback" not in second.stderr and driver.poll() is None
 
-    spec = str(model_dir / "train_spec.json")
-    found = subprocess.run(["pgrep", "-f", f"train.tf.child {spec}"], capture_output=True)
-    (child,) = [int(pid) for pid in found.stdout.split()]
+    child = training_child(model_dir)
     driver.send_signal(signal.SIGKILL)
     driver.wait(timeout=30)
     deadline = time.monotonic() + 150
@@ -76,9 +64,7 @@ def test_a_killed_driver_takes_its_training_along_and_a_second_driver_is_refused
     assert outcome["status"] == "stopped" and outcome["signal"] == "SIGTERM", outcome
     assert 5 <= outcome["step"] < 60 and outcome["checkpoint"], outcome  # saved where it was
 
-    again = subprocess.run(
-        [sys.executable, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600
-    )
+    again = run_python(args)
     assert again.returncode == errors.EXIT_OK, again.stderr[-3000:]
     assert f"taking over the claim of pid {driver.pid} on " in again.stderr
     assert "steps from step 0" not in again.stderr and "ckpt-* at step 60" in again.stderr
@@ -95,9 +81,7 @@ def test_a_killed_driver_takes_its_training_along_and_a_second_driver_is_refused
     with open(data, "r+b") as f:
         f.truncate(cut)
     more = [a if not a.startswith("--num_train_steps") else "--num_train_steps=62" for a in args]
-    resumed = subprocess.run(
-        [sys.executable, *more], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600
-    )
+    resumed = run_python(more)
     assert resumed.returncode == errors.EXIT_OK, resumed.stderr[-3000:]
     lines = [line for line in resumed.stderr.splitlines() if "MODEL_DIR" in line]
     assert (
@@ -177,19 +161,8 @@ def test_a_full_disk_is_named_and_every_earlier_checkpoint_kept(demo_assets, tmp
     from train.checkpoint import bundle
 
     model_dir = small_disk / "model"
-    args = demo_driver_args(
-        demo_assets,
-        model_dir,
-        "--num_train_steps=6",
-        "--batch_size=1",
-        "--checkpoint_every_n=1",
-        "--num_steps_per_iteration=1",
-        config=small_demo_config(tmp_path),
-    )
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
-    result = subprocess.run(
-        [sys.executable, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600
-    )
+    args = step_by_step_args(demo_assets, model_dir, tmp_path, steps=6, checkpoint_every=1)
+    result = run_python(args)
     stderr = result.stderr
     assert result.returncode == errors.EXIT_TRAINING, stderr[-3000:]
     assert f"  warning MODEL_DIR.disk_space: --model_dir {model_dir}: " in stderr
@@ -211,17 +184,7 @@ def test_a_full_disk_is_named_and_every_earlier_checkpoint_kept(demo_assets, tmp
             f.write(b"\0" * (1 << 20))
             f.flush()
     other = small_disk / "other"
-    refused = subprocess.run(
-        [
-            sys.executable,
-            *[f"--model_dir={other}" if a.startswith("--model_dir=") else a for a in args],
-        ],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    refused = run_python(with_flags(args, f"--model_dir={other}"), timeout=120)
     assert refused.returncode == errors.EXIT_PREFLIGHT, refused.stderr[-3000:]
     assert f"  error   MODEL_DIR.disk_space: --model_dir {other}: " in refused.stderr
     assert "less than one checkpoint" in refused.stderr

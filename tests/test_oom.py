@@ -13,8 +13,14 @@ import sys
 
 import pytest
 
-from tests.conftest import ROOT, skip_unless_required
-from tests.helpers import demo_driver_args
+from tests.conftest import ROOT, run_python, skip_unless_required
+from tests.helpers import (
+    demo_driver_args,
+    start_driver,
+    step_by_step_args,
+    training_child,
+    wait_for_checkpoint,
+)
 from train import errors
 
 pytestmark = [pytest.mark.slow]
@@ -75,33 +81,14 @@ def test_the_kernels_oom_killer_ends_in_train_oom(demo_assets, tmp_path):
 
 def test_someone_elses_kill_9_is_a_stop_not_out_of_memory(demo_assets, tmp_path):
     """A real kill -9 of the training child: no OOM claim, exit 5, the same command resumes."""
-    import glob
     import signal
-    import time
-
-    from tests.helpers import small_demo_config
 
     model_dir = tmp_path / "model"
-    args = demo_driver_args(
-        demo_assets,
-        model_dir,
-        "--num_train_steps=80",
-        "--batch_size=1",
-        "--checkpoint_every_n=5",
-        "--num_steps_per_iteration=1",
-        config=small_demo_config(tmp_path),
-    )
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    args = step_by_step_args(demo_assets, model_dir, tmp_path, steps=80, checkpoint_every=5)
     log = tmp_path / "driver.log"
-    with open(log, "w") as out:  # a file, not a pipe: nobody reads it while the run goes
-        driver = subprocess.Popen([sys.executable, *args], cwd=ROOT, env=env, stderr=out)
-    spec = str(model_dir / "train_spec.json")
-    deadline = time.monotonic() + 300
-    while not glob.glob(str(model_dir / "ckpt-2.index")) and time.monotonic() < deadline:
-        assert driver.poll() is None, log.read_text()[-3000:]
-        time.sleep(0.2)
-    child_pid = subprocess.run(["pgrep", "-f", f"train.tf.child {spec}"], capture_output=True)
-    (child,) = [int(pid) for pid in child_pid.stdout.split()]
+    driver = start_driver(args, log)
+    wait_for_checkpoint(driver, model_dir, log)
+    child = training_child(model_dir)
     os.kill(child, signal.SIGKILL)
     driver.wait(timeout=120)
     stderr = log.read_text()
@@ -109,9 +96,7 @@ def test_someone_elses_kill_9_is_a_stop_not_out_of_memory(demo_assets, tmp_path)
     assert "TRAIN.oom" not in stderr and "out of memory" not in stderr
     assert "stopped by SIGKILL: killed by SIGKILL from outside the run (not for memory" in stderr
     assert "rerun the same command to resume" in stderr
-    again = subprocess.run(
-        [sys.executable, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600
-    )
+    again = run_python(args)
     assert again.returncode == errors.EXIT_OK, again.stderr[-3000:]
     assert "steps from step 0" not in again.stderr  # it resumed from a saved step
     assert "ckpt-* at step 80" in again.stderr
