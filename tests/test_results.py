@@ -88,6 +88,20 @@ def test_the_same_degenerate_box_is_the_same_detection():
     assert moved.matched == 0
 
 
+def test_a_small_box_in_whole_pixels_matches_within_the_box_tolerance():
+    """MediaPipe returns whole pixels: a 6-pixel box of a 160-pixel image moves its edges by up
+    to one pixel (0.00625), within the TFLite row's 0.01, and its IoU falls to ~0.65."""
+    small = _dets([(0.7314, 0.8191, 0.7701, 0.8613, 1, 0.44)])
+    rounded = _dets([(0.725, 0.81875, 0.7625, 0.85625, 1, 0.4427)])
+    assert verify.iou(small.boxes[0], rounded.boxes)[0] < 0.9
+    comparison = verify.Comparison(verify.TOLERANCES["tflite"])
+    comparison.add(small, rounded)
+    assert comparison.matched == comparison.compared == 1 and comparison.problem() is None
+    stricter = verify.Comparison(verify.TOLERANCES["saved_model"])  # 0.001: not the same box
+    stricter.add(small, rounded)
+    assert stricter.matched == 0 and stricter.problem()
+
+
 def test_class_off_by_one_is_not_a_match():
     shifted = verify.Detections(REFERENCE.boxes, REFERENCE.classes + 1, REFERENCE.scores)
     comparison = verify.Comparison(verify.TOLERANCES["saved_model"])

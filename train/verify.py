@@ -2,11 +2,12 @@
 
 The export child (train/tf/finish.py) runs the checkpoint in-process and every exported model
 on the same images, and hands both sets of detections here. For each image the checkpoint's
-top detections are matched to the exported model's (same class, IoU >= MATCH_IOU); the
-figures are the share matched and, over the matched pairs, the largest |difference| of a box
-coordinate and of a score. An exported model passes when both stay within its format's
-tolerance (TOLERANCES: float32 conversions agree to rounding; float16 and int8 weights move
-boxes and scores by more, and int8 may lose a borderline detection).
+top detections are matched to the exported model's (same class, IoU >= MATCH_IOU or every
+coordinate within the format's box tolerance); the figures are the share matched and, over
+the matched pairs, the largest |difference| of a box coordinate and of a score. An exported
+model passes when both stay within its format's tolerance (TOLERANCES: float32 conversions
+agree to rounding; float16 and int8 weights move boxes and scores by more, and int8 may lose
+a borderline detection).
 
 Written here because no maintained library compares two detectors' outputs: COCO tooling
 (pycocotools) scores detections against ground truth, not against each other.
@@ -71,19 +72,24 @@ def iou(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
     return np.where(union > 0, inter / np.where(union > 0, union, 1), same.astype(float))
 
 
-def _lookup(source: Detections, target: Detections, score_tolerance: float):
+def _lookup(source: Detections, target: Detections, tolerance: Tolerance):
     """Yields (box, score, twin) for each of source's top detections.
 
-    `twin` is target's index of the same class at IoU >= MATCH_IOU (the closest score), -1
-    when there is none, None when there is none but the detection is "at the cut" (see
-    Comparison).
+    `twin` is target's index of the same class at IoU >= MATCH_IOU or with every coordinate
+    within the box tolerance (the closest score), -1 when there is none, None when there is
+    none but the detection is "at the cut" (see Comparison). The second way matters for small
+    boxes: a runtime that returns whole pixels (MediaPipe) moves a 6-pixel box's edges by up
+    to a pixel, well within the tolerance, and its IoU to below 0.8.
     """
+    score_tolerance = tolerance.max_score_delta
     cut = target.scores.min() if target.full and len(target.scores) else -np.inf
     taken = np.zeros(len(target.scores), dtype=bool)
     for box, cls, score in zip(
         source.boxes[:TOP_K], source.classes[:TOP_K], source.scores[:TOP_K], strict=True
     ):
-        candidates = (target.classes == cls) & (iou(box, target.boxes) >= MATCH_IOU) & ~taken
+        near = np.max(np.abs(target.boxes - box), axis=1) <= tolerance.max_box_delta
+        close = (iou(box, target.boxes) >= MATCH_IOU) | near
+        candidates = (target.classes == cls) & close & ~taken
         if candidates.any():
             twin = int(np.argmin(np.where(candidates, np.abs(target.scores - score), np.inf)))
             taken[twin] = True
@@ -121,8 +127,7 @@ class Comparison:
         the export's top detections in the checkpoint's: an export that invents boxes the
         checkpoint does not have fails too.
         """
-        score_tolerance = self.tolerance.max_score_delta
-        for box, score, twin in _lookup(reference, exported, score_tolerance):
+        for box, score, twin in _lookup(reference, exported, self.tolerance):
             if twin is None:
                 self.at_cut += 1
             elif twin < 0:
@@ -136,7 +141,7 @@ class Comparison:
                 self.max_score_delta = max(
                     self.max_score_delta, float(abs(exported.scores[twin] - score))
                 )
-        for _, _, twin in _lookup(exported, reference, score_tolerance):
+        for _, _, twin in _lookup(exported, reference, self.tolerance):
             if twin is not None:
                 self.extra_compared += 1
                 self.extra += twin < 0

@@ -100,5 +100,8 @@ def _read_spec(path: str, spec_cls):
 
 def run_module(main_fn) -> None:
     """The `if __name__ == "__main__"` of a child module."""
+    import faulthandler
+
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
+    faulthandler.enable()  # a crash in native code leaves the Python stack in the child's log
     sys.exit(main_fn(sys.argv))
