@@ -128,4 +128,9 @@ def test_evaluate_and_export_a_zoo_standin(shared_fixtures, records, tmp_path, n
             "tflite" if quantize == "none" else f"tflite_{quantize}"
         )
         assert glob.glob(os.path.join(model_dir, "export", "model.tflite"))
+        tflite = report["export"]["tflite"]
+        assert tflite["metadata"]["written"], tflite["metadata"]
+        # MediaPipe's ObjectDetector ran the file from its metadata alone, int8 included.
+        mediapipe = tflite["runtimes"]["mediapipe"]
+        assert mediapipe["failed"] is None and mediapipe["verified"], mediapipe
     assert "Traceback" not in done.stderr

@@ -195,30 +195,50 @@ def render_eval(evaluation: dict) -> str:
     return "\n".join(lines)
 
 
+def _verdict(c: dict, conclusive: bool, problem: str | None) -> str:
+    if not conclusive and not c["at_cut"]:
+        return "INCONCLUSIVE: neither the checkpoint nor the export detects anything"
+    if not conclusive:
+        return (
+            f"INCONCLUSIVE: all {c['at_cut']} top detections are within the score "
+            "tolerance of the cut-off (the model barely separates them)"
+        )
+    if problem:
+        return f"DISAGREES with the checkpoint: {problem}"
+    return (
+        f"verified: {c['matched']}/{c['compared']} detections match the checkpoint's, "
+        f"max |Δbox| {c['max_box_delta']:.2g}, max |Δscore| {c['max_score_delta']:.2g}"
+    )
+
+
 def render_export(export: dict) -> list[str]:
-    """One line per format: file, size, comparison with the checkpoint, CPU latency."""
+    """The export's lines: one per format, one per other runtime of the same file.
+
+    A format's line: file, size, comparison with the checkpoint, CPU latency; a runtime's
+    (MediaPipe for a TFLite): its own comparison.
+    """
     lines = []
     for entry in export.values():
         c = entry["comparison"]
-        if not entry["conclusive"] and not c["at_cut"]:
-            verdict = "INCONCLUSIVE: neither the checkpoint nor the export detects anything"
-        elif not entry["conclusive"]:
-            verdict = (
-                f"INCONCLUSIVE: all {c['at_cut']} top detections are within the score "
-                "tolerance of the cut-off (the model barely separates them)"
-            )
-        elif entry["problem"]:
-            verdict = f"DISAGREES with the checkpoint: {entry['problem']}"
-        else:
-            verdict = (
-                f"verified: {c['matched']}/{c['compared']} detections match the checkpoint's, "
-                f"max |Δbox| {c['max_box_delta']:.2g}, max |Δscore| {c['max_score_delta']:.2g}"
-            )
+        own = entry.get("format_problem", entry["problem"])  # without the other runtimes'
         lines.append(
             f"export {entry['format']}: {entry['path']} ({files.human_size(entry['size_bytes'])}); "
-            f"{verdict} on {entry['images']} images; "
+            f"{_verdict(c, entry['conclusive'], own)} on {entry['images']} images; "
             f"{entry['latency_ms']} ms/image on CPU (checkpoint {entry['reference_latency_ms']})"
         )
+        for runtime, found in entry.get("runtimes", {}).items():
+            rc = found["comparison"]
+            if rc is None:  # it did not run to the end: nothing proven either way
+                lines.append(
+                    f"  the same file in {runtime}: NOT VERIFIED: {found['failed']} (the file "
+                    "is kept on its own verification)"
+                )
+                continue
+            conclusive = rc["compared"] > 0 or rc["extra"] > 0
+            verdict = _verdict(rc, conclusive, found["problem"])
+            if not found.get("gates", True):
+                verdict = verdict.replace("DISAGREES with", "differs from") + " (measured only)"
+            lines.append(f"  the same file in {runtime}: {verdict}; {found['latency_ms']} ms/image")
     return lines
 
 

@@ -60,7 +60,9 @@ def reference_fn(pipeline, prefix: str):
     """The checkpoint's own detections: preprocess, predict, postprocess, in-process."""
     model, status = build_restored(pipeline, prefix)
 
-    @tf.function
+    # One trace for every picture size (train.predict reads folders of mixed sizes), as the
+    # exporter's own signature is [1, None, None, 3].
+    @tf.function(input_signature=[tf.TensorSpec([None, None, 3], tf.uint8)])
     def detect(image):
         images, shapes = model.preprocess(tf.cast(image, tf.float32)[tf.newaxis])
         return model.postprocess(model.predict(images, shapes), shapes), images
@@ -90,10 +92,19 @@ def export_saved_model(pipeline, pinned: str, out: str, input_type: str) -> str:
     return os.path.join(out, "saved_model")
 
 
-def saved_model_fn(path: str, input_type: str):
-    """Runs the exported SavedModel's serving signature on one uint8 image."""
+def saved_model_fn(path: str, input_type: str | None = None):
+    """Runs the exported SavedModel's serving signature on one uint8 image.
+
+    `input_type` None reads it off the signature (uint8: image_tensor, float32:
+    float_image_tensor, string: encoded_image_string_tensor), as train.predict needs.
+    """
     loaded = tf.saved_model.load(path)
     serve = loaded.signatures["serving_default"]
+    if input_type is None:
+        (spec,) = serve.structured_input_signature[1].values()
+        input_type = {tf.uint8: "image_tensor", tf.float32: "float_image_tensor"}.get(
+            spec.dtype, "encoded_image_string_tensor"
+        )
 
     def run(image: np.ndarray) -> Detections:
         if input_type == "encoded_image_string_tensor":
@@ -145,35 +156,50 @@ def export_tflite(pipeline, pinned: str, work: str, quantize: str, representativ
     return converter.convert()
 
 
-def model_resize(pipeline):
-    """The model's own resize of one image (float32 [1, h, w, 3]), as its preprocess does it.
+def resize_like_the_model(image: np.ndarray, height: int, width: int) -> np.ndarray:
+    """One image resized as the OD API's fixed_shape_resizer does: float32 [1, h, w, 3].
 
-    The OD API's fixed_shape_resizer is TF1's bilinear (align_corners=False, no half-pixel
-    centres): a TF2 `tf.image.resize` gives other pixels, and a CenterNet fed those moves its
-    boxes by ~0.02 of the image. What a TFLite CenterNet is fed must be resized this way.
+    That resizer is TF1's bilinear (align_corners=False, no half-pixel centres): a TF2
+    `tf.image.resize` gives other pixels, and a CenterNet fed those moves its boxes by ~0.02
+    of the image. Everything that feeds a TFLite model (the verification, int8 calibration,
+    train.predict) resizes through here.
     """
-    from object_detection.builders import image_resizer_builder
-
-    arch = pipeline.model.WhichOneof("model")
-    resize = image_resizer_builder.build(getattr(pipeline.model, arch).image_resizer)
-
-    def run(image: np.ndarray) -> np.ndarray:
-        return resize(tf.cast(tf.constant(image), tf.float32))[0].numpy()[np.newaxis]
-
-    return run
+    pixels = tf.cast(tf.constant(image)[tf.newaxis], tf.float32)
+    if tuple(image.shape[:2]) == (height, width):
+        return pixels.numpy()
+    return tf.compat.v1.image.resize_bilinear(pixels, (height, width), align_corners=False).numpy()
 
 
-def tflite_fn(model_bytes: bytes, arch: str, resize):
-    """Runs a TFLite detector on one image.
+def normalization(reference, height: int, width: int) -> tuple[list[float], list[float]]:
+    """Per-channel (mean, std) with preprocess(pixel) == (pixel - mean) / std, from `reference`.
 
-    SSD takes the preprocessed image (the model's preprocess is not part of it), CenterNet
-    the raw pixels resized by `resize` (model_resize).
+    A TFLite SSD takes the preprocessed image (the feature extractor's scaling is not in the
+    file), so the app, MediaPipe and train.predict need that scaling as numbers: it is read off
+    the checkpoint's own preprocess on flat images (0, 255, and 128 to check it is affine).
+    """
+    flat = {v: reference(np.full((height, width, 3), v, np.uint8))[1] for v in (0, 128, 255)}
+    low, mid, high = (flat[v].reshape(-1, 3).mean(0) for v in (0, 128, 255))
+    scale = (high - low) / 255.0
+    affine = np.abs(low + 128 * scale - mid) <= 1e-3 * (1 + np.abs(mid))
+    if np.any(np.abs(scale) < 1e-12) or not np.all(affine):
+        raise RuntimeError("the model's preprocessing is not (pixel - mean) / std per channel")
+    return [float(v) for v in -low / scale], [float(v) for v in 1.0 / scale]
+
+
+def tflite_fn(model_bytes: bytes, mean, std, clip: bool = True):
+    """Runs a TFLite detector on one uint8 image: resize like the model, (x - mean) / std.
+
+    SSD's TFLite input is the preprocessed image (`normalization` gives its mean/std), a
+    CenterNet's the resized pixels (mean 0, std 1). The same function serves the export's
+    verification and train.predict, so what was verified is what predicts. `clip` False
+    keeps the boxes as the file gives them (the MediaPipe comparison needs them so).
     """
     interpreter = tf.lite.Interpreter(model_content=model_bytes, num_threads=1)
     interpreter.allocate_tensors()
     (given,) = interpreter.get_input_details()
     outputs = interpreter.get_output_details()
     height, width = int(given["shape"][1]), int(given["shape"][2])
+    mean, std = np.asarray(mean, np.float32), np.asarray(std, np.float32)
 
     # Both OD API TFLite modules return (boxes, classes, scores, count) reversed, so the
     # converted call's outputs are StatefulPartitionedCall:0 count, :1 scores, :2 classes,
@@ -186,19 +212,17 @@ def tflite_fn(model_bytes: bytes, arch: str, resize):
             "exporter's StatefulPartitionedCall:0-3)"
         )
 
-    def run(image: np.ndarray, preprocessed: np.ndarray) -> Detections:
-        if arch == "ssd":
-            feed = preprocessed.astype(np.float32)
-        else:
-            feed = resize(image)
-        interpreter.set_tensor(given["index"], feed)
+    def run(image: np.ndarray, preprocessed=None) -> Detections:
+        del preprocessed  # the TFLite model's input is made here, as an app makes it
+        feed = (resize_like_the_model(image, height, width) - mean) / std
+        interpreter.set_tensor(given["index"], feed.astype(np.float32))
         interpreter.invoke()
         count, scores, classes, boxes = (
             interpreter.get_tensor(by_name[k]) for k in ("0", "1", "2", "3")
         )
         # TFLite's detection op does not clip boxes to the image as the checkpoint's
         # postprocess does; an app clips them (README), so does the comparison.
-        boxes = np.clip(boxes[0], 0.0, 1.0)
+        boxes = np.clip(boxes[0], 0.0, 1.0) if clip else boxes[0]
         return Detections.of(boxes, classes[0] + 1, scores[0], int(count.reshape(-1)[0]))
 
     return run, (height, width)

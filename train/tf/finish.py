@@ -181,31 +181,84 @@ def _export_and_verify(spec, pipeline, reference, images, references, reference_
     return results
 
 
+def _compared(detect, tolerance, images, references):
+    """One runtime's detections on the images against the checkpoint's: (Comparison, ms)."""
+    from train import verify
+
+    comparison = verify.Comparison(tolerance)
+    latencies = []
+    for image, (expected, preprocessed) in zip(images, references, strict=True):
+        detections, ms = _timed(detect, image, preprocessed)
+        latencies.append(ms)
+        comparison.add(expected, detections)
+    return comparison, _median_ms(latencies)
+
+
+def _in_runtime(detect, tolerance, images, references) -> dict:
+    """Another runtime of the same file, compared like the format's own.
+
+    A disagreement is its `problem` and rejects the file (an app on that runtime would get
+    other detections: wrong metadata, say). A runtime that crashes or hangs (`failed`) proves
+    nothing about the file either way: it is reported, and the file is kept on the strength
+    of its own verification.
+    """
+    try:
+        other, ms = _compared(detect, tolerance, images, references)
+    except Exception as e:  # noqa: BLE001 - the runtime's failure is reported, not raised
+        return {
+            "comparison": None,
+            "latency_ms": None,
+            "verified": False,
+            "problem": None,
+            "failed": str(e),
+        }
+    finally:
+        getattr(detect, "close", lambda: None)()  # the last runtime of a process closes it
+    found = other.problem()
+    return {
+        "comparison": other.as_dict(),
+        "latency_ms": ms,
+        "verified": other.conclusive and found is None,
+        "problem": found,
+        "failed": None,
+    }
+
+
 def _verified(spec, exported, images, references, reference_ms, export_s: float) -> dict:
-    """Runs one staged export on the images, compares with the checkpoint, promotes or rejects."""
+    """Runs one staged export on the images, compares with the checkpoint, promotes or rejects.
+
+    Every runtime of the file (`exported.also`: MediaPipe for a TFLite) is compared the same
+    way under the same tolerance; the export is kept only when all of them pass.
+    """
     from train import verify
 
     key = exported.key
-    comparison = verify.Comparison(verify.TOLERANCES[key])
-    latencies = []
-    for image, (expected, preprocessed) in zip(images, references, strict=True):
-        detections, ms = _timed(exported.detect, image, preprocessed)
-        latencies.append(ms)
-        comparison.add(expected, detections)
-    problem = comparison.problem()
+    tolerance = verify.TOLERANCES[key]
+    comparison, latency = _compared(exported.detect, tolerance, images, references)
+    problem = own = comparison.problem()
+    runtimes = {}
+    for runtime, detect, gates, reference in exported.also:
+        against = references if reference is None else [(reference(i), None) for i in images]
+        runtimes[runtime] = found = _in_runtime(detect, tolerance, images, against)
+        found["gates"] = gates
+        found["against"] = "checkpoint" if reference is None else "the format's own runtime"
+        if found["problem"] and gates:
+            problem = "; ".join(filter(None, (problem, f"in {runtime}: {found['problem']}")))
     entry = {
         "format": key,
         "checkpoint": spec.checkpoint,
         "size_bytes": _folder_size(exported.staged),
         "export_s": round(export_s, 1),
-        "latency_ms": _median_ms(latencies),
+        "latency_ms": latency,
         "reference_latency_ms": reference_ms,
         "images": len(images),
         "comparison": comparison.as_dict(),
-        "tolerance": vars(verify.TOLERANCES[key]),
+        "tolerance": vars(tolerance),
         "verified": comparison.conclusive and problem is None,
         "conclusive": comparison.conclusive,
         "problem": problem,
+        "format_problem": own,
+        "runtimes": runtimes,
     }
     if problem:
         rejected = os.path.join(spec.export_dir, "rejected", os.path.basename(exported.final))

@@ -1,30 +1,40 @@
 """--export tflite: the OD API's TFLite graph, converted (float32, float16 or int8).
 
 Only SSD and CenterNet convert, with a fixed_shape_resizer (train/exportformats.py holds the
-preflight's rule). The model's preprocessing is not in the file, so the report says what an
-app must feed it, and labels.txt goes beside it.
+preflight's rule). The model's normalisation is not in its graph, so it goes into the file's
+metadata with the labels (tflite_metadata.py): MediaPipe's ObjectDetector runs it as it is,
+and is verified against the checkpoint beside the TFLite interpreter. labels.txt also goes
+beside the file, and the report says what an app must feed it.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 
+import numpy as np
+
 from train.tf import exporting
-from train.tf.formats import Exported, Job
+from train.tf.formats import Exported, Job, tflite_metadata
+
+# MediaPipe's default score_threshold for the file (the metadata's hint); train.predict's too.
+SCORE_HINT = 0.5
 
 
 def export(job: Job) -> Exported:
-    """Converts the pinned checkpoint; int8 calibrates on up to 32 training images."""
-    spec, pipeline, arch = job.spec, job.pipeline, job.arch
+    """Converts the pinned checkpoint, writes its metadata; int8 calibrates on training images."""
+    spec, pipeline = job.spec, job.pipeline
+    height, width = _fixed_shape(pipeline)
+    if job.arch == "ssd":  # SSD's TFLite input is the preprocessed image
+        mean, std = exporting.normalization(job.reference, height, width)
+    else:  # CenterNet's TFLite graph normalises itself
+        mean, std = [0.0] * 3, [1.0] * 3
     calibration = exporting.record_images(spec.calibration_records or spec.images, 32)
-    resize = exporting.model_resize(pipeline)
 
     def representative():
         for image in calibration:
-            if arch == "ssd":  # SSD's TFLite input is the preprocessed image
-                yield [job.reference(image)[1].astype("float32")]
-            else:
-                yield [resize(image)]
+            feed = (exporting.resize_like_the_model(image, height, width) - mean) / std
+            yield [feed.astype("float32")]
 
     model = exporting.export_tflite(
         pipeline,
@@ -33,17 +43,75 @@ def export(job: Job) -> Exported:
         spec.tflite_quantize,
         representative,
     )
+    labels = _labels(job)
+    why_not = tflite_metadata.missing()
+    if why_not is None:
+        metadata = tflite_metadata.Metadata(tuple(mean), tuple(std), tuple(labels), SCORE_HINT)
+        model = tflite_metadata.with_metadata(model, metadata)
     staged = os.path.join(job.staging, "model.tflite")
     with open(staged, "wb") as f:
         f.write(model)
-    detect, _ = exporting.tflite_fn(model, arch, resize)
+    detect, _ = exporting.tflite_fn(model, mean, std)
+    also = () if why_not else _in_mediapipe(model, tuple(labels), mean, std, height, width)
     key = "tflite" if spec.tflite_quantize == "none" else f"tflite_{spec.tflite_quantize}"
     return Exported(
         staged,
         detect,
         os.path.join(spec.export_dir, "model.tflite"),
         key,
-        lambda kept: _sidecars(job, kept),
+        lambda kept: _sidecars(job, kept, mean, std, why_not),
+        also,
+    )
+
+
+def _in_mediapipe(model: bytes, labels: tuple[str, ...], mean, std, height: int, width: int):
+    """MediaPipe's ObjectDetector on the file, twice (Exported.also entries).
+
+    MediaPipe resizes a picture with its own interpolation, not the OD API's TF1 bilinear the
+    model was trained with, and a barely trained model's scores move by up to 0.2 when its
+    input pixels are merely rounded to whole values. So the check that gates the export gives
+    MediaPipe and the TFLite interpreter the same uint8 picture at the model's input size
+    (resized the model's way): what is left to differ is what the metadata decides
+    (normalisation, labels, output roles) and MediaPipe's box convention: a box crossing the
+    left or top edge is reported with its origin moved onto the edge and its size kept. The
+    interpreter (verified against the checkpoint itself) is the reference, its boxes put in
+    that convention. Fed the pictures at their own size, MediaPipe is compared with the
+    checkpoint as an app would see it: measured and reported only.
+    """
+    detect = tflite_metadata.detector(model, labels)
+    interpreter, _ = exporting.tflite_fn(model, mean, std, clip=False)
+
+    def at_model_size(image: np.ndarray) -> np.ndarray:
+        resized = exporting.resize_like_the_model(image, height, width)[0]
+        return np.clip(np.rint(resized), 0, 255).astype(np.uint8)
+
+    def mediapipe(image, preprocessed=None):
+        del preprocessed
+        return detect(at_model_size(image))
+
+    def interpreter_as_mediapipe(image):
+        found = interpreter(at_model_size(image))
+        scale = np.array([height, width, height, width], np.float64)
+        pixels = found.boxes * scale  # MediaPipe: whole pixels, origin and size cut apart
+        origin = np.maximum(np.trunc(pixels[:, :2]), 0.0)
+        size = np.trunc(pixels[:, 2:] - pixels[:, :2])
+        moved = np.concatenate([origin, origin + size], 1) / scale
+        return dataclasses.replace(found, boxes=np.clip(moved, 0.0, 1.0))
+
+    def as_an_app(image, preprocessed=None):
+        del preprocessed
+        return detect(image)
+
+    as_an_app.close = detect.close  # the last one closes the MediaPipe process
+    return (
+        ("mediapipe", mediapipe, True, interpreter_as_mediapipe),
+        ("mediapipe_own_resize", as_an_app, False, None),
+    )
+
+
+def _labels(job: Job) -> list[str]:
+    return exporting.class_names(
+        job.spec.label_map, getattr(job.pipeline.model, job.arch).num_classes
     )
 
 
@@ -53,36 +121,32 @@ def _fixed_shape(pipeline) -> tuple[int, int]:
     return resizer.height, resizer.width
 
 
-def _sidecars(job: Job, model_path: str | None) -> dict:
+def _sidecars(job: Job, model_path: str | None, mean, std, why_not: str | None) -> dict:
     """labels.txt beside model.tflite (when it was kept), and what the app must feed it."""
-    import numpy as np
-
-    spec, pipeline, arch = job.spec, job.pipeline, job.arch
-    labels = exporting.class_names(spec.label_map, getattr(pipeline.model, arch).num_classes)
-    labels_path = os.path.join(spec.export_dir, "labels.txt")
+    labels_path = os.path.join(job.spec.export_dir, "labels.txt")
     if model_path:
         with open(labels_path, "w", encoding="utf-8") as f:
-            f.write("\n".join(labels) + "\n")
-    height, width = _fixed_shape(pipeline)
-    if arch == "ssd":
-        _, low = job.reference(np.zeros((height, width, 3), np.uint8))
-        _, high = job.reference(np.full((height, width, 3), 255, np.uint8))
-        scale = (high.reshape(-1, 3).mean(0) - low.reshape(-1, 3).mean(0)) / 255.0
-        offset = low.reshape(-1, 3).mean(0)
-        feed = (
-            f"float32 [1, {height}, {width}, 3], RGB resized to {width}x{height} (TF1 bilinear, "
-            "align_corners=False), then "
-            f"pixel * {float(scale[0]):.6g} + {float(offset[0]):.6g} (the model's preprocessing "
-            "is not in the TFLite file)"
-        )
-    else:
-        feed = (
-            f"float32 [1, {height}, {width}, 3], RGB pixel values 0-255 resized to "
-            f"{width}x{height} with TF1 bilinear (align_corners=False), as the model saw them"
-        )
+            f.write("\n".join(_labels(job)) + "\n")
+    height, width = _fixed_shape(job.pipeline)
+    numbers = ", ".join(f"{m:.6g}" for m in mean), ", ".join(f"{s:.6g}" for s in std)
     return {
         "labels": labels_path if model_path else None,
-        "input": feed,
+        "input": (
+            f"float32 [1, {height}, {width}, 3], RGB resized to {width}x{height} (TF1 bilinear, "
+            f"align_corners=False), then (pixel - mean) / std with mean [{numbers[0]}] and std "
+            f"[{numbers[1]}] per channel"
+        ),
         "outputs": "boxes [1,N,4] (ymin, xmin, ymax, xmax, 0-1; clip to 0-1), classes [1,N] "
         "(0-based: line of labels.txt), scores [1,N], count [1]",
+        "metadata": (
+            {
+                "written": True,
+                "mean": list(mean),
+                "std": list(std),
+                "labels": len(_labels(job)),
+                "score_threshold": SCORE_HINT,
+            }
+            if why_not is None
+            else {"written": False, "why": why_not}
+        ),
     }
