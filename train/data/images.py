@@ -51,9 +51,9 @@ def _verify_png(raw: bytes) -> None:
         raise ImageError(f"is a damaged PNG ({e})") from None
 
 
-def prepare(path: str) -> Prepared:
-    """Reads, decodes and normalises one image (raises ImageError with a one-line reason)."""
-    from PIL import Image, ImageOps, UnidentifiedImageError
+def _open(path: str):
+    """(raw bytes, decoded Pillow image as stored) of one file (ImageError: one-line reason)."""
+    from PIL import Image, UnidentifiedImageError
 
     try:
         with files.open_input(path) as f:
@@ -63,9 +63,17 @@ def prepare(path: str) -> Prepared:
     try:
         image = Image.open(io.BytesIO(raw))
         image.load()
-    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as e:
+    except UnidentifiedImageError:
+        raise ImageError("cannot be decoded (not an image format Pillow knows)") from None
+    except (OSError, ValueError, Image.DecompressionBombError) as e:
         raise ImageError(f"cannot be decoded ({e})") from None
-    kind = image.format or "?"
+    return raw, image
+
+
+def _upright(image):
+    """(the image as shown: EXIF orientation applied, RGB; its orientation; the changes)."""
+    from PIL import ImageOps
+
     stored = image.size
     orientation = int(image.getexif().get(_ORIENTATION, 1) or 1)
     changes = []
@@ -80,6 +88,27 @@ def prepare(path: str) -> Prepared:
     if image.mode != "RGB":
         changes.append(f"{image.mode} converted to RGB")
         image = image.convert("RGB")
+    return image, orientation, changes
+
+
+def pixels(path: str):
+    """One image file as the model sees it: uint8 RGB [h, w, 3], upright as the converter makes it.
+
+    train.predict reads pictures through here, so a phone photo is predicted upright, as it
+    was trained. Raises ImageError with a one-line reason.
+    """
+    import numpy as np
+
+    _, image = _open(path)
+    return np.asarray(_upright(image)[0])
+
+
+def prepare(path: str) -> Prepared:
+    """Reads, decodes and normalises one image (raises ImageError with a one-line reason)."""
+    raw, image = _open(path)
+    kind = image.format or "?"
+    stored = image.size
+    image, orientation, changes = _upright(image)
     jpeg = kind in ("JPEG", "MPO")
     if not changes and (jpeg or kind == "PNG"):
         if kind == "PNG":

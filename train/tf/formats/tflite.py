@@ -14,11 +14,12 @@ import os
 
 import numpy as np
 
+from train.predicting.plan import DEFAULT_THRESHOLD
 from train.tf import exporting
 from train.tf.formats import Exported, Job, tflite_metadata
 
-# MediaPipe's default score_threshold for the file (the metadata's hint); train.predict's too.
-SCORE_HINT = 0.5
+# MediaPipe's default score_threshold for the file (the metadata's hint): train.predict's.
+SCORE_HINT = DEFAULT_THRESHOLD
 
 
 def export(job: Job) -> Exported:

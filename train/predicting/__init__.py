@@ -1,0 +1,1 @@
+"""train.predict: plan (TF-free checks), pipeline (decode, model, draw overlapped), outputs."""

@@ -1,0 +1,202 @@
+"""train.predict's runner: decoding, the model, and drawing/writing overlap. TF-free.
+
+The model runs on the calling thread, one picture at a time in input order (the OD API's
+exported signatures, TFLite and ONNX files take a batch of one); up to LOOKAHEAD pictures are
+decoded ahead by a thread pool (Pillow releases the GIL while it decodes) and the annotated
+pictures are drawn and encoded behind it by another, so a model call rarely waits for a file.
+scripts/bench_predict.py measures the pictures/s against the bare model on decoded arrays.
+
+A picture that cannot be read is skipped and listed; every other picture is still predicted.
+"""
+
+from __future__ import annotations
+
+import collections
+import concurrent.futures
+import os
+import queue
+import sys
+import threading
+import time
+
+from train.data import images
+from train.predicting import outputs
+
+LOOKAHEAD = 8  # pictures decoded ahead of the model, and written behind it
+DECODERS = 2
+
+
+class Progress:
+    """A progress line on stderr for long inputs (redrawn on a terminal, else every 10 %)."""
+
+    def __init__(self, total: int, enabled: bool, stream=None):
+        self.total, self.done = total, 0
+        self.stream = stream or sys.stderr
+        self.enabled = enabled and total >= 20
+        self.tty = self.stream.isatty()
+        self.start = time.perf_counter()
+        self.shown = -1
+
+    def tick(self, n: int = 1) -> None:  # noqa: D102
+        self.done += n
+        if not self.enabled:
+            return
+        tenth = self.done * 10 // max(self.total, 1)
+        if not self.tty and tenth == self.shown:
+            return
+        self.shown = tenth
+        rate = self.done / max(time.perf_counter() - self.start, 1e-9)
+        bar = "#" * min(tenth, 10) + "." * (10 - min(tenth, 10))
+        line = f"predict [{bar}] {self.done}/{self.total} pictures, {rate:.1f}/s"
+        print(("\r" + line) if self.tty else line, end="" if self.tty else "\n", file=self.stream)
+        if self.tty and self.done >= self.total:
+            print(file=self.stream)
+
+
+def _write(image, found, names, target: str) -> None:
+    os.makedirs(os.path.dirname(target), exist_ok=True)
+    data = outputs.encode(outputs.draw(image, found, names), target)
+    with open(target, "wb") as f:
+        f.write(data)
+
+
+def run_images(items, predictor, threshold, annotated, collector, skipped, progress) -> int:
+    """Predicts each image item; returns how many were predicted (the others are `skipped`)."""
+    done = 0
+    pending: collections.deque = collections.deque()
+    writes: collections.deque = collections.deque()
+    upcoming = iter(items)
+    with (
+        concurrent.futures.ThreadPoolExecutor(DECODERS) as decoders,
+        concurrent.futures.ThreadPoolExecutor(1) as writer,
+    ):
+
+        def read_ahead():
+            item = next(upcoming, None)
+            if item is not None:
+                pending.append((item, decoders.submit(images.pixels, item.path)))
+
+        for _ in range(LOOKAHEAD):
+            read_ahead()
+        while pending:
+            item, decoded = pending.popleft()
+            read_ahead()
+            try:
+                image = decoded.result()
+            except images.ImageError as e:
+                skipped.append((item.path, str(e)))
+                progress.tick()
+                continue
+            height, width = image.shape[:2]
+            found = outputs.in_pixels(predictor.detect(image), width, height, threshold)
+            collector.add(item.path, (width, height), found)
+            target = os.path.join(annotated, item.output)
+            writes.append(writer.submit(_write, image, found, predictor.names, target))
+            while len(writes) > LOOKAHEAD:
+                writes.popleft().result()
+            done += 1
+            progress.tick()
+        for write in writes:
+            write.result()
+    return done
+
+
+def run_video(item, predictor, threshold, annotated, collector, skipped, progress) -> int:
+    """Predicts every frame of one video into an annotated .mp4; returns the frames done."""
+    import cv2
+
+    capture = cv2.VideoCapture(item.path)
+    if not capture.isOpened():
+        skipped.append((item.path, "cannot be opened as a video"))
+        return 0
+    fps = capture.get(cv2.CAP_PROP_FPS) or 25.0
+    frames: queue.Queue = queue.Queue(LOOKAHEAD)
+
+    def read() -> None:  # decoding overlaps the model
+        while True:
+            ok, bgr = capture.read()
+            frames.put(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB) if ok else None)
+            if not ok:
+                return
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    target = os.path.join(annotated, item.output)
+    os.makedirs(os.path.dirname(target), exist_ok=True)
+    video, done = None, 0
+    with concurrent.futures.ThreadPoolExecutor(1) as writer:  # one writer: frames in order
+        writes: collections.deque = collections.deque()
+        while (image := frames.get()) is not None:
+            height, width = image.shape[:2]
+            if video is None:
+                fourcc = cv2.VideoWriter_fourcc(*"mp4v")
+                video = cv2.VideoWriter(target, fourcc, fps, (width, height))
+            found = outputs.in_pixels(predictor.detect(image), width, height, threshold)
+            collector.add(item.path, (width, height), found, frame=done)
+            writes.append(writer.submit(_write_frame, video, image, found, predictor.names))
+            while len(writes) > LOOKAHEAD:
+                writes.popleft().result()
+            done += 1
+            progress.tick()
+        for write in writes:
+            write.result()
+    reader.join()
+    capture.release()
+    if video is not None:
+        video.release()
+    if done == 0:
+        skipped.append((item.path, "no frame could be decoded"))
+    return done
+
+
+def _write_frame(video, image, found, names) -> None:
+    import cv2
+    import numpy as np
+
+    picture = np.asarray(outputs.draw(image, found, names))
+    video.write(cv2.cvtColor(picture, cv2.COLOR_RGB2BGR))
+
+
+def frame_count(path: str) -> int:
+    """The frames a video says it has (for the progress line; 0 when it does not say)."""
+    import cv2
+
+    capture = cv2.VideoCapture(path)
+    count = int(capture.get(cv2.CAP_PROP_FRAME_COUNT) or 0) if capture.isOpened() else 0
+    capture.release()
+    return max(count, 0)
+
+
+def run(plan, predictor, progress_stream=None) -> dict:
+    """Predicts every input of the plan; writes --out; returns the summary."""
+    options = plan.options
+    annotated = outputs.prepare_out(options.out)
+    collector = outputs.Collector(predictor.names)
+    skipped = list(plan.skipped)
+    stills = [item for item in plan.items if not item.video]
+    videos = [item for item in plan.items if item.video]
+    total = len(stills) + sum(frame_count(item.path) for item in videos)
+    progress = Progress(total, options.progress, progress_stream)
+    start = time.perf_counter()
+    args = (predictor, options.threshold, annotated, collector, skipped, progress)
+    predicted = run_images(stills, *args) if stills else 0
+    per_video = [run_video(item, *args) for item in videos]
+    frames = sum(per_video)
+    elapsed = time.perf_counter() - start
+    pictures = predicted + frames
+    return collector.write(
+        options.out,
+        {
+            "model": plan.model.path,
+            "kind": plan.model.kind,
+            "threshold": options.threshold,
+            "images": predicted,
+            "videos": sum(1 for n in per_video if n),
+            "frames": frames,
+            "detections": len(collector.results),
+            "seconds": round(elapsed, 3),
+            "pictures_per_s": round(pictures / elapsed, 2) if elapsed > 0 else None,
+            "annotated": annotated,
+            "skipped": [{"path": path, "why": why} for path, why in skipped],
+        },
+    )

@@ -1,0 +1,101 @@
+"""train.predict's model, of any of the four kinds, as one `detect(image) -> Detections`.
+
+Each kind runs through the very function its export was verified with (train/tf/exporting.py
+and the format modules): the checkpoint through its own preprocess/predict/postprocess, a
+SavedModel through its serving signature, a TFLite through `tflite_fn` with the normalisation
+from its metadata, an ONNX in ONNX Runtime. So what predicts is what was verified, and the
+four agree within the export tolerances.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Callable
+
+import numpy as np
+
+from train.predicting import plan as plans
+
+
+class ModelError(Exception):
+    """The model cannot be run as given (a usage error: exit 2, one line)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Predictor:
+    """A loaded model: `detect(uint8 RGB image) -> Detections` and class names by id."""
+
+    detect: Callable
+    names: dict[int, str]
+    kind: str
+    describe: str  # what was loaded, for the first line of the output
+
+
+def load(plan: plans.Plan) -> Predictor:
+    """Loads the plan's model (ModelError when it cannot be run as given)."""
+    model = plan.model
+    if model.kind == plans.CHECKPOINT:
+        predictor = _checkpoint(model)
+    elif model.kind == plans.SAVED_MODEL:
+        from train.tf import exporting
+
+        run = exporting.saved_model_fn(model.path)
+        predictor = Predictor(run, {}, model.kind, f"SavedModel {model.path}")
+    elif model.kind == plans.TFLITE:
+        predictor = _tflite(model)
+    else:
+        from train.tf.formats import onnx
+
+        predictor = Predictor(onnx.runner(model.path), {}, model.kind, f"ONNX {model.path}")
+    predictor.detect(np.zeros((64, 64, 3), np.uint8))  # traces / allocates once, untimed
+    return dataclasses.replace(predictor, names=_names(plan, predictor.names))
+
+
+def _checkpoint(model: plans.Model) -> Predictor:
+    from train.pipeline import configfile
+    from train.tf import exporting
+
+    pipeline = configfile.load(model.pipeline_config).proto
+    reference = exporting.reference_fn(pipeline, model.path)
+    return Predictor(
+        lambda image: reference(image)[0],
+        {},
+        model.kind,
+        f"checkpoint {model.path} ({model.pipeline_config})",
+    )
+
+
+def _tflite(model: plans.Model) -> Predictor:
+    from train.tf import exporting
+    from train.tf.formats import tflite_metadata
+
+    with open(model.path, "rb") as f:
+        content = f.read()
+    why_not = tflite_metadata.missing()
+    if why_not:
+        raise ModelError(f"--model {model.path}: its metadata cannot be read: {why_not}")
+    metadata = tflite_metadata.read(content)
+    if metadata is None:
+        raise ModelError(
+            f"--model {model.path} has no metadata (its input normalisation and labels): "
+            "export it again with `python -m train.export --export tflite`, which writes them"
+        )
+    run, _ = exporting.tflite_fn(content, metadata.mean, metadata.std)
+    names = {n + 1: name for n, name in enumerate(metadata.labels)}
+    return Predictor(run, names, model.kind, f"TFLite {model.path} (metadata: labels, mean/std)")
+
+
+def _names(plan: plans.Plan, found: dict[int, str]) -> dict[int, str]:
+    """Class names: --label_map / the run's label map, else the model's own, else labels.txt."""
+    if plan.label_map:
+        from train.pipeline import labelmap
+
+        return dict(labelmap.load(plan.label_map).items)
+    if found:
+        return found
+    if plan.labels_txt and os.path.isfile(plan.labels_txt):
+        with open(plan.labels_txt, encoding="utf-8") as f:
+            lines = [line.strip() for line in f if line.strip()]
+        return {n + 1: name for n, name in enumerate(lines)}
+    return {}
