@@ -108,6 +108,9 @@ grep -q "demo: driver exited 0" "$out/demo.log" || fail "the demo's driver did n
 # score alike), never a disagreement (that would be EXPORT.verify and a non-zero exit).
 verified=$(grep -c "^export [a-z_]*: .*; verified: " "$out/demo.log" || true)
 inconclusive=$(grep -c "^export [a-z_]*: .*; INCONCLUSIVE: " "$out/demo.log" || true)
+# The demo ends with train.predict on its TFLite export (MediaPipe metadata read in the image).
+grep -q "^annotated pictures: /runs/demo/predictions/annotated" "$out/demo.log" \
+  || fail "the demo's train.predict did not run (log: $out/demo.log)"
 not_user=$(find "$runs" ! -uid 1000 | wc -l)
 [ "$not_user" -eq 0 ] || fail "$not_user file(s) under /runs not owned by uid 1000"
 say "demo: exit 0 in $demo_s s, every file under /runs owned by uid 1000"

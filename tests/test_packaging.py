@@ -110,6 +110,7 @@ def test_a_non_editable_install_runs_the_demo(tmp_path):
             str(tmp_path / "demo"),
             "--num_train_steps",
             "2",
+            "--export=saved_model",  # what the wheel carries is the subject, not the formats
         ],
         capture_output=True,
         text=True,
@@ -121,3 +122,4 @@ def test_a_non_editable_install_runs_the_demo(tmp_path):
     config = str(target / "train" / "configs" / "ssd_mobilenet_v2_fpnlite_320x320.config")
     assert f"--pipeline_config={config}" in demo.stdout  # the installed copy's, not the tree's
     assert "done: checkpoints in" in demo.stderr
+    assert "annotated pictures:" in demo.stdout  # train.predict ran from the wheel too

@@ -1,6 +1,6 @@
 """`make demo`: generate data and a stand-in zoo checkpoint, then fine-tune through the driver.
 
-    python -m train.demo [--out demo_out] [--num_train_steps 20]
+    python -m train.demo [--out demo_out] [--num_train_steps 20] [--export FORMATS]
 
 The driver gets the zoo config exactly as users download it (90 classes, type
 "classification", PATH_TO_BE_CONFIGURED paths) and the extracted zoo folder as --checkpoint;
@@ -47,7 +47,11 @@ def prepare(out: str) -> dict[str, str]:
         synthetic.make_dataset(data_dir)
     if not os.path.exists(os.path.join(zoo_dir, "checkpoint", "ckpt-0.index")):
         standin.build_standin(DEMO_CONFIG, zoo_dir)
+    pictures = os.path.join(out, "pictures")
+    if not os.path.isdir(pictures):  # the eval pictures as files, for train.predict
+        synthetic.write_pictures(os.path.join(data_dir, "eval.record"), pictures)
     return {
+        "pictures": pictures,
         "data": data_dir,
         "zoo": zoo_dir,
         "label_map": os.path.join(data_dir, "label_map.pbtxt"),
@@ -56,7 +60,9 @@ def prepare(out: str) -> dict[str, str]:
     }
 
 
-def driver_argv(paths: dict[str, str], model_dir: str, steps: int) -> list[str]:
+def driver_argv(
+    paths: dict[str, str], model_dir: str, steps: int, export: str = "saved_model,tflite,onnx"
+) -> list[str]:
     """The driver command line the demo runs (printed, so users can copy it)."""
     return [
         sys.executable,
@@ -71,8 +77,24 @@ def driver_argv(paths: dict[str, str], model_dir: str, steps: int) -> list[str]:
         f"--num_train_steps={steps}",
         "--batch_size=2",
         f"--checkpoint_every_n={max(1, steps // 2)}",
-        "--export=saved_model,tflite",
+        f"--export={export}",
         f"--report_json={os.path.join(model_dir, 'report.json')}",
+    ]
+
+
+def predict_argv(paths: dict[str, str], model_dir: str, out: str) -> list[str]:
+    """train.predict on the eval pictures with the run's TFLite export (printed, to copy).
+
+    Without a TFLite export (`--export saved_model`), with the run's own checkpoint.
+    """
+    tflite = os.path.join(model_dir, "export", "model.tflite")
+    return [
+        sys.executable,
+        "-m",
+        "train.predict",
+        f"--model={tflite if os.path.isfile(tflite) else model_dir}",
+        f"--out={out}",
+        paths["pictures"],
     ]
 
 
@@ -80,6 +102,7 @@ def main() -> int:  # noqa: D103
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="demo_out")
     parser.add_argument("--num_train_steps", type=int, default=20)
+    parser.add_argument("--export", default="saved_model,tflite,onnx", help="as the driver's")
     args = parser.parse_args()
     start = time.monotonic()
     out = os.path.abspath(args.out)
@@ -88,21 +111,27 @@ def main() -> int:  # noqa: D103
     model_dir = os.path.join(out, "model")
     if os.path.isdir(model_dir):
         shutil.rmtree(model_dir)  # the demo's own output from an earlier run
-    argv = driver_argv(paths, model_dir, args.num_train_steps)
+    argv = driver_argv(paths, model_dir, args.num_train_steps, args.export)
     print("demo: running\n  " + " \\\n    ".join(argv[:3] + argv[3:]), flush=True)
     code = subprocess.call(argv)
     print(f"demo: driver exited {code} after {time.monotonic() - start:.0f} s in total", flush=True)
-    if code == 0:
-        print(
-            f"  checkpoints:     {model_dir}/ckpt-*\n"
-            f"  exported:        {model_dir}/export/saved_model, {model_dir}/export/model.tflite "
-            "(+ labels.txt)\n"
-            f"  detections:      {model_dir}/eval/detections.png\n"
-            f"  resolved config: {model_dir}/pipeline.config (diff: pipeline.diff)\n"
-            f"  report:          {model_dir}/report.json\n"
-            f"  TensorBoard:     tensorboard --logdir {model_dir}",
-            flush=True,
-        )
+    if code != 0:
+        return code
+    predict = predict_argv(paths, model_dir, os.path.join(out, "predictions"))
+    print("demo: predicting on the eval pictures\n  " + " \\\n    ".join(predict), flush=True)
+    code = subprocess.call(predict)
+    print(
+        f"  checkpoints:     {model_dir}/ckpt-*\n"
+        f"  exported:        {model_dir}/export/saved_model, model.tflite (with metadata: "
+        "MediaPipe-ready), model.onnx (+ labels.txt), each verified against the checkpoint\n"
+        f"  detections:      {model_dir}/eval/detections.png\n"
+        f"  predictions:     {out}/predictions/annotated/ (annotated pictures), "
+        "detections.json, detections.csv\n"
+        f"  resolved config: {model_dir}/pipeline.config (diff: pipeline.diff)\n"
+        f"  report:          {model_dir}/report.json\n"
+        f"  TensorBoard:     tensorboard --logdir {model_dir}",
+        flush=True,
+    )
     return code
 
 

@@ -173,3 +173,18 @@ def make_dataset(
         os.path.join(out_dir, "label_map.pbtxt"), classes, keypoints
     )
     return paths
+
+
+def write_pictures(record: str, folder: str, count: int = 8) -> list[str]:
+    """The first `count` pictures of a record as JPEG files: a folder like a user's, to predict."""
+    from PIL import Image
+
+    from train.tf import exporting
+
+    os.makedirs(folder, exist_ok=True)
+    paths = []
+    for n, image in enumerate(exporting.record_images([record], count)):
+        path = os.path.join(folder, f"picture_{n:02d}.jpg")
+        Image.fromarray(image).save(path, quality=95)
+        paths.append(path)
+    return paths
