@@ -195,18 +195,19 @@ def render_eval(evaluation: dict) -> str:
     return "\n".join(lines)
 
 
-def _verdict(c: dict, conclusive: bool, problem: str | None) -> str:
+def _verdict(c: dict, conclusive: bool, problem: str | None, whose="the checkpoint") -> str:
+    """The comparison in words; `whose`: what the export was compared with."""
     if not conclusive and not c["at_cut"]:
-        return "INCONCLUSIVE: neither the checkpoint nor the export detects anything"
+        return f"INCONCLUSIVE: neither {whose} nor the export detects anything"
     if not conclusive:
         return (
             f"INCONCLUSIVE: all {c['at_cut']} top detections are within the score "
             "tolerance of the cut-off (the model barely separates them)"
         )
     if problem:
-        return f"DISAGREES with the checkpoint: {problem}"
+        return f"DISAGREES with {whose}: {problem}"
     return (
-        f"verified: {c['matched']}/{c['compared']} detections match the checkpoint's, "
+        f"verified: {c['matched']}/{c['compared']} detections match those of {whose}, "
         f"max |Δbox| {c['max_box_delta']:.2g}, max |Δscore| {c['max_score_delta']:.2g}"
     )
 
@@ -235,7 +236,8 @@ def render_export(export: dict) -> list[str]:
                 )
                 continue
             conclusive = rc["compared"] > 0 or rc["extra"] > 0
-            verdict = _verdict(rc, conclusive, found["problem"])
+            whose = found.get("against") or "the checkpoint"
+            verdict = _verdict(rc, conclusive, found["problem"], whose)
             if not found.get("gates", True):
                 verdict = verdict.replace("DISAGREES with", "differs from") + " (measured only)"
             lines.append(f"  the same file in {runtime}: {verdict}; {found['latency_ms']} ms/image")

@@ -241,7 +241,7 @@ def _verified(spec, exported, images, references, reference_ms, export_s: float)
         against = references if reference is None else [(reference(i), None) for i in images]
         runtimes[runtime] = found = _in_runtime(detect, tolerance, images, against)
         found["gates"] = gates
-        found["against"] = "checkpoint" if reference is None else "the format's own runtime"
+        found["against"] = getattr(reference, "whose", "the checkpoint")
         if found["problem"] and gates:
             problem = "; ".join(filter(None, (problem, f"in {runtime}: {found['problem']}")))
     entry = {

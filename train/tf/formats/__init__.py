@@ -40,7 +40,8 @@ class Exported:
         (files written beside the model), or None.
       also: (runtime, detect, gates, reference) for other runtimes that load the same file
         (MediaPipe for a TFLite), each compared under the format's tolerance with
-        `reference(image) -> Detections`, or with the checkpoint when it is None; the export
+        `reference(image) -> Detections` (its `whose` attribute names it in the report), or
+        with the checkpoint when it is None; the export
         is verified only when every one that `gates` passes (the others are measurements).
     """
 

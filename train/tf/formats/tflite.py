@@ -99,6 +99,8 @@ def _in_mediapipe(model: bytes, labels: tuple[str, ...], mean, std, height: int,
         moved = np.concatenate([origin, origin + size], 1) / scale
         return dataclasses.replace(found, boxes=np.clip(moved, 0.0, 1.0))
 
+    interpreter_as_mediapipe.whose = "the TFLite interpreter (same picture at the model's size)"
+
     def as_an_app(image, preprocessed=None):
         del preprocessed
         return detect(image)
