@@ -444,5 +444,6 @@ def test_predict_command_on_a_folder_and_a_video_skips_bad_files(finished, demo_
     # A second run into the same --out replaces it; an input inside it is refused.
     again = run_python(["-m", "train.predict", model, f"--out={out}", pictures[0]])
     assert again.returncode == 0, again.stderr[-2000:]
+    assert os.listdir(annotated) == ["a.jpg"]  # nothing stale from the first run
     refused = run_python(["-m", "train.predict", model, f"--out={out}", str(annotated)])
     assert refused.returncode == 2 and "holds the input" in refused.stderr

@@ -142,9 +142,23 @@ class Collector:
         return summary
 
 
+OUTPUT_FILES = ("detections.json", "images.json", "detections.csv", "summary.json")
+
+
 def prepare_out(out: str) -> str:
-    """Creates --out (marked as ours) and its annotated/ folder; returns that folder."""
+    """Creates --out (marked as ours) and its annotated/ folder; returns that folder.
+
+    An earlier --out of train.predict (it has the marker) is emptied of what that run wrote
+    first, so no stale picture of another input list stays among the new ones.
+    """
+    import shutil
+
     annotated = os.path.join(out, "annotated")
+    if os.path.exists(os.path.join(out, plans.MARKER)):
+        shutil.rmtree(annotated, ignore_errors=True)
+        for name in OUTPUT_FILES:
+            if os.path.isfile(os.path.join(out, name)):
+                os.remove(os.path.join(out, name))
     os.makedirs(annotated, exist_ok=True)
     with open(os.path.join(out, plans.MARKER), "w") as f:
         f.write("predictions of tfod-finetune's train.predict: a new run replaces them\n")

@@ -131,6 +131,8 @@ def run_video(item, predictor, threshold, annotated, collector, skipped, progres
             if video is None:
                 fourcc = cv2.VideoWriter_fourcc(*"mp4v")
                 video = cv2.VideoWriter(target, fourcc, fps, (width, height))
+                if not video.isOpened():  # no MPEG-4 encoder in this OpenCV build
+                    raise OSError(f"cannot write {target}: OpenCV has no mp4v encoder here")
             found = outputs.in_pixels(predictor.detect(image), width, height, threshold)
             collector.add(item.path, (width, height), found, frame=done)
             writes.append(writer.submit(_write_frame, video, image, found, predictor.names))

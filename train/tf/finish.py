@@ -227,8 +227,8 @@ def _in_runtime(detect, tolerance, images, references) -> dict:
 def _verified(spec, exported, images, references, reference_ms, export_s: float) -> dict:
     """Runs one staged export on the images, compares with the checkpoint, promotes or rejects.
 
-    Every runtime of the file (`exported.also`: MediaPipe for a TFLite) is compared the same
-    way under the same tolerance; the export is kept only when all of them pass.
+    Every other runtime of the file (`exported.also`: MediaPipe for a TFLite) is compared the
+    same way under the same tolerance; the export is kept only when all that gate pass.
     """
     from train import verify
 

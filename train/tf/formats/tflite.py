@@ -3,8 +3,9 @@
 Only SSD and CenterNet convert, with a fixed_shape_resizer (train/exportformats.py holds the
 preflight's rule). The model's normalisation is not in its graph, so it goes into the file's
 metadata with the labels (tflite_metadata.py): MediaPipe's ObjectDetector runs it as it is,
-and is verified against the checkpoint beside the TFLite interpreter. labels.txt also goes
-beside the file, and the report says what an app must feed it.
+and is verified against the TFLite interpreter (itself verified against the checkpoint) on
+the same pictures. labels.txt also goes beside the file, and the report says what an app must
+feed it.
 """
 
 from __future__ import annotations
