@@ -4,14 +4,15 @@ A `.tflite` without metadata is refused by MediaPipe Tasks' ObjectDetector and t
 Library, and leaves every app to hard-code the model's normalisation. MediaPipe's own metadata
 writer (`metadata_writers.object_detector`, for models with the TFLite detection post-process)
 writes it: the image input with its mean/std, the four detection outputs (location, category,
-score, number of detections, paired with the model's outputs by the post-process op's tensor
-order), and labels.txt packed into the file. The writer has no argument for a score threshold,
-so the score tensor's ScoreThresholdingOptions are added to what it wrote, through the schema's
-own object API; MediaPipe takes it as the default `score_threshold`.
+score, number of detections; the writer pairs them with the model's outputs by tensor index,
+so each is moved onto the OD API output of its role), and labels.txt packed into the file.
+The writer has no argument for a score threshold, so the score tensor's
+ScoreThresholdingOptions are added to what it wrote, through the schema's own object API;
+MediaPipe takes it as the default `score_threshold`.
 
 The same metadata is read back by `read` (train.predict runs a .tflite from it), and
 `detector` runs the file in MediaPipe's ObjectDetector, which the export verification compares
-with the checkpoint like every other runtime.
+with the TFLite interpreter (train/tf/formats/tflite.py says how).
 """
 
 from __future__ import annotations
