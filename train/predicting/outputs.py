@@ -25,6 +25,12 @@ import numpy as np
 from train import files
 from train.predicting import plan as plans
 
+OUTPUT_FILES = {  # the summary's "files" key: the file in --out
+    "detections": "detections.json",
+    "images": "images.json",
+    "csv": "detections.csv",
+    "summary": "summary.json",
+}
 CSV_COLUMNS = ("file", "frame", "class_id", "class", "score", "xmin", "ymin", "xmax", "ymax")
 _COLOURS = ("#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4", "#42d4f4", "#f032e6")
 
@@ -120,12 +126,7 @@ class Collector:
     def write(self, out: str, summary: dict) -> dict:
         """Writes the JSON, CSV and summary files into `out`; returns their paths."""
         ids = sorted({r["category_id"] for r in self.results} | set(self.names))
-        written = {
-            "detections": os.path.join(out, "detections.json"),
-            "images": os.path.join(out, "images.json"),
-            "csv": os.path.join(out, "detections.csv"),
-            "summary": os.path.join(out, "summary.json"),
-        }
+        written = {key: os.path.join(out, name) for key, name in OUTPUT_FILES.items()}
         files.write_atomic(written["detections"], json.dumps(self.results) + "\n")
         categories = [{"id": i, "name": name_of(self.names, i)} for i in ids]
         files.write_atomic(
@@ -142,9 +143,6 @@ class Collector:
         return summary
 
 
-OUTPUT_FILES = ("detections.json", "images.json", "detections.csv", "summary.json")
-
-
 def prepare_out(out: str) -> str:
     """Creates --out (marked as ours) and its annotated/ folder; returns that folder.
 
@@ -156,7 +154,7 @@ def prepare_out(out: str) -> str:
     annotated = os.path.join(out, "annotated")
     if os.path.exists(os.path.join(out, plans.MARKER)):
         shutil.rmtree(annotated, ignore_errors=True)
-        for name in OUTPUT_FILES:
+        for name in OUTPUT_FILES.values():
             if os.path.isfile(os.path.join(out, name)):
                 os.remove(os.path.join(out, name))
     os.makedirs(annotated, exist_ok=True)

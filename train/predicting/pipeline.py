@@ -60,16 +60,45 @@ def _write(image, found, names, target: str) -> None:
         f.write(data)
 
 
+class _Behind:
+    """Drawing and writing on one thread behind the model, at most LOOKAHEAD pictures behind.
+
+    One thread keeps them in order (a video's frames must be); the model waits only when
+    the writing falls that far behind.
+    """
+
+    def __init__(self, pool):
+        self.pool, self.pending = pool, collections.deque()
+
+    def submit(self, fn, *args) -> None:  # noqa: D102
+        self.pending.append(self.pool.submit(fn, *args))
+        while len(self.pending) > LOOKAHEAD:
+            self.pending.popleft().result()
+
+    def finish(self) -> None:
+        """Waits for every write (and raises the first that failed)."""
+        while self.pending:
+            self.pending.popleft().result()
+
+
+def _predicted(image, predictor, threshold, collector, path: str, frame: int | None = None):
+    """One picture through the model, its detections recorded; returns them (outputs.Found)."""
+    height, width = image.shape[:2]
+    found = outputs.in_pixels(predictor.detect(image), width, height, threshold)
+    collector.add(path, (width, height), found, frame=frame)
+    return found
+
+
 def run_images(items, predictor, threshold, annotated, collector, skipped, progress) -> int:
     """Predicts each image item; returns how many were predicted (the others are `skipped`)."""
     done = 0
     pending: collections.deque = collections.deque()
-    writes: collections.deque = collections.deque()
     upcoming = iter(items)
     with (
         concurrent.futures.ThreadPoolExecutor(DECODERS) as decoders,
-        concurrent.futures.ThreadPoolExecutor(1) as writer,
+        concurrent.futures.ThreadPoolExecutor(1) as pool,
     ):
+        behind = _Behind(pool)
 
         def read_ahead():
             item = next(upcoming, None)
@@ -87,17 +116,12 @@ def run_images(items, predictor, threshold, annotated, collector, skipped, progr
                 skipped.append((item.path, str(e)))
                 progress.tick()
                 continue
-            height, width = image.shape[:2]
-            found = outputs.in_pixels(predictor.detect(image), width, height, threshold)
-            collector.add(item.path, (width, height), found)
+            found = _predicted(image, predictor, threshold, collector, item.path)
             target = os.path.join(annotated, item.output)
-            writes.append(writer.submit(_write, image, found, predictor.names, target))
-            while len(writes) > LOOKAHEAD:
-                writes.popleft().result()
+            behind.submit(_write, image, found, predictor.names, target)
             done += 1
             progress.tick()
-        for write in writes:
-            write.result()
+        behind.finish()
     return done
 
 
@@ -124,24 +148,20 @@ def run_video(item, predictor, threshold, annotated, collector, skipped, progres
     target = os.path.join(annotated, item.output)
     os.makedirs(os.path.dirname(target), exist_ok=True)
     video, done = None, 0
-    with concurrent.futures.ThreadPoolExecutor(1) as writer:  # one writer: frames in order
-        writes: collections.deque = collections.deque()
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        behind = _Behind(pool)
         while (image := frames.get()) is not None:
-            height, width = image.shape[:2]
             if video is None:
+                height, width = image.shape[:2]
                 fourcc = cv2.VideoWriter_fourcc(*"mp4v")
                 video = cv2.VideoWriter(target, fourcc, fps, (width, height))
                 if not video.isOpened():  # no MPEG-4 encoder in this OpenCV build
                     raise OSError(f"cannot write {target}: OpenCV has no mp4v encoder here")
-            found = outputs.in_pixels(predictor.detect(image), width, height, threshold)
-            collector.add(item.path, (width, height), found, frame=done)
-            writes.append(writer.submit(_write_frame, video, image, found, predictor.names))
-            while len(writes) > LOOKAHEAD:
-                writes.popleft().result()
+            found = _predicted(image, predictor, threshold, collector, item.path, frame=done)
+            behind.submit(_write_frame, video, image, found, predictor.names)
             done += 1
             progress.tick()
-        for write in writes:
-            write.result()
+        behind.finish()
     reader.join()
     capture.release()
     if video is not None:

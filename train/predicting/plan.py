@@ -105,22 +105,22 @@ def find_model(path: str) -> Model:
     return Model(CHECKPOINT, prefix, config)
 
 
-def _config_near(folder: str) -> str | None:
-    """pipeline.config in `folder` or its parent (model_dir/export/model.onnx -> model_dir)."""
+def _near(folder: str, name: str) -> str | None:
+    """File `name` in `folder` or its parent (model_dir/export/model.onnx -> model_dir)."""
     for candidate in (folder, os.path.dirname(os.path.abspath(folder))):
-        path = os.path.join(candidate, "pipeline.config")
+        path = os.path.join(candidate, name)
         if os.path.isfile(path):
             return path
     return None
+
+
+def _config_near(folder: str) -> str | None:
+    return _near(folder, "pipeline.config")
 
 
 def _labels_txt(model: Model) -> str | None:
     folder = model.path if os.path.isdir(model.path) else os.path.dirname(model.path)
-    for candidate in (folder, os.path.dirname(os.path.abspath(folder))):
-        path = os.path.join(candidate, "labels.txt")
-        if os.path.isfile(path):
-            return path
-    return None
+    return _near(folder, "labels.txt")
 
 
 def _label_map(given: str | None, model: Model) -> str | None:

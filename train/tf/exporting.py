@@ -212,8 +212,8 @@ def tflite_fn(model_bytes: bytes, mean, std, clip: bool = True):
             "exporter's StatefulPartitionedCall:0-3)"
         )
 
-    def run(image: np.ndarray, preprocessed=None) -> Detections:
-        del preprocessed  # the TFLite model's input is made here, as an app makes it
+    def run(image: np.ndarray) -> Detections:
+        # The TFLite model's input is made here, as an app makes it.
         feed = (resize_like_the_model(image, height, width) - mean) / std
         interpreter.set_tensor(given["index"], feed.astype(np.float32))
         interpreter.invoke()

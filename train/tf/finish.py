@@ -182,13 +182,13 @@ def _export_and_verify(spec, pipeline, reference, images, references, reference_
 
 
 def _compared(detect, tolerance, images, references):
-    """One runtime's detections on the images against the checkpoint's: (Comparison, ms)."""
+    """One runtime's detections on the images against the references': (Comparison, ms)."""
     from train import verify
 
     comparison = verify.Comparison(tolerance)
     latencies = []
-    for image, (expected, preprocessed) in zip(images, references, strict=True):
-        detections, ms = _timed(detect, image, preprocessed)
+    for image, expected in zip(images, references, strict=True):
+        detections, ms = _timed(detect, image)
         latencies.append(ms)
         comparison.add(expected, detections)
     return comparison, _median_ms(latencies)
@@ -238,7 +238,7 @@ def _verified(spec, exported, images, references, reference_ms, export_s: float)
     problem = own = comparison.problem()
     runtimes = {}
     for runtime, detect, gates, reference in exported.also:
-        against = references if reference is None else [(reference(i), None) for i in images]
+        against = references if reference is None else [reference(i) for i in images]
         runtimes[runtime] = found = _in_runtime(detect, tolerance, images, against)
         found["gates"] = gates
         found["against"] = getattr(reference, "whose", "the checkpoint")
@@ -282,7 +282,7 @@ def _contact_sheet(images, references, names: list[str], path: str) -> None:
     rows = (len(images) + columns - 1) // columns
     sheet = Image.new("RGB", (columns * tile, rows * (tile + 16)), "white")
     draw = ImageDraw.Draw(sheet)
-    for n, (image, (detections, _)) in enumerate(zip(images, references, strict=True)):
+    for n, (image, detections) in enumerate(zip(images, references, strict=True)):
         picture = Image.fromarray(image).convert("RGB").resize((tile, tile))
         x0, y0 = (n % columns) * tile, (n // columns) * (tile + 16)
         sheet.paste(picture, (x0, y0))
@@ -329,7 +329,7 @@ def _finish(spec, phase):
             raise RuntimeError(f"no images to verify on in {', '.join(spec.images)}")
         reference = exporting.reference_fn(pipeline, spec.checkpoint)
         timed = [_timed(reference, image) for image in images]
-        references = [value for value, _ in timed]
+        references = [detections for (detections, _), _ in timed]
         reference_ms = _median_ms([ms for _, ms in timed])
         if spec.contact_sheet:
             arch = pipeline.model.WhichOneof("model")

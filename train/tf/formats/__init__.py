@@ -33,7 +33,7 @@ class Exported:
 
     Attributes:
       staged: the file or folder written (promoted to `final` when verified).
-      detect: `detect(image, preprocessed) -> detections`, as the checkpoint's reference.
+      detect: `detect(uint8 image) -> Detections`, compared with the checkpoint's reference.
       final: where it goes when verified.
       key: its tolerance's variant in its exportformats row (and its name in the report).
       sidecars: `sidecars(kept_path_or_None) -> dict` of the report's extra entries

@@ -75,10 +75,5 @@ def export(job: Job) -> Exported:
     )
     staged = os.path.join(job.staging, "model.onnx")
     convert(source, staged)
-    run = runner(staged)
-
-    def detect(image, preprocessed):
-        del preprocessed  # the graph preprocesses itself
-        return run(image)
-
-    return Exported(staged, detect, os.path.join(job.spec.export_dir, "model.onnx"), "onnx")
+    final = os.path.join(job.spec.export_dir, "model.onnx")
+    return Exported(staged, runner(staged), final, "onnx")  # the graph preprocesses itself

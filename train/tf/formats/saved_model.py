@@ -13,10 +13,5 @@ def export(job: Job) -> Exported:
     staged = os.path.join(job.staging, "saved_model")
     exporting.export_saved_model(job.pipeline, job.pinned, staged, job.spec.input_type)
     run = exporting.saved_model_fn(os.path.join(staged, "saved_model"), job.spec.input_type)
-
-    def detect(image, preprocessed):
-        del preprocessed  # the SavedModel preprocesses itself
-        return run(image)
-
     final = os.path.join(job.spec.export_dir, "saved_model")
-    return Exported(staged, detect, final, "saved_model")
+    return Exported(staged, run, final, "saved_model")  # the SavedModel preprocesses itself

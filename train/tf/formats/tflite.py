@@ -31,10 +31,9 @@ def export(job: Job) -> Exported:
         mean, std = exporting.normalization(job.reference, height, width)
     else:  # CenterNet's TFLite graph normalises itself
         mean, std = [0.0] * 3, [1.0] * 3
-    calibration = exporting.record_images(spec.calibration_records or spec.images, 32)
 
-    def representative():
-        for image in calibration:
+    def representative():  # only int8 calls it
+        for image in exporting.record_images(spec.calibration_records or spec.images, 32):
             feed = (exporting.resize_like_the_model(image, height, width) - mean) / std
             yield [feed.astype("float32")]
 
@@ -45,28 +44,28 @@ def export(job: Job) -> Exported:
         spec.tflite_quantize,
         representative,
     )
-    labels = _labels(job)
+    labels = exporting.class_names(spec.label_map, getattr(pipeline.model, job.arch).num_classes)
+    metadata = tflite_metadata.Metadata(tuple(mean), tuple(std), tuple(labels), SCORE_HINT)
     why_not = tflite_metadata.missing()
     if why_not is None:
-        metadata = tflite_metadata.Metadata(tuple(mean), tuple(std), tuple(labels), SCORE_HINT)
         model = tflite_metadata.with_metadata(model, metadata)
     staged = os.path.join(job.staging, "model.tflite")
     with open(staged, "wb") as f:
         f.write(model)
     detect, _ = exporting.tflite_fn(model, mean, std)
-    also = () if why_not else _in_mediapipe(model, tuple(labels), mean, std, height, width)
+    also = () if why_not else _in_mediapipe(model, metadata, height, width)
     key = "tflite" if spec.tflite_quantize == "none" else f"tflite_{spec.tflite_quantize}"
     return Exported(
         staged,
         detect,
         os.path.join(spec.export_dir, "model.tflite"),
         key,
-        lambda kept: _sidecars(job, kept, mean, std, why_not),
+        lambda kept: _sidecars(job, kept, metadata, why_not),
         also,
     )
 
 
-def _in_mediapipe(model: bytes, labels: tuple[str, ...], mean, std, height: int, width: int):
+def _in_mediapipe(model: bytes, metadata, height: int, width: int):
     """MediaPipe's ObjectDetector on the file, twice (Exported.also entries).
 
     MediaPipe resizes a picture with its own interpolation, not the OD API's TF1 bilinear the
@@ -80,15 +79,14 @@ def _in_mediapipe(model: bytes, labels: tuple[str, ...], mean, std, height: int,
     that convention. Fed the pictures at their own size, MediaPipe is compared with the
     checkpoint as an app would see it: measured and reported only.
     """
-    detect = tflite_metadata.detector(model, labels)
-    interpreter, _ = exporting.tflite_fn(model, mean, std, clip=False)
+    detect = tflite_metadata.detector(model, metadata.labels)
+    interpreter, _ = exporting.tflite_fn(model, metadata.mean, metadata.std, clip=False)
 
     def at_model_size(image: np.ndarray) -> np.ndarray:
         resized = exporting.resize_like_the_model(image, height, width)[0]
         return np.clip(np.rint(resized), 0, 255).astype(np.uint8)
 
-    def mediapipe(image, preprocessed=None):
-        del preprocessed
+    def mediapipe(image):
         return detect(at_model_size(image))
 
     def interpreter_as_mediapipe(image):
@@ -102,20 +100,9 @@ def _in_mediapipe(model: bytes, labels: tuple[str, ...], mean, std, height: int,
 
     interpreter_as_mediapipe.whose = "the TFLite interpreter (same picture at the model's size)"
 
-    def as_an_app(image, preprocessed=None):
-        del preprocessed
-        return detect(image)
-
-    as_an_app.close = detect.close  # the last one closes the MediaPipe process
     return (
         ("mediapipe", mediapipe, True, interpreter_as_mediapipe),
-        ("mediapipe_own_resize", as_an_app, False, None),
-    )
-
-
-def _labels(job: Job) -> list[str]:
-    return exporting.class_names(
-        job.spec.label_map, getattr(job.pipeline.model, job.arch).num_classes
+        ("mediapipe_own_resize", detect, False, None),  # it closes the MediaPipe process
     )
 
 
@@ -125,13 +112,14 @@ def _fixed_shape(pipeline) -> tuple[int, int]:
     return resizer.height, resizer.width
 
 
-def _sidecars(job: Job, model_path: str | None, mean, std, why_not: str | None) -> dict:
+def _sidecars(job: Job, model_path: str | None, metadata, why_not: str | None) -> dict:
     """labels.txt beside model.tflite (when it was kept), and what the app must feed it."""
     labels_path = os.path.join(job.spec.export_dir, "labels.txt")
     if model_path:
         with open(labels_path, "w", encoding="utf-8") as f:
-            f.write("\n".join(_labels(job)) + "\n")
+            f.write("\n".join(metadata.labels) + "\n")
     height, width = _fixed_shape(job.pipeline)
+    mean, std = metadata.mean, metadata.std
     numbers = ", ".join(f"{m:.6g}" for m in mean), ", ".join(f"{s:.6g}" for s in std)
     return {
         "labels": labels_path if model_path else None,
@@ -147,8 +135,8 @@ def _sidecars(job: Job, model_path: str | None, mean, std, why_not: str | None) 
                 "written": True,
                 "mean": list(mean),
                 "std": list(std),
-                "labels": len(_labels(job)),
-                "score_threshold": SCORE_HINT,
+                "labels": len(metadata.labels),
+                "score_threshold": metadata.score_threshold,
             }
             if why_not is None
             else {"written": False, "why": why_not}

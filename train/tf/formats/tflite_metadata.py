@@ -145,8 +145,7 @@ def detector(model: bytes, labels: tuple[str, ...]):
     worker.start()
     theirs.close()
 
-    def run(image: np.ndarray, preprocessed=None) -> Detections:
-        del preprocessed
+    def run(image: np.ndarray) -> Detections:
         try:
             ours.send(np.ascontiguousarray(image))
             if not ours.poll(ANSWER_S):
