@@ -8,6 +8,7 @@ import sys
 
 import pytest
 
+from train import errors
 from train.contracts import TrainSpec
 from train.launch import deaths, progress, specs
 from train.options import RunOptions
@@ -234,6 +235,79 @@ def test_a_sigkill_is_out_of_memory_only_when_the_kernels_oom_count_rose(tmp_pat
     assert deaths.out_of_memory(-signal.SIGKILL, absent) is None  # no count taken: no evidence
     assert "not for memory" in deaths.killed_detail(now)
     assert "may have been the OOM killer" in deaths.killed_detail(None)
+
+
+# What TensorFlow 2.15 wrote when its allocator gave up under `ulimit -v` (then it went on
+# waiting 10 s per allocation for more than 10 minutes), and the message it writes when a
+# caller that can do without the memory is refused (harmless: training goes on).
+_GAVE_UP = (
+    "2026-12-05 23:35:50.568804: W external/local_tsl/tsl/framework/bfc_allocator.cc:485] "
+    "Allocator (mklcpu) ran out of memory trying to allocate 56.25MiB (rounded to 58982400)"
+    "requested by op "
+)
+_OP_FAILED = (
+    "W tensorflow/core/framework/op_kernel.cc:1839] OP_REQUIRES failed at cwise_ops_common.cc:82"
+    " : RESOURCE_EXHAUSTED: OOM when allocating tensor with shape[100,12804] and type float on "
+    "/job:localhost/replica:0/task:0/device:GPU:0 by allocator GPU_0_bfc"
+)
+_HARMLESS = (
+    "W bfc_allocator.cc:296] Allocator (GPU_0_bfc) ran out of memory trying to allocate 2.30GiB "
+    "with freed_by_count=0. The caller indicates that this is not a failure, but this may mean "
+    "that there could be performance gains if more memory were available."
+)
+
+
+@pytest.mark.parametrize(
+    "lines,expected",
+    [
+        ([_GAVE_UP], "host memory: its allocator mklcpu could not allocate 56.25MiB"),
+        ([_OP_FAILED], "GPU memory: allocating a tensor of shape[100,12804]"),
+        ([_HARMLESS, "step 100"], None),
+    ],
+    ids=["gave_up", "op_failed", "harmless"],
+)
+def test_the_allocator_watch_is_overdue_only_after_a_failure_and_its_grace(
+    tmp_path, lines, expected
+):
+    log = tmp_path / "train.log"
+    log.write_text(_GAVE_UP + "\n")  # an earlier child's: the watch reads only what comes
+    watch = deaths.AllocatorWatch(str(log), grace_s=60)
+    assert not watch.overdue(now=0.0)
+    with open(log, "a") as f:
+        f.write("\n".join(lines))  # the last line unfinished: not read until it ends
+        f.flush()
+        assert not watch.overdue(now=1.0) and watch.detail is None
+        f.write("\n")
+    assert not watch.overdue(now=2.0)
+    assert watch.detail == expected
+    assert watch.overdue(now=62.0) is (expected is not None)
+
+
+@pytest.mark.parametrize(
+    "line,stopped", [(_GAVE_UP, True), (_HARMLESS, False)], ids=["gave_up", "harmless"]
+)
+def test_a_child_whose_allocator_gave_up_is_stopped_and_ends_in_train_oom(
+    tmp_path, monkeypatch, line, stopped
+):
+    """A stand-in child writes TensorFlow's line, then goes on like the real one (it waits)."""
+    from train.launch import runner
+
+    monkeypatch.setattr(deaths, "ALLOCATION_GRACE_S", 2.0)
+    options = RunOptions(pipeline_config="in.config", model_dir=str(tmp_path / "m"))
+    built = specs.build_launch(options, str(tmp_path / "m" / "pipeline.config"), 10, 0, {})
+    then = _WRITE_OUTCOME.format(fields={"status": "ok", "step": 10}, code=0)
+    script = f"import time; print({line!r}, flush=True); time.sleep({60 if stopped else 6}); {then}"
+    child = dataclasses.replace(built, argv=(sys.executable, "-c", script, built.train_spec_path))
+    lines: list[str] = []
+    ended = runner.run(child, 30.0, lines.append)
+    if not stopped:
+        assert ended.code == 0 and ended.outcome.status == "ok", lines
+        return
+    assert ended.code == errors.EXIT_TRAINING and ended.outcome.code == "TRAIN.oom", lines
+    assert ended.outcome.error.startswith(
+        "the training process ran out of host memory (its allocator mklcpu could not allocate "
+        "56.25MiB; still running 2 s later, it was stopped"
+    )
 
 
 class _RenamedSpec:

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import functools
 import os
+import re
 import signal
+import time
 
 
 def oom_kill_count() -> int | None:
@@ -110,7 +112,6 @@ def out_of_memory(
                 f"limit of {address_limit / 1024**3:.1f} GB, ulimit -v; {peak})"
             )
         return None
-    import re
 
     allocation = re.search(
         r"OOM when allocating tensor with (shape\[[^\]]*\]).*?device:([A-Z]+:\d+)", tail
@@ -121,6 +122,86 @@ def out_of_memory(
         else f"{found[0]!r} in its log"
     )
     return f"{who} ran out of host memory ({what}; it ended with {how}; {peak})"
+
+
+ALLOCATION_GRACE_S = 60.0  # how long a child whose allocator gave up may take to end by itself
+
+# TensorFlow's allocator gave up on an allocation after its retries: the size is followed by
+# "(rounded to"; the harmless message (a caller that can do without) says "freed_by_count".
+_GAVE_UP = re.compile(r"Allocator \(([^)]+)\) ran out of memory trying to allocate (\S+) \(rounded")
+_OP_FAILED = re.compile(r"OOM when allocating tensor with (shape\[[^\]]*\])[^\n]*?device:([A-Z]+)")
+
+
+def allocation_failure(text: str) -> str | None:
+    """What the first allocation that failed for good in `text` (log lines) was, or None.
+
+    Either TensorFlow's allocator giving up ("Allocator (mklcpu) ran out of memory trying to
+    allocate 56.25MiB (rounded to ...") or an op failing with RESOURCE_EXHAUSTED. Both end the
+    step: the memory it needs is not there.
+    """
+    gave_up, op = _GAVE_UP.search(text), _OP_FAILED.search(text)
+    if gave_up and (op is None or gave_up.start() < op.start()):
+        allocator, size = gave_up.groups()
+        memory = "GPU" if "gpu" in allocator.lower() else "host"
+        return f"{memory} memory: its allocator {allocator} could not allocate {size}"
+    if op:
+        shape, device = op.groups()
+        return f"{'GPU' if device == 'GPU' else 'host'} memory: allocating a tensor of {shape}"
+    return None
+
+
+class AllocatorWatch:
+    """Reads a running child's log for an allocation that failed; says when to stop waiting.
+
+    Why: once an allocation of a step has failed, TensorFlow lets every other allocation the
+    step still makes wait up to 10 s for memory to be freed before failing too. A CPU step
+    with a loop over the batch's images then takes minutes to raise its ResourceExhaustedError
+    (more than 10 minutes at batch 48 under `ulimit -v`, measured), or crashes at a random
+    point on the way. The step is lost either way, so a child still running `grace_s` after
+    the first failure is stopped by the caller and its end is out of memory, `detail`.
+    Reads only what the log gained since the watch was made (the log is appended to).
+    """
+
+    def __init__(self, log_path: str, grace_s: float | None = None):
+        self.log_path = log_path
+        self.grace_s = ALLOCATION_GRACE_S if grace_s is None else grace_s
+        try:
+            self._offset = os.path.getsize(log_path)
+        except OSError:
+            self._offset = 0
+        self._pending = ""  # a line not yet ended
+        self.detail: str | None = None  # what failed, once seen
+        self._since: float | None = None
+
+    def overdue(self, now: float | None = None) -> bool:
+        """True once the child has had `grace_s` since a failed allocation to end by itself."""
+        now = time.monotonic() if now is None else now
+        if self.detail is None:
+            self._read(now)
+        return self._since is not None and now - self._since >= self.grace_s
+
+    def _read(self, now: float) -> None:
+        try:
+            with open(self.log_path, "rb") as f:
+                f.seek(self._offset)
+                new = f.read(1 << 20)
+        except OSError:
+            return
+        self._offset += len(new)
+        text = self._pending + new.decode("utf-8", "replace")
+        complete, _, self._pending = text.rpartition("\n")
+        self._pending = self._pending[-4096:]
+        self.detail = allocation_failure(complete)
+        if self.detail is not None:
+            self._since = now
+
+    def outcome_error(self, who: str) -> str:
+        """The Outcome's error for a child stopped because of what this watch saw."""
+        memory, _, what = (self.detail or "").partition(": ")
+        return (
+            f"{who} ran out of {memory} ({what}; still running {self.grace_s:.0f} s later, "
+            "it was stopped: every allocation left in the step waits 10 s before failing too)"
+        )
 
 
 _PR_SET_PDEATHSIG = 1  # linux/prctl.h

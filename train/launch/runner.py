@@ -120,25 +120,40 @@ class ChildRun:
     def run(self) -> Outcome:
         """Starts the child and waits for its Outcome; Ctrl-C kills it and is raised again."""
         oom_kills = deaths.oom_kill_count()
-        child = self.start()
+        memory = _MemoryWatch(self.log_path)
+        child = memory.child = self.start()
         try:
-            return self.ended(child.wait(), oom_kills_before=oom_kills)
+            while True:
+                try:
+                    returncode = child.wait(timeout=POLL_S)
+                    break
+                except subprocess.TimeoutExpired:
+                    memory()
+            return self.ended(returncode, oom_kills_before=oom_kills, memory=memory)
         except KeyboardInterrupt:
             child.kill()
             child.wait()
             raise
 
     def ended(
-        self, returncode: int, signals: list[str] | tuple = (), oom_kills_before: int | None = None
+        self,
+        returncode: int,
+        signals: list[str] | tuple = (),
+        oom_kills_before: int | None = None,
+        memory: _MemoryWatch | None = None,
     ) -> Outcome:
         """The Outcome the child wrote, or what its exit status (and the driver) say.
 
         `oom_kills_before`: the kernel's OOM-kill count when the child started (the evidence
-        that a SIGKILL was the out-of-memory killer's; see _out_of_memory).
+        that a SIGKILL was the out-of-memory killer's; see _out_of_memory). `memory`: the
+        watch that stopped the child if its allocator gave up and it did not end by itself.
         """
         outcome = Outcome.read(self.spec.outcome)
         if outcome is not None and outcome.code == INTERNAL:
             raise ContractError(outcome.error, self.spec_path)
+        if memory is not None and memory.killed and (outcome is None or outcome.status != FAILED):
+            error = memory.watch.outcome_error(f"the {self.what}")
+            return Outcome(FAILED, error=error, code="TRAIN.oom", phase=self.phase)
         if outcome is not None:
             return outcome
         if returncode == errors.EXIT_INTERNAL:
@@ -155,6 +170,23 @@ class ChildRun:
         if returncode == -signal.SIGKILL:  # someone else's kill -9, or a scheduler's
             return Outcome(STOPPED, signal="SIGKILL", detail=deaths.killed_detail(oom_kills_before))
         return Outcome(FAILED, error=f"the {self.what} ended with exit status {returncode}")
+
+
+class _MemoryWatch:
+    """A watcher: kills a child whose allocator gave up and that has not ended since.
+
+    The step is lost once an allocation failed (deaths.AllocatorWatch says why waiting longer
+    only delays the same end); SIGKILL, not SIGTERM: the child would save only between steps,
+    and the failed step does not return. The last checkpoint stays. `killed` once it did.
+    """
+
+    def __init__(self, log_path: str, child=None):
+        self.watch, self.child, self.killed = deaths.AllocatorWatch(log_path), child, False
+
+    def __call__(self) -> None:
+        if not self.killed and self.child.poll() is None and self.watch.overdue():
+            self.child.kill()
+            self.killed = True
 
 
 def module_argv(module: str, spec_path: str) -> tuple[str, ...]:
@@ -408,11 +440,13 @@ def run(
     evaluation = _eval_child(launch, env) if launch.eval else None
     evaluator = evaluation.start() if evaluation else None
     oom_kills = deaths.oom_kill_count()
-    child = training.start()
+    memory = _MemoryWatch(launch.log_path)
+    child = memory.child = training.start()
     stop = _Forwarder(child)
     early = _EarlyStopWatch(launch.eval.early_stop if launch.eval else "", child, stop, emit)
-    _supervise(child, evaluator, stop, (check_restore, check_freeze, progress, early), emit)
-    outcome = training.ended(child.returncode, stop.signals, oom_kills)
+    watchers = (check_restore, check_freeze, progress, early, memory)
+    _supervise(child, evaluator, stop, watchers, emit)
+    outcome = training.ended(child.returncode, stop.signals, oom_kills, memory)
     stopped_early = early.found is not None and not stop.signals and outcome.status == STOPPED
     if evaluator is not None:
         failed = outcome.status != OK and not stopped_early
