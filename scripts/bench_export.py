@@ -4,7 +4,8 @@
 
 For each zoo config below: a stand-in (the zoo architecture, 3 classes, random weights,
 `--size` input) is exported through the same code as `python -m train.export`
-(train.finishcmd), and every export is verified against the checkpoint on 8 images. Prints
+(train.finishcmd): SavedModel, ONNX and the TFLite quantizations the architecture takes, and
+every export is verified against the checkpoint on 8 images. Prints
 one Markdown table row per (architecture, format): the README table.
 """
 
@@ -67,7 +68,7 @@ def main() -> int:  # noqa: D103
         )
         model_dir = os.path.join(run_dir, "checkpoint")
         for n, quantize in enumerate(quantizations or ("none",)):
-            formats = ("saved_model",) if n == 0 else ()
+            formats = ("saved_model", "onnx") if n == 0 else ()
             formats += ("tflite",) if tflite else ()
             report = os.path.join(out, f"{name}.{quantize}.json")
             _python(

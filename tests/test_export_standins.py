@@ -4,7 +4,7 @@ Each stand-in is the real zoo config (3 classes, a small input) with random weig
 a model_main_tf2 run (train/tf/standin.py). One child (train.finishcmd, what `train.evaluate`
 and `train.export` run) evaluates it and exports it; the OD API's own `eval_continuously`,
 run separately on the same checkpoint, is the reference for the metrics; every export must be
-verified against the checkpoint's own detections.
+verified against the checkpoint's own detections, ONNX (in ONNX Runtime) included.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ CASES = {  # zoo config: (input size, formats, tflite quantization, stand-in wei
     # alike. The ResNets keep their initialisers' weights: a shift drives them to inf.
     "ssd_mobilenet_v2_320x320_coco17_tpu-8.config": (
         128,
-        ("saved_model", "tflite"),
+        ("saved_model", "tflite", "onnx"),
         "int8",
         (0.0, 0.02),
         # Not calibrated: int8 of the calibrated random network disagrees decisively (scores
@@ -36,21 +36,21 @@ CASES = {  # zoo config: (input size, formats, tflite quantization, stand-in wei
     ),
     "ssd_efficientdet_d0_512x512_coco17_tpu-8.config": (
         256,
-        ("saved_model",),
+        ("saved_model", "onnx"),
         "none",
         (-0.01, 0.01),
         True,
     ),
     "faster_rcnn_resnet50_v1_640x640_coco17_tpu-8.config": (
         256,
-        ("saved_model",),
+        ("saved_model", "onnx"),
         "none",
         (0.0, 0.0),
         True,
     ),
     "centernet_resnet50_v1_fpn_512x512_kpts_coco17_tpu-8.config": (
         128,
-        ("saved_model", "tflite"),
+        ("saved_model", "tflite", "onnx"),
         "none",
         (0.0, 0.0),
         True,
@@ -133,4 +133,7 @@ def test_evaluate_and_export_a_zoo_standin(shared_fixtures, records, tmp_path, n
         # MediaPipe's ObjectDetector ran the file from its metadata alone, int8 included.
         mediapipe = tflite["runtimes"]["mediapipe"]
         assert mediapipe["failed"] is None and mediapipe["verified"], mediapipe
+    onnx = report["export"]["onnx"]  # every architecture here converts and runs in ONNX Runtime
+    assert os.path.getsize(os.path.join(model_dir, "export", "model.onnx")) == onnx["size_bytes"]
+    assert onnx["comparison"]["matched"] == onnx["comparison"]["compared"], onnx["comparison"]
     assert "Traceback" not in done.stderr
