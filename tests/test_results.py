@@ -225,6 +225,38 @@ def test_export_preflight_rules(tmp_path, good_config, good_options):
     assert "EXPORT.int8_calibration" in found
 
 
+def test_onnx_of_an_hourglass_needs_the_memory_tf2onnx_was_measured_to_need(
+    shared_fixtures, tmp_path, good_options
+):
+    """EXPORT.onnx_memory: exactly the 8 zoo configs on Hourglass-104, below 32 GB only."""
+    import glob
+    import os
+
+    from train import envinfo, exportformats
+
+    gb = 1024**3
+    flagged = {24: [], 64: [], None: []}
+    for path in sorted(glob.glob(os.path.join(shared_fixtures, "zoo_tf2", "*.config"))):
+        config = configfile.load(path).proto
+        for memory in flagged:
+            found = exportformats.problems(config, ("saved_model", "onnx"), memory and memory * gb)
+            if found:
+                assert [name for name, _ in found] == ["onnx"]
+                flagged[memory].append(os.path.basename(path))
+    assert len(flagged[24]) == 8 and flagged[64] == [] and flagged[None] == []
+    assert all("hourglass104" in name or "deepmac" in name for name in flagged[24])
+    # The preflight applies it with this machine's memory, as the export would run here.
+    hourglass = os.path.join(shared_fixtures, "zoo_tf2", flagged[24][0])
+    expected = exportformats.onnx_problem(
+        configfile.load(hourglass).proto, envinfo.host_memory_bytes()
+    )
+    found = _codes(preflight(hourglass, tmp_path / "m", export=("onnx",), **good_options))
+    assert ("EXPORT.onnx_memory" in found) is (expected is not None)
+    if expected is not None:
+        assert found["EXPORT.onnx_memory"].severity == "error"
+        assert "python -m train.export" in found["EXPORT.onnx_memory"].fix
+
+
 @pytest.mark.slow
 def test_tflite_of_faster_rcnn_stops_before_anything_is_built(tmp_path, demo_assets):
     """The CLI: EXPORT.tflite_arch, exit 3, in the preflight (no child process started)."""

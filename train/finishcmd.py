@@ -12,7 +12,7 @@ import dataclasses
 import os
 import sys
 
-from train import errors, exportformats, files, results
+from train import envinfo, errors, exportformats, files, results
 from train.contracts import FinishSpec
 
 
@@ -55,7 +55,8 @@ def spec_of(request: Request) -> tuple[FinishSpec, str | None]:
             "with; model_main_tf2 does not copy it into model_dir)"
         ) from None
     config = source.proto
-    for _, (code, _, message, fix) in exportformats.problems(config, request.formats):
+    memory = envinfo.host_memory_bytes()
+    for _, (code, _, message, fix) in exportformats.problems(config, request.formats, memory):
         raise results.UsageError(f"{code}: {config_path}: {message}\n  fix: {fix}")
     if request.checkpoint:
         found = resolve.resolve(request.checkpoint)

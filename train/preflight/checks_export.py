@@ -8,7 +8,7 @@ finding gives the exact edit, for the user to decide and retrain with.
 
 from __future__ import annotations
 
-from train import exportformats, results
+from train import envinfo, exportformats, results
 from train.preflight.findings import ERROR, WARNING
 
 
@@ -20,10 +20,14 @@ def _formats(ctx) -> tuple[str, ...]:
 
 
 def check_export(ctx):
-    """EXPORT.tflite_arch / tflite_resizer / int8_calibration / quantize_unused."""
+    """EXPORT.tflite_arch / tflite_resizer / onnx_memory / int8_calibration / quantize_unused.
+
+    The memory rule reads this machine's: the export runs where the training runs.
+    """
     options, config = ctx.options, ctx.config
     formats = _formats(ctx)
-    for name, (code, field, message, fix) in exportformats.problems(config, formats):
+    memory = envinfo.host_memory_bytes() if "onnx" in formats else None
+    for name, (code, field, message, fix) in exportformats.problems(config, formats, memory):
         yield ctx.finding_at(field, code, ERROR, f"--export {name}: {message}", fix)
     if options.tflite_quantize != "none" and "tflite" not in formats:
         yield ctx.finding_at(

@@ -10,6 +10,8 @@ detection_classes (1-based), detection_scores, num_detections.
 from __future__ import annotations
 
 import os
+import resource
+import signal
 import subprocess
 import sys
 
@@ -23,7 +25,17 @@ OPSET = 17  # ONNX Runtime >= 1.13 and TensorRT >= 8.6 run it
 
 
 def convert(saved_model: str, out: str) -> None:
-    """tf2onnx's converter on the SavedModel's serving signature (RuntimeError with its log)."""
+    """tf2onnx's converter on the SavedModel's serving signature (RuntimeError with its log).
+
+    In a process of its own: its optimizer can need far more memory than the model (a
+    CenterNet Hourglass-104 stand-in passed 22.9 GB, measured), and the kernel's OOM killer
+    then ends that process, not the finish child, which names the failure (EXPORT.failed).
+    Tried in-process (tf2onnx.convert.from_function on the OD API's float32 module, ~40 %
+    faster, identical outputs): there the OOM killer took the whole finish child, unnamed.
+    """
+    from train.launch import deaths
+
+    oom_kills = deaths.oom_kill_count()
     done = subprocess.run(
         [
             sys.executable,
@@ -42,6 +54,15 @@ def convert(saved_model: str, out: str) -> None:
         check=False,
     )
     print(done.stdout[-4000:], done.stderr[-4000:], sep="\n", flush=True)  # the finish log
+    if done.returncode == -signal.SIGKILL:
+        after = deaths.oom_kill_count()
+        if oom_kills is not None and after is not None and after > oom_kills:
+            peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024**2
+            raise RuntimeError(
+                "tf2onnx ran out of host memory: the kernel's out-of-memory killer stopped it "
+                f"(the largest process here peaked at {peak:.1f} GB): export onnx on a machine "
+                "with more memory (python -m train.export --export onnx)"
+            )
     if done.returncode != 0 or not os.path.isfile(out):
         last = [line for line in done.stderr.splitlines() if line.strip()][-1:] or ["no output"]
         raise RuntimeError(f"tf2onnx failed (exit {done.returncode}): {last[0]}")
