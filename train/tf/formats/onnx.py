@@ -27,11 +27,12 @@ OPSET = 17  # ONNX Runtime >= 1.13 and TensorRT >= 8.6 run it
 def convert(saved_model: str, out: str) -> None:
     """tf2onnx's converter on the SavedModel's serving signature (RuntimeError with its log).
 
-    In a process of its own: its optimizer can need far more memory than the model (a
-    CenterNet Hourglass-104 stand-in passed 22.9 GB, measured), and the kernel's OOM killer
-    then ends that process, not the finish child, which names the failure (EXPORT.failed).
-    Tried in-process (tf2onnx.convert.from_function on the OD API's float32 module, ~40 %
-    faster, identical outputs): there the OOM killer took the whole finish child, unnamed.
+    In a process of its own: its optimizer can need far more memory than the model (on a
+    CenterNet Hourglass-104 stand-in it was killed at 19.7 GB on a 23.5 GB machine), and the
+    kernel's OOM killer then ends that process, not the finish child, which names the failure
+    (EXPORT.failed). Tried in-process (tf2onnx.convert.from_function on the OD API's float32
+    module, ~40 % faster, identical outputs): there the OOM killer took the whole finish
+    child, and the evaluation and the other formats' report with it.
     """
     from train.launch import deaths
 
