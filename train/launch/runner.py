@@ -120,8 +120,9 @@ class ChildRun:
     def run(self) -> Outcome:
         """Starts the child and waits for its Outcome; Ctrl-C kills it and is raised again."""
         oom_kills = deaths.oom_kill_count()
-        memory = _MemoryWatch(self.log_path)
-        child = memory.child = self.start()
+        watch = deaths.AllocatorWatch(self.log_path)  # from the log's end before the start
+        child = self.start()
+        memory = _MemoryWatch(watch, child)
         try:
             while True:
                 try:
@@ -180,8 +181,8 @@ class _MemoryWatch:
     and the failed step does not return. The last checkpoint stays. `killed` once it did.
     """
 
-    def __init__(self, log_path: str, child=None):
-        self.watch, self.child, self.killed = deaths.AllocatorWatch(log_path), child, False
+    def __init__(self, watch: deaths.AllocatorWatch, child):
+        self.watch, self.child, self.killed = watch, child, False
 
     def __call__(self) -> None:
         if not self.killed and self.child.poll() is None and self.watch.overdue():
@@ -440,8 +441,9 @@ def run(
     evaluation = _eval_child(launch, env) if launch.eval else None
     evaluator = evaluation.start() if evaluation else None
     oom_kills = deaths.oom_kill_count()
-    memory = _MemoryWatch(launch.log_path)
-    child = memory.child = training.start()
+    watch = deaths.AllocatorWatch(launch.log_path)  # from the log's end before the start
+    child = training.start()
+    memory = _MemoryWatch(watch, child)
     stop = _Forwarder(child)
     early = _EarlyStopWatch(launch.eval.early_stop if launch.eval else "", child, stop, emit)
     watchers = (check_restore, check_freeze, progress, early, memory)

@@ -10,7 +10,6 @@ detection_classes (1-based), detection_scores, num_detections.
 from __future__ import annotations
 
 import os
-import resource
 import signal
 import subprocess
 import sys
@@ -55,14 +54,12 @@ def convert(saved_model: str, out: str) -> None:
         check=False,
     )
     print(done.stdout[-4000:], done.stderr[-4000:], sep="\n", flush=True)  # the finish log
-    if done.returncode == -signal.SIGKILL:
-        after = deaths.oom_kill_count()
-        if oom_kills is not None and after is not None and after > oom_kills:
-            peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024**2
+    if done.returncode == -signal.SIGKILL:  # the OOM killer's only with its evidence
+        memory = deaths.out_of_memory(done.returncode, "", "tf2onnx", oom_kills_before=oom_kills)
+        if memory:
             raise RuntimeError(
-                "tf2onnx ran out of host memory: the kernel's out-of-memory killer stopped it "
-                f"(the largest process here peaked at {peak:.1f} GB): export onnx on a machine "
-                "with more memory (python -m train.export --export onnx)"
+                f"{memory}: export onnx on a machine with more memory "
+                "(python -m train.export --export onnx)"
             )
     if done.returncode != 0 or not os.path.isfile(out):
         last = [line for line in done.stderr.splitlines() if line.strip()][-1:] or ["no output"]
