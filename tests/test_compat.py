@@ -174,3 +174,48 @@ def test_compat_edits_no_installed_file():
     result = run_python(MODEL_LIB)
     assert result.returncode == 0, result.stderr
     assert _tree_digest(_od_dir()) == before
+
+
+LAYER_TRACES = """
+import os, sys
+from train import compat; compat.apply()
+import tensorflow as tf
+from train.tf import exporting
+
+class Served(tf.Module):
+    def __init__(self):
+        super().__init__()
+        self.dense = tf.keras.layers.Dense(2, kernel_initializer="ones")
+
+    @tf.function(input_signature=[tf.TensorSpec([None, 3], tf.float32)])
+    def __call__(self, x):
+        return {"y": self.dense(x)}
+
+module = Served()
+module(tf.ones([1, 3]))
+for name, scope in (("traces", None), ("without", exporting.without_layer_traces())):
+    path = os.path.join(sys.argv[1], name)
+    if scope is None:
+        tf.saved_model.save(module, path, signatures=module.__call__)
+    else:
+        with scope:
+            tf.saved_model.save(module, path, signatures=module.__call__)
+    loaded = tf.saved_model.load(path)
+    print(name, os.path.getsize(os.path.join(path, "saved_model.pb")),
+          float(loaded.signatures["serving_default"](tf.ones([1, 3]))["y"][0, 0]))
+"""
+
+
+def test_exports_leave_out_the_keras_layers_traces_on_this_stack(tmp_path):
+    """exporting.without_layer_traces finds Keras' own switch in the installed tf.keras (a
+    private module that moved once already): without it every export silently slows down."""
+    result = run_python(LAYER_TRACES.replace("sys.argv[1]", repr(str(tmp_path))))
+    assert result.returncode == 0, result.stderr[-3000:]
+    sizes = {}
+    for line in result.stdout.split("\n"):
+        if line.startswith(("traces ", "without ")):
+            name, size, value = line.split()
+            sizes[name] = int(size)
+            assert float(value) == 3.0  # both serve the same function
+    # The layer's traced call functions are what the default save adds.
+    assert sizes["without"] < sizes["traces"], sizes

@@ -2,9 +2,11 @@
 
 Each stand-in is the real zoo config (3 classes, a small input) with random weights saved like
 a model_main_tf2 run (train/tf/standin.py). One child (train.finishcmd, what `train.evaluate`
-and `train.export` run) evaluates it and exports it; the OD API's own `eval_continuously`,
-run separately on the same checkpoint, is the reference for the metrics; every export must be
-verified against the checkpoint's own detections, ONNX (in ONNX Runtime) included.
+and `train.export` run) evaluates it and exports it; every export must be verified against the
+checkpoint's own detections, ONNX (in ONNX Runtime) included. For one architecture the OD
+API's own `eval_continuously`, run separately on the same checkpoint, is the reference for the
+metrics (the evaluation's patches do not depend on the architecture; test_finish compares the
+demo's the same way).
 """
 
 from __future__ import annotations
@@ -21,10 +23,11 @@ from tests.test_finish import HEADLINE, _scalars
 # SSD MobileNetV2 FPNLite 320 (the demo's) is tested through the driver in test_finish.py:
 # final eval against the evaluator beside training, SavedModel and float32 TFLite verified.
 CASES = {  # zoo config: (input size, formats, tflite quantization, stand-in weight shift,
-    # calibrated on the training records). A calibrated stand-in (build_standin's calibrate_on)
-    # scores boxes apart as a trained model does; uncalibrated, Faster R-CNN's second stage
-    # saturates to background (no detections: nothing to verify) and SSDs score every anchor
-    # alike. The ResNets keep their initialisers' weights: a shift drives them to inf.
+    # calibrated on the training records, compared with the OD API's own evaluation). A
+    # calibrated stand-in (build_standin's calibrate_on) scores boxes apart as a trained model
+    # does; uncalibrated, Faster R-CNN's second stage saturates to background (no detections:
+    # nothing to verify) and SSDs score every anchor alike. The ResNets keep their
+    # initialisers' weights: a shift drives them to inf.
     "ssd_mobilenet_v2_320x320_coco17_tpu-8.config": (
         128,
         ("saved_model", "tflite", "onnx"),
@@ -33,6 +36,7 @@ CASES = {  # zoo config: (input size, formats, tflite quantization, stand-in wei
         # Not calibrated: int8 of the calibrated random network disagrees decisively (scores
         # up to 0.4 apart; the verification rejects it, rightly), this one's int8 is faithful.
         False,
+        False,
     ),
     "ssd_efficientdet_d0_512x512_coco17_tpu-8.config": (
         256,
@@ -40,6 +44,7 @@ CASES = {  # zoo config: (input size, formats, tflite quantization, stand-in wei
         "none",
         (-0.01, 0.01),
         True,
+        False,
     ),
     "faster_rcnn_resnet50_v1_640x640_coco17_tpu-8.config": (
         256,
@@ -47,6 +52,7 @@ CASES = {  # zoo config: (input size, formats, tflite quantization, stand-in wei
         "none",
         (0.0, 0.0),
         True,
+        False,
     ),
     "centernet_resnet50_v1_fpn_512x512_kpts_coco17_tpu-8.config": (
         128,
@@ -54,8 +60,12 @@ CASES = {  # zoo config: (input size, formats, tflite quantization, stand-in wei
         "none",
         (0.0, 0.0),
         True,
+        True,
     ),
 }
+# Faster R-CNN's second stage runs ResNet's last block on every proposal: 32 instead of the
+# zoo's 300 (the same graph, ~9x less of its cost), as the input size is smaller.
+FEWER_PROPOSALS = 32
 
 
 @pytest.fixture(scope="module")
@@ -67,34 +77,50 @@ def records(tmp_path_factory):
     )
 
 
-def _standin_and_reference(config, run_dir, shift, calibrate_on, out_dir) -> dict:
-    """Builds the stand-in, then the OD API's own eval_continuously on it (model_main_tf2
-    --checkpoint_dir, AutoGraph as the OD API has it), in one process; the reference metrics.
+def _fewer_proposals(config: str) -> None:
+    from train import files
+    from train.pipeline import configfile
+
+    pipeline = configfile.load(config).proto
+    frcnn = pipeline.model.faster_rcnn
+    frcnn.first_stage_max_proposals = FEWER_PROPOSALS
+    frcnn.second_stage_batch_size = FEWER_PROPOSALS
+    files.write_atomic(config, configfile.to_text(pipeline))
+
+
+def _standin_and_reference(config, run_dir, shift, calibrate_on, out_dir) -> dict | None:
+    """Builds the stand-in, then (with out_dir) the OD API's own eval_continuously on it
+    (model_main_tf2 --checkpoint_dir, AutoGraph as the OD API has it), in one process; the
+    reference metrics.
     """
-    done = run_python(
-        "from train.tf import standin\n"
-        f"standin.build_standin({config!r}, {str(run_dir)!r}, shift={shift!r}, "
-        f"calibrate_on={calibrate_on!r})\n"
+    reference = (
         "from object_detection import model_lib_v2\n"
         f"model_lib_v2.eval_continuously(pipeline_config_path={config!r}, model_dir={out_dir!r}, "
         f"checkpoint_dir={str(run_dir / 'checkpoint')!r}, wait_interval=0, timeout=1)\n"
     )
+    done = run_python(
+        "from train.tf import standin\n"
+        f"standin.build_standin({config!r}, {str(run_dir)!r}, shift={shift!r}, "
+        f"calibrate_on={calibrate_on!r})\n" + (reference if out_dir else "")
+    )
     assert done.returncode == 0, done.stderr[-3000:]
-    return _scalars(os.path.join(out_dir, "eval"))
+    return _scalars(os.path.join(out_dir, "eval")) if out_dir else None
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", list(CASES))
 def test_evaluate_and_export_a_zoo_standin(shared_fixtures, records, tmp_path, name):
-    size, formats, quantize, shift, calibrated = CASES[name]
+    size, formats, quantize, shift, calibrated, compared = CASES[name]
     from train.tf import standin
 
     config = standin.zoo_config_on_records(
         os.path.join(shared_fixtures, "zoo_tf2", name), size, records, str(tmp_path)
     )
+    if name.startswith("faster_rcnn"):
+        _fewer_proposals(config)
     run_dir = tmp_path / "run"
     calibrate_on = (records["train"],) if calibrated else ()
-    reference_dir = str(tmp_path / "reference")
+    reference_dir = str(tmp_path / "reference") if compared else None
     reference = _standin_and_reference(config, run_dir, shift, calibrate_on, reference_dir)
     model_dir = str(run_dir / "checkpoint")  # ckpt-0 + the state file, as a run leaves them
     report_path = tmp_path / "report.json"
@@ -103,7 +129,7 @@ def test_evaluate_and_export_a_zoo_standin(shared_fixtures, records, tmp_path, n
         "from train import finishcmd\n"
         "sys.exit(finishcmd.run(finishcmd.Request("
         f"model_dir={model_dir!r}, pipeline_config={config!r}, evaluate=True, "
-        f"formats={formats!r}, tflite_quantize={quantize!r}, verify_images=4, "
+        f"formats={formats!r}, tflite_quantize={quantize!r}, verify_images=2, "
         f"report_json={str(report_path)!r})))\n",
         timeout=1200,
     )
@@ -112,7 +138,10 @@ def test_evaluate_and_export_a_zoo_standin(shared_fixtures, records, tmp_path, n
 
     final = report["eval"]["final"]
     for metric in HEADLINE:
-        assert final["metrics"][metric] == pytest.approx(reference[metric][0], abs=1e-6), metric
+        value = final["metrics"][metric]
+        assert -1.0 <= value <= 1.0, (metric, value)  # COCO's -1: nothing of that kind
+        if reference:
+            assert value == pytest.approx(reference[metric][0], abs=1e-6), metric
     assert set(final["per_class"]) == {"square", "circle", "triangle"}
 
     for fmt in formats:
