@@ -233,14 +233,64 @@ def test_the_onnx_export_takes_float32_keeps_nms_and_is_verified_in_onnx_runtime
 
 
 @pytest.mark.slow
-def test_contact_sheet_shows_the_eval_images(finished):
+def test_contact_sheet_shows_the_evaluations_worst_pictures(finished, demo_assets):
     from PIL import Image
+
+    from train.data import scan
 
     path = os.path.join(finished["model_dir"], "eval", "detections.png")
     assert finished["report"]["contact_sheet"] == path
+    shown = min(8, scan.count_records([demo_assets["eval"]]))  # runviews.SHEET_IMAGES
+    columns = min(4, shown)
+    rows = -(-shown // columns)
     with Image.open(path) as sheet:
-        assert sheet.size == (4 * 320, 320 + 16)  # --verify_images=4 in one row
+        assert sheet.size == (max(640, columns * 320), 22 + rows * (320 + 18))
     assert f"detections drawn: {path}" in finished["out"]
+
+
+@pytest.mark.slow
+def test_plots_come_from_the_final_evaluations_own_detections(finished, demo_assets):
+    from PIL import Image
+
+    from train import evalcurves
+    from train.data import scan
+
+    model_dir, report = finished["model_dir"], finished["report"]
+    curves = report["curves"]
+    plots_dir = os.path.join(model_dir, "plots")
+    assert sorted(curves["plots"]) == [
+        "confusion_matrix",
+        "f1_threshold",
+        "pr_curves",
+        "training_curves",
+    ]
+    for path in curves["plots"].values():
+        assert os.path.dirname(path) == plots_dir
+        with Image.open(path) as image:
+            assert image.format == "PNG"
+    # Every eval image as the COCO evaluator got it: its mAP@.5 is the mean of ours per class.
+    evalset = evalcurves.EvalSet.read(os.path.join(plots_dir, "detections.json"))
+    assert len(evalset.images) == scan.count_records([demo_assets["eval"]])
+    assert set(curves["ap50"]) == {"square", "circle", "triangle"}
+    present = [ap for ap in curves["ap50"].values() if ap is not None]
+    final = report["eval"]["final"]["metrics"]
+    assert sum(present) / len(present) == pytest.approx(
+        final["DetectionBoxes_Precision/mAP@.50IOU"], abs=1e-6
+    )
+    assert evalcurves.summary(evalset)["threshold"] == curves["threshold"]
+    with open(os.path.join(plots_dir, "curves.json"), encoding="utf-8") as f:
+        assert json.load(f)["threshold"] == curves["threshold"]
+    labels = curves["confusion"]["labels"]
+    assert labels == ["square", "circle", "triangle"]
+    assert f"recommended score threshold: {curves['threshold']:.2f}" in finished["out"]
+    # The same pictures in TensorBoard, beside the final evaluation's scalars.
+    import tensorflow as tf
+
+    tags = set()
+    for events in glob.glob(os.path.join(model_dir, "final", "eval", "events.out.tfevents.*")):
+        for event in tf.compat.v1.train.summary_iterator(events):
+            tags.update(value.tag for value in event.summary.value)
+    assert {f"plots/{name}" for name in curves["plots"]} <= tags
 
 
 @pytest.mark.slow
@@ -409,6 +459,10 @@ def test_predict_command_on_a_folder_and_a_video_skips_bad_files(finished, demo_
     assert "1 file(s) in it are not images or videos" in skipped[str(folder)]
     assert f"skipped {folder / 'broken.jpg'}: cannot be decoded" in done.stdout
     assert "pictures/s" in done.stdout
+    curves = os.path.join(finished["model_dir"], "plots", "curves.json")
+    threshold = finished["report"]["curves"]["threshold"]
+    assert f"score threshold {threshold:g} ({curves})" in done.stdout  # the run's own
+    assert summary["threshold"] == threshold
     for name, count in summary["per_class"].items():
         assert any(line.split() == [name, str(count)] for line in done.stdout.splitlines())
 

@@ -156,3 +156,30 @@ def test_usage_errors_are_one_line_exit_2_before_any_model_loads(tmp_path, case)
         "threshold": "is not a score",
     }[case]
     assert expected in lines[0]
+
+
+def test_the_default_threshold_is_the_runs_recommended_one(tmp_path):
+    import json
+
+    run = _model_dir(tmp_path)
+    pictures = _pictures(tmp_path, ["a.png"])
+    export = tmp_path / "run" / "export"
+    export.mkdir()
+    (export / "model.tflite").write_bytes(b"")
+
+    def planned(model, threshold=None):
+        options = plans.PredictOptions(
+            model=model, inputs=(pictures,), out=str(tmp_path / "out"), threshold=threshold
+        )
+        found = plans.plan(options)
+        return found.options.threshold, found.threshold_from
+
+    assert planned(run) == (plans.DEFAULT_THRESHOLD, "the default")  # no evaluation yet
+    curves = tmp_path / "run" / "plots" / "curves.json"
+    curves.parent.mkdir()
+    curves.write_text(json.dumps({"threshold": 0.37, "f1": 0.9}))
+    for model in (run, str(export / "model.tflite")):
+        assert planned(model) == (0.37, str(curves))
+    assert planned(run, threshold=0.6) == (0.6, "--threshold")  # given: given wins
+    curves.write_text("{not json")
+    assert planned(run) == (plans.DEFAULT_THRESHOLD, "the default")

@@ -246,6 +246,7 @@ class FinishSpec(Contract):
       calibration_records: int8: the training records to calibrate on.
       contact_sheet: where to draw the detections (None: not asked).
       label_map: class names for labels.txt, the contact sheet and per-class AP.
+      plots_dir: where the evaluation's plots, detections and curves go (None: not asked).
     """
 
     pipeline_config: str
@@ -264,6 +265,7 @@ class FinishSpec(Contract):
     label_map: str | None
     report: str
     outcome: str
+    plots_dir: str | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -272,12 +274,15 @@ class FinishReport(Contract):
 
     `eval`: {checkpoint, step, metrics: {name: value}, per_class: {class name: AP}}.
     `export`: {format: {path, size_bytes, verified, comparison, latency_ms, problem, ...}}.
+    `curves`: train.evalcurves.summary of the evaluation (AP@.5 per class, the recommended
+    score threshold and its F1) with the confusion matrix and the plots' paths.
     """
 
     eval: dict | None = None
     export: dict | None = None
     contact_sheet: str | None = None
     reference_latency_ms: float | None = None
+    curves: dict | None = None
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,6 +1,6 @@
 """Run a trained or exported model on pictures and videos.
 
-    python -m train.predict --model PATH [--label_map MAP] [--threshold 0.5] --out DIR INPUT...
+    python -m train.predict --model PATH [--label_map MAP] [--threshold T] --out DIR INPUT...
 
 PATH: a run's model_dir (its best checkpoint, else the newest), a SavedModel folder, a .tflite
 (with the metadata train.export writes) or an .onnx. INPUT: images, folders, globs, videos.
@@ -22,7 +22,10 @@ from train.predicting.plan import DEFAULT_THRESHOLD
 MODEL = flags.DEFINE_string("model", None, "model_dir, SavedModel folder, .tflite or .onnx.")
 LABEL_MAP = flags.DEFINE_string("label_map", None, "Class names (default: the model's own).")
 THRESHOLD = flags.DEFINE_float(
-    "threshold", DEFAULT_THRESHOLD, "Score a detection needs to be kept."
+    "threshold",
+    None,
+    "Score a detection needs to be kept (default: the recommended one of the run the model "
+    f"comes from, model_dir/plots/curves.json, else {DEFAULT_THRESHOLD}).",
 )
 OUT = flags.DEFINE_string("out", None, "Folder for the predictions (new, or an earlier --out).")
 PROGRESS = flags.DEFINE_boolean("progress", True, "A progress line on long inputs.")
@@ -55,7 +58,11 @@ def main(argv: list[str]) -> int:  # noqa: D103
     except predictors.ModelError as e:
         print(f"error: {e}", file=sys.stderr)
         return errors.EXIT_USAGE
-    print(f"predict: {predictor.describe}, {len(plan.items)} input(s)", flush=True)
+    print(
+        f"predict: {predictor.describe}, {len(plan.items)} input(s), score threshold "
+        f"{plan.options.threshold:g} ({plan.threshold_from})",
+        flush=True,
+    )
     summary = pipeline.run(plan, predictor)
     print("\n".join(outputs.lines(summary)), flush=True)
     return errors.EXIT_OK

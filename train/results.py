@@ -175,6 +175,7 @@ def finish_spec(
         label_map=label_map or reader_map or config.train_input_reader.label_map_path or None,
         report=run_files.report(paths.FINISH),
         outcome=run_files.outcome(paths.FINISH),
+        plots_dir=os.path.join(os.path.abspath(model_dir), "plots") if evaluation else None,
     )
 
 
@@ -193,6 +194,16 @@ def render_eval(evaluation: dict) -> str:
             shown = f"{value:.4f}" if value >= 0 else "  -   (no eval boxes)"
             lines.append(f"    {name:<{width}}  {shown}")
     return "\n".join(lines)
+
+
+def render_curves(curves: dict) -> str:
+    """The recommended score threshold and where the plots are."""
+    folder = os.path.dirname(next(iter(curves["plots"].values())))
+    return (
+        f"recommended score threshold: {curves['threshold']:.2f} (F1 {curves['f1']:.2f} at "
+        f"IoU {curves['iou']}; train.predict's default for this run's models)\n"
+        f"plots: {folder}/ ({', '.join(sorted(curves['plots']))})"
+    )
 
 
 def _verdict(c: dict, conclusive: bool, problem: str | None, whose="the checkpoint") -> str:

@@ -510,6 +510,8 @@ def finish(spec: FinishSpec, emit, env: dict[str, str] | None = None) -> Finishe
         return Finished(errors.EXIT_FINISH, None, finding)
     if report.eval:
         emit(results.render_eval(report.eval))
+    if report.curves:
+        emit(results.render_curves(report.curves))
     for line in results.render_export(report.export or {}):
         emit(line)
     if report.contact_sheet:

@@ -35,7 +35,7 @@ class PredictOptions:
     inputs: tuple[str, ...]
     out: str
     label_map: str | None = None
-    threshold: float = DEFAULT_THRESHOLD
+    threshold: float | None = None  # None: the run's recommended one, else DEFAULT_THRESHOLD
     progress: bool = True
 
 
@@ -67,6 +67,33 @@ class Plan:
     labels_txt: str | None  # labels.txt beside the model, one name per class id from 1
     items: tuple[Item, ...]
     skipped: tuple[tuple[str, str], ...]  # (path, why): given, but not an image or a video
+    threshold_from: str = "--threshold"  # where options.threshold came from, to print
+
+
+RUN_LEVELS = 4  # model_dir/export/saved_model/saved_model: the deepest a run's model sits
+
+
+def run_threshold(model_path: str) -> tuple[float, str] | None:
+    """The recommended score threshold of the run a model comes from, and its file.
+
+    The end of a run with an evaluation writes it to model_dir/plots/curves.json (the score
+    that maximises F1 on the eval set); a model inside that run's folder (its checkpoints,
+    export/saved_model, export/model.tflite) takes it as its default.
+    """
+    import json
+
+    folder = os.path.abspath(model_path)
+    for _ in range(RUN_LEVELS):
+        path = os.path.join(folder, "plots", "curves.json")
+        if os.path.isfile(path):
+            try:
+                with open(path, encoding="utf-8") as f:
+                    threshold = float(json.load(f)["threshold"])
+            except (OSError, ValueError, KeyError, TypeError):
+                return None  # unreadable: the documented default, not a guess
+            return (threshold, path) if 0.0 <= threshold <= 1.0 else None
+        folder = os.path.dirname(folder)
+    return None
 
 
 def find_model(path: str) -> Model:
@@ -245,11 +272,16 @@ def out_problem(out: str, given: tuple[str, ...], items: list[Item]) -> str | No
 
 def plan(options: PredictOptions) -> Plan:
     """Checks the command line and returns the Plan (PlanError: exit 2, nothing written)."""
-    if not 0.0 <= options.threshold <= 1.0:
+    if options.threshold is not None and not 0.0 <= options.threshold <= 1.0:
         raise PlanError(f"--threshold {options.threshold} is not a score: give 0 to 1")
     if not options.inputs:
         raise PlanError("no inputs: give images, folders, globs or a video after the flags")
     model = find_model(options.model)
+    source = "--threshold"
+    if options.threshold is None:
+        found = run_threshold(model.path)
+        threshold, source = found if found else (DEFAULT_THRESHOLD, "the default")
+        options = dataclasses.replace(options, threshold=threshold)
     label_map = _label_map(options.label_map, model)
     items, skipped = inputs(options.inputs)
     if not items:
@@ -258,4 +290,4 @@ def plan(options: PredictOptions) -> Plan:
     problem = out_problem(options.out, options.inputs, items)
     if problem:
         raise PlanError(problem)
-    return Plan(options, model, label_map, _labels_txt(model), tuple(items), tuple(skipped))
+    return Plan(options, model, label_map, _labels_txt(model), tuple(items), tuple(skipped), source)

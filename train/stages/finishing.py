@@ -71,7 +71,8 @@ def finish(plan: RunPlan, reporter: Reporter) -> int:
     specs = (
         [spec(final, evaluate, formats)]
         if exported == final or not formats
-        else [spec(final, evaluate, (), sheet=False), spec(exported, False, formats)]
+        # the sheet beside the final evaluation's plots: drawn from its detections
+        else [spec(final, evaluate, ()), spec(exported, False, formats, sheet=not evaluate)]
     )
     code = errors.EXIT_OK
     for one in specs:
@@ -85,4 +86,6 @@ def finish(plan: RunPlan, reporter: Reporter) -> int:
             reporter.results["export"] = finished.export
         if finished and finished.contact_sheet:
             reporter.results["contact_sheet"] = finished.contact_sheet
+        if finished and finished.curves:
+            reporter.results["curves"] = finished.curves
     return code

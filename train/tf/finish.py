@@ -24,13 +24,19 @@ import time
 
 from train.tf import harness
 
-CONTACT_MIN_SCORE = 0.3  # boxes drawn on the contact sheet
+CONTACT_MIN_SCORE = 0.3  # boxes drawn on a contact sheet without an evaluation to choose by
 PER_CLASS_PREFIX = "DetectionBoxes_PerformanceByCategory/mAP/"
 
 
-def _evaluate(tf, spec) -> dict:
-    """eval_continuously on the pinned checkpoint only; the metrics eager_eval_loop returned."""
+def _evaluate(tf, spec) -> tuple[dict, list]:
+    """eval_continuously on the pinned checkpoint only, and what it scored.
+
+    Returns the metrics eager_eval_loop returned, and every image's ground truth and
+    detections as its COCO evaluator received them (train/tf/evalcapture.py).
+    """
     from object_detection import model_lib_v2
+
+    from train.tf import evalcapture
 
     del tf
     captured: dict = {}
@@ -52,13 +58,14 @@ def _evaluate(tf, spec) -> dict:
     train_module.checkpoints_iterator = lambda *args, **kwargs: iter([spec.checkpoint])
     original_summarize = _with_category_stats(coco_tools)
     try:
-        model_lib_v2.eval_continuously(
-            pipeline_config_path=spec.pipeline_config,
-            config_override=_per_category_override(),
-            model_dir=os.path.dirname(spec.summary_dir),
-            checkpoint_dir=os.path.dirname(spec.checkpoint),
-            wait_interval=0,
-        )
+        with evalcapture.capture() as images:
+            model_lib_v2.eval_continuously(
+                pipeline_config_path=spec.pipeline_config,
+                config_override=_per_category_override(),
+                model_dir=os.path.dirname(spec.summary_dir),
+                checkpoint_dir=os.path.dirname(spec.checkpoint),
+                wait_interval=0,
+            )
     finally:
         model_lib_v2.eager_eval_loop = original_loop
         train_module.checkpoints_iterator = original_iterator
@@ -71,12 +78,13 @@ def _evaluate(tf, spec) -> dict:
         if name.startswith(PER_CLASS_PREFIX)
     }
     metrics = {k: v for k, v in captured.items() if not k.startswith(PER_CLASS_PREFIX)}
-    return {
+    evaluation = {
         "checkpoint": spec.checkpoint,
         "step": spec.step,
         "metrics": metrics,
         "per_class": per_class,
     }
+    return evaluation, images
 
 
 def _with_category_stats(coco_tools):
@@ -273,40 +281,6 @@ def _verified(spec, exported, images, references, reference_ms, export_s: float)
     return entry
 
 
-def _contact_sheet(images, references, names: list[str], path: str) -> None:
-    """Eval images with the checkpoint's boxes and class names, in a grid (at most 4 across)."""
-    from PIL import Image, ImageDraw
-
-    tile = 320
-    columns = min(4, len(images))
-    rows = (len(images) + columns - 1) // columns
-    sheet = Image.new("RGB", (columns * tile, rows * (tile + 16)), "white")
-    draw = ImageDraw.Draw(sheet)
-    for n, (image, detections) in enumerate(zip(images, references, strict=True)):
-        picture = Image.fromarray(image).convert("RGB").resize((tile, tile))
-        x0, y0 = (n % columns) * tile, (n // columns) * (tile + 16)
-        sheet.paste(picture, (x0, y0))
-        shown = 0
-        for box, cls, score in zip(
-            detections.boxes, detections.classes, detections.scores, strict=True
-        ):
-            if score < CONTACT_MIN_SCORE or shown >= 20:
-                break
-            ymin, xmin, ymax, xmax = (float(v) * tile for v in box)
-            draw.rectangle([x0 + xmin, y0 + ymin, x0 + xmax, y0 + ymax], outline="red", width=2)
-            name = names[cls - 1] if 0 < cls <= len(names) else f"class_{cls}"
-            draw.text((x0 + xmin + 2, y0 + ymin + 1), f"{name} {score:.2f}", fill="red")
-            shown += 1
-        best = f"best {detections.scores[0]:.2f}" if len(detections.scores) else "no detections"
-        draw.text(
-            (x0 + 4, y0 + tile + 2),
-            f"{shown} box(es) >= {CONTACT_MIN_SCORE} ({best})",
-            fill="black",
-        )
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    sheet.save(path)
-
-
 def _finish(spec, phase):
     """Evaluates, draws and exports the pinned checkpoint; writes the FinishReport."""
     import tensorflow as tf
@@ -314,16 +288,25 @@ def _finish(spec, phase):
     from object_detection.protos import pipeline_pb2
 
     from train.contracts import OK, FinishReport, Outcome
-    from train.tf import exporting
+    from train.tf import exporting, runviews
 
     tf.config.set_visible_devices([], "GPU")  # the export runs on CPU, as it is verified
-    evaluation = _evaluate(tf, spec) if spec.evaluate else None
-    exported, sheet, reference_ms = None, None, None
-    if spec.formats or spec.contact_sheet:
+    pipeline = pipeline_pb2.TrainEvalPipelineConfig()
+    with open(spec.pipeline_config, encoding="utf-8") as f:
+        text_format.Merge(f.read(), pipeline)
+    arch = pipeline.model.WhichOneof("model")
+    names = exporting.class_names(spec.label_map, getattr(pipeline.model, arch).num_classes)
+    evaluation, curves, sheet = None, None, None
+    if spec.evaluate:
+        evaluation, captured = _evaluate(tf, spec)
+        if spec.plots_dir:
+            phase.name = "plots"
+            curves = runviews.after_evaluation(spec, captured, names)
+            if spec.contact_sheet:
+                sheet = runviews.sheet_from_evaluation(spec, captured, names, curves["threshold"])
+    exported, reference_ms = None, None
+    if spec.formats or (spec.contact_sheet and sheet is None):
         phase.name = "reference"
-        pipeline = pipeline_pb2.TrainEvalPipelineConfig()
-        with open(spec.pipeline_config, encoding="utf-8") as f:
-            text_format.Merge(f.read(), pipeline)
         images = exporting.record_images(spec.images, spec.verify_images)
         if not images:
             raise RuntimeError(f"no images to verify on in {', '.join(spec.images)}")
@@ -331,16 +314,16 @@ def _finish(spec, phase):
         timed = [_timed(reference, image) for image in images]
         references = [detections for (detections, _), _ in timed]
         reference_ms = _median_ms([ms for _, ms in timed])
-        if spec.contact_sheet:
-            arch = pipeline.model.WhichOneof("model")
-            names = exporting.class_names(spec.label_map, getattr(pipeline.model, arch).num_classes)
-            _contact_sheet(images, references, names, spec.contact_sheet)
-            sheet = spec.contact_sheet
+        if spec.contact_sheet and sheet is None:
+            truths = runviews.record_truth(spec.images, len(images))
+            sheet = runviews.sheet_from_reference(
+                spec, images, truths, references, names, CONTACT_MIN_SCORE
+            )
         if spec.formats:
             exported = _export_and_verify(
                 spec, pipeline, reference, images, references, reference_ms, phase
             )
-    FinishReport(evaluation, exported, sheet, reference_ms).write(spec.report)
+    FinishReport(evaluation, exported, sheet, reference_ms, curves).write(spec.report)
     return Outcome(OK, step=spec.step, checkpoint=spec.checkpoint)
 
 
