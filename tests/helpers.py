@@ -299,3 +299,56 @@ def step_by_step_args(assets, model_dir, work, steps: int, checkpoint_every: int
         "--num_steps_per_iteration=1",
         config=small_demo_config(work),
     )
+
+
+def chromium() -> str:
+    """Debian's Chromium (tests/browser/chromium_up.sh installs it as root), or skip."""
+    import subprocess
+
+    from tests.conftest import skip_unless_required
+
+    up = subprocess.run(
+        ["bash", os.path.join(os.path.dirname(__file__), "browser", "chromium_up.sh")],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if up.returncode == 77:
+        skip_unless_required(up.stderr.strip().splitlines()[-1])
+    assert up.returncode == 0, up.stderr[-3000:]
+    return up.stdout.strip().splitlines()[-1]
+
+
+def render_in_chromium(path: str) -> dict:
+    """Opens a local page in headless Chromium; what a reader's browser would see and do.
+
+    Returns the console errors and page exceptions, every URL the page requested, each
+    image's (alt, loaded, natural width) and the section headings.
+    """
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as driver:
+        browser = driver.chromium.launch(
+            executable_path=chromium(), headless=True, args=["--no-sandbox"]
+        )
+        try:
+            page = browser.new_page()
+            errors, requests = [], []
+            page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            page.on("request", lambda r: requests.append(r.url))
+            page.goto("file://" + os.path.abspath(path), wait_until="load")
+            images = page.eval_on_selector_all(
+                "img", "all => all.map(i => [i.alt, i.complete, i.naturalWidth])"
+            )
+            headings = page.eval_on_selector_all("h2", "all => all.map(h => h.textContent)")
+            title = page.title()
+        finally:
+            browser.close()
+    return {
+        "errors": errors,
+        "requests": requests,
+        "images": images,
+        "headings": headings,
+        "title": title,
+    }

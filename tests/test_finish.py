@@ -294,6 +294,38 @@ def test_plots_come_from_the_final_evaluations_own_detections(finished, demo_ass
 
 
 @pytest.mark.slow
+def test_the_run_report_reads_in_a_browser_with_everything_in_it(finished):
+    from tests.helpers import render_in_chromium
+
+    page = os.path.join(finished["model_dir"], "report.html")
+    assert f"run report: {page}" in finished["out"]
+    seen = render_in_chromium(page)
+    assert seen["errors"] == []
+    assert all(url.startswith(("file:", "data:")) for url in seen["requests"]), seen["requests"]
+    loaded = {alt: width for alt, complete, width in seen["images"] if complete and width > 0}
+    assert set(loaded) == {
+        "training curves",
+        "pr curves",
+        "f1 threshold",
+        "confusion matrix",
+        "contact sheet",
+    }, seen["images"]
+    for heading in (
+        "Command and machine",
+        "Preflight and the config's changes",
+        "Restore and freezing",
+        "Plots of the final evaluation",
+        "Exports, each against the checkpoint",
+    ):
+        assert heading in seen["headings"]
+    text = open(page, encoding="utf-8").read()  # noqa: SIM115
+    threshold = finished["report"]["curves"]["threshold"]
+    assert f"Recommended score threshold: <b>{threshold:.2f}</b>" in text
+    for name in ("saved_model", "tflite", "onnx"):
+        assert finished["report"]["export"][name]["path"] in text
+
+
+@pytest.mark.slow
 def test_standalone_evaluate_matches_the_run(finished, tmp_path):
     model_dir, report = finished["model_dir"], finished["report"]
     best = report["eval"]["best"]

@@ -10,8 +10,8 @@ import time
 
 import pytest
 
-from tests.conftest import DEMO_CONFIG
-from tests.helpers import demo_driver_args, zero_learning_rate_config
+from tests.conftest import DEMO_CONFIG, run_python
+from tests.helpers import demo_driver_args, render_in_chromium, zero_learning_rate_config
 from train import errors
 
 # Far more steps than any machine trains before the signal: the signal always arrives while
@@ -90,3 +90,15 @@ def test_stop_signals_save_the_current_step_and_the_same_command_resumes(demo_as
     ][0]
     # The fine-tune restore of the second run did not replace the resumed weights.
     assert np.array_equal(tf.train.load_variable(second, head), tf.train.load_variable(first, head))
+
+    # The stopped run has its page (written as it stopped); rebuilt, it draws the training
+    # curves from the event files, and it reads in a browser without a request out.
+    page = model_dir / "report.html"
+    assert page.is_file()
+    assert '<b class="bad">stopped</b>' in page.read_text()
+    rebuilt = run_python(["-m", "train.report", str(model_dir)])
+    assert rebuilt.returncode == 0 and f"report: {page}" in rebuilt.stdout, rebuilt.stderr
+    seen = render_in_chromium(str(page))
+    assert seen["errors"] == [] and all(u.startswith(("file:", "data:")) for u in seen["requests"])
+    loaded = {alt: width for alt, complete, width in seen["images"] if complete}
+    assert loaded["training curves"] > 0

@@ -14,7 +14,7 @@ import dataclasses
 import os
 import sys
 
-from train import compat, errors, files, records, report, results
+from train import compat, errors, files, records, rendering, results
 from train.launch import claim, cluster, runner, specs
 from train.options import RunOptions
 from train.pipeline import configfile, fields, rewrite
@@ -217,7 +217,7 @@ def plan_run(options: RunOptions, environ=None, visible_gpus: int | None = None)
         changes += transplant_changes
     common = dict(
         options=options,
-        lines=(report.render_text(preflight, options.fix, changes),),
+        lines=(rendering.render_text(preflight, options.fix, changes),),
         findings=preflight.findings,
         preflight=preflight,
         changes=tuple(changes),
@@ -346,6 +346,7 @@ def execute(plan: RunPlan) -> int:
             line = "trained and saved, but the end of the run failed (above)"
         return end(reporter, code, line)
     reporter.write(status_of(code), code, ended.error or ended.detail)
+    reporter.page(announce=False)
     return code
 
 

@@ -1,101 +1,71 @@
-"""Render the preflight outcome: a grouped human report (stderr) and a JSON report."""
+"""Build a run's one-page report: model_dir/report.html, for any run, interrupted ones too.
+
+    python -m train.report MODEL_DIR [--out PATH]
+
+The driver writes the same page at the end of every run; this rebuilds it (after a run that
+was stopped, or one trained by model_main_tf2), drawing the training curves from the event
+files when the run did not. Exit codes: 0 ok, 2 usage error (no such folder, --out over a
+file that is not a report).
+"""
 
 from __future__ import annotations
 
-import json
-import platform
-from importlib import metadata
+import os
+import sys
+import tempfile
 
-from train.preflight.findings import ERROR, INFO, WARNING
+from absl import app, flags
 
-_PACKAGES = (
-    "tensorflow",
-    "tensorflow-cpu",
-    "tf-keras",
-    "keras",
-    "tf-models-official",
-    "tf-models-research-object-detection",
-    "protobuf",
-    "numpy",
-    "tf-slim",
-    "tensorboard",
-)
+from train import errors
+
+OUT = flags.DEFINE_string("out", None, "Where to write the page (default MODEL_DIR/report.html).")
 
 
-def versions() -> dict[str, str | None]:
-    """Installed versions of the stack (read from package metadata; imports nothing)."""
-    result: dict[str, str | None] = {"python": platform.python_version()}
-    for name in _PACKAGES:
-        try:
-            result[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            result[name] = None
-    return result
+def main(argv: list[str]) -> int:  # noqa: D103
+    from train import files, runreport
+
+    if len(argv) != 2:
+        print("error: give one run folder: python -m train.report MODEL_DIR", file=sys.stderr)
+        return errors.EXIT_USAGE
+    model_dir = os.path.abspath(argv[1])
+    if not os.path.isdir(model_dir):
+        print(f"error: {argv[1]}: no such folder (give the run's model_dir)", file=sys.stderr)
+        return errors.EXIT_USAGE
+    out = os.path.abspath(OUT.value or os.path.join(model_dir, runreport.REPORT))
+    if os.path.isfile(out) and not out.endswith(".html"):
+        print(f"error: --out {OUT.value} is a file that is not a report", file=sys.stderr)
+        return errors.EXIT_USAGE
+    with tempfile.TemporaryDirectory() as scratch:
+        drawn = _training_curves(model_dir, scratch)
+        files.write_atomic(out, runreport.build(model_dir, drawn))
+    print(f"report: {out}")
+    return errors.EXIT_OK
 
 
-def render_text(report, fix: str, changes) -> str:
-    """The human report: counts, then each finding with its fix, then the changes made."""
-    counts = {s: sum(1 for f in report.findings if f.severity == s) for s in (ERROR, WARNING, INFO)}
-    fixable = sum(1 for f in report.findings if f.severity == ERROR and f.fixable)
-    head = (
-        f"preflight: {counts[ERROR]} error(s) ({fixable} fixable), {counts[WARNING]} "
-        f"warning(s), {counts[INFO]} note(s) in {report.wall_s:.1f} s"
-    )
-    lines = [head]
-    for finding in report.findings:
-        status = ""
-        if finding.fixable:
-            status = (
-                "  [fixed in the resolved config]" if fix == "auto" else "  [fixable: --fix=auto]"
-            )
-        lines.append(f"  {finding.severity:<7} {finding.code}: {finding.message}")
-        lines.append(f"          fix: {finding.fix}{status}")
-    if changes:
-        lines.append("changes in the resolved config:")
-        lines += [f"  {change}" for change in changes]
-    return "\n".join(lines)
+def _training_curves(model_dir: str, scratch: str) -> str | None:
+    """The run's own plot when it drew one, else one drawn from its event files now."""
+    if os.path.isfile(os.path.join(model_dir, "plots", "training_curves.png")):
+        return None
+    from train import compat
+
+    compat.apply()
+    from train import plots
+    from train.tf import runviews
+
+    scalars = runviews.event_scalars(os.path.join(model_dir, f) for f in runviews.EVENT_FOLDERS)
+    if not scalars:
+        return None
+    path = os.path.join(scratch, "training_curves.png")
+    plots.training_curves(scalars, path)
+    return path
 
 
-def build_json(
-    findings,
-    preflight,
-    changes,
-    config_summary: dict,
-    restore: dict | None,
-    outcome: dict,
-    rehearsal: dict | None = None,
-    results: dict | None = None,
-) -> str:
-    """The --report_json document.
+def run() -> None:
+    """The console entry point."""
+    from train import cli
 
-    Written on every exit once the flags have parsed: `outcome` says how the run ended
-    (status ok/failed/stopped, or started/training while it runs; the exit code; the last
-    line), `findings` what the preflight found (a PARSE finding when the config does not
-    parse), `preflight_wall_s` null when no preflight ran. `results` adds the end of the run
-    (`eval`: {final, best}, `export`, `early_stop`) at the top level.
-    """
-    document = {
-        "outcome": outcome,
-        "findings": [f.as_dict() for f in findings],
-        "checkpoint": preflight.checkpoint if preflight else None,
-        "config": {
-            **config_summary,
-            "changes": [
-                {"field": c.path, "old": c.old, "new": c.new, "why": c.why} for c in changes
-            ],
-        },
-        "versions": versions(),
-        "preflight_wall_s": round(preflight.wall_s, 3) if preflight else None,
-    }
-    if restore:
-        document["restore"] = restore
-    if rehearsal:
-        document["rehearsal"] = rehearsal
-    document.update(results or {})
-    return json.dumps(document, indent=2, sort_keys=True, default=str)
+    app.run(main, flags_parser=cli.parse)
 
 
-def restore_text(measured: dict) -> str:
-    """A child's measurement (the fine-tune restore, the freeze), for a TensorBoard text."""
-    body = {k: v for k, v in measured.items() if k != "summary"}
-    return f"{measured.get('summary', '')}\n\n{json.dumps(body, indent=2, sort_keys=True)}"
+if __name__ == "__main__":
+    run()

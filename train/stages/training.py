@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import os
 
-from train import errors, files, report
+from train import errors, files, rendering
 from train.contracts import Outcome
 from train.outcomes import of_training
 from train.pipeline import rewrite
@@ -90,7 +90,7 @@ class _Training:
         if self.plan.duties.summaries:
             board.write_run_summaries(
                 self.summaries,
-                {f"tfod_finetune/{name}": report.restore_text(measured)},
+                {f"tfod_finetune/{name}": rendering.restore_text(measured)},
                 None,
                 self.plan.launch.start_step,
             )
