@@ -34,9 +34,14 @@ def _driver(assets, model_dir, data, *extra, config=DEMO_CONFIG):
     )
 
 
+# Trained five steps through train_loop; the other formats' records (the same converter's)
+# are rehearsed: the model built and one batch pulled through the real input pipeline.
+TRAINED = ("coco", "yolo")
+
+
 @pytest.fixture(scope="module")
 def runs(demo_assets, tmp_path_factory):
-    """Five training steps on each format: VOC, COCO, CSV converted first; YOLO raw."""
+    """Each format through the driver: VOC, COCO, CSV converted first; YOLO raw."""
     root = tmp_path_factory.mktemp("data_driver")
     small = small_demo_config(root)  # --data is the subject, not the input size
     done = {}
@@ -53,20 +58,29 @@ def runs(demo_assets, tmp_path_factory):
             "data": data,
             "model_dir": str(model_dir),
             "config": small,
-            "result": _driver(demo_assets, model_dir, data, config=small),
+            "result": _driver(
+                demo_assets,
+                model_dir,
+                data,
+                *(() if kind in TRAINED else ("--rehearse",)),
+                config=small,
+            ),
         }
     return done
 
 
 @pytest.mark.parametrize("kind", sorted(datasets.WRITERS))
-def test_the_driver_trains_five_steps_on_each_format(runs, kind):
+def test_the_driver_takes_each_format(runs, kind):
     from train.pipeline import configfile
 
     run = runs[kind]
     result = run["result"]
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "step 5/5" in result.stderr
-    assert os.path.isfile(os.path.join(run["model_dir"], "ckpt-2.index"))  # step 0, step 5
+    if kind in TRAINED:
+        assert "step 5/5" in result.stderr
+        assert os.path.isfile(os.path.join(run["model_dir"], "ckpt-2.index"))  # step 0, step 5
+    else:
+        assert "rehearsal passed" in result.stderr
     folder = run["data"] if kind != "yolo" else os.path.join(run["model_dir"], "data")
     config = configfile.load(os.path.join(run["model_dir"], "pipeline.config")).proto
     reader = config.train_input_reader
