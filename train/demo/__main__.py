@@ -124,11 +124,15 @@ def main() -> int:  # noqa: D103
         f"  checkpoints:     {model_dir}/ckpt-*\n"
         f"  exported:        {model_dir}/export/saved_model, model.tflite (with metadata: "
         "MediaPipe-ready), model.onnx (+ labels.txt), each verified against the checkpoint\n"
-        f"  detections:      {model_dir}/eval/detections.png\n"
+        f"  run report:      {model_dir}/report.html (the whole run on one page)\n"
+        f"  plots:           {model_dir}/plots/ (PR curves, F1 by threshold, confusion, "
+        "training curves)\n"
+        f"  detections:      {model_dir}/eval/detections.png (worst pictures first, with "
+        "ground truth)\n"
         f"  predictions:     {out}/predictions/annotated/ (annotated pictures), "
         "detections.json, detections.csv\n"
         f"  resolved config: {model_dir}/pipeline.config (diff: pipeline.diff)\n"
-        f"  report:          {model_dir}/report.json\n"
+        f"  JSON report:     {model_dir}/report.json\n"
         f"  TensorBoard:     tensorboard --logdir {model_dir}",
         flush=True,
     )

@@ -299,7 +299,7 @@ def _finish(spec, phase):
     evaluation, curves, sheet = None, None, None
     if spec.evaluate:
         evaluation, captured = _evaluate(tf, spec)
-        if spec.plots_dir:
+        if spec.plots_dir and captured:  # none: the config has no COCO box metrics
             phase.name = "plots"
             curves = runviews.after_evaluation(spec, captured, names)
             if spec.contact_sheet:
