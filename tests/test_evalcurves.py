@@ -56,8 +56,18 @@ def test_f1_by_threshold_and_the_recommended_one():
     assert [overall[at[t]] for t in (0.0, 0.3, 0.31, 0.61, 0.71, 0.8, 0.81, 0.91)] == (
         pytest.approx([6 / 9, 6 / 9, 4 / 8, 4 / 7, 4 / 6, 4 / 6, 2 / 5, 0.0])
     )
-    # F1 2/3 on 0.00-0.30 (31 thresholds) and 0.71-0.80 (10): the middle of the longer
-    assert evalcurves.best_threshold(found) == pytest.approx((0.15, 2 / 3))
+    # F1 2/3 on 0.00-0.30 and 0.71-0.80; from 0.05 (the lowest recommended) that is 26
+    # thresholds against 10: the middle of the longer
+    assert evalcurves.best_threshold(found) == pytest.approx((0.17, 2 / 3))
+
+
+def test_a_model_that_finds_nothing_is_not_recommended_to_keep_everything():
+    # one true box among a hundred weak detections: F1 is highest keeping them all (at 0)
+    image = ImageResult.of("x", [A], [CAT], [A] + [C] * 99, [0.011] + [0.0102] * 99, [CAT] * 100)
+    found = evalcurves.f1_by_threshold(evalcurves.class_curves(EvalSet((image,), {CAT: "cat"})))
+    assert found["overall"][0] == pytest.approx(2 / 101)
+    threshold, f1 = evalcurves.best_threshold(found)
+    assert threshold >= evalcurves.RECOMMENDED_RANGE[0] and f1 == 0.0
 
 
 def test_confusion_matrix_with_background_at_a_threshold():

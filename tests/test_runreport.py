@@ -75,3 +75,21 @@ def test_report_usage_errors_are_one_line_exit_2(tmp_path):
         done.stderr.strip()
         == f"error: {tmp_path / 'absent'}: no such folder (give the run's model_dir)"
     )
+
+
+def test_the_command_reads_as_typed():
+    import os
+
+    from train import rendering
+
+    package = os.path.dirname(rendering.__file__)
+    module = os.path.join(package, "finetune.py")
+    assert rendering.command([module, "--model_dir=m"]) == [
+        "python",
+        "-m",
+        "train.finetune",
+        "--model_dir=m",
+    ]
+    main = os.path.join(package, "demo", "__main__.py")
+    assert rendering.command([main]) == ["python", "-m", "train.demo"]
+    assert rendering.command(["/usr/bin/tfod-finetune", "--x"]) == ["/usr/bin/tfod-finetune", "--x"]

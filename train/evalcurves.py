@@ -28,6 +28,9 @@ IOU = 0.5
 MAX_DETECTIONS = 100  # per image and class, as COCO's AP@100
 RECALL_POINTS = np.linspace(0.0, 1.0, 101)
 THRESHOLDS = np.round(np.linspace(0.0, 1.0, 101), 2)
+# The recommended threshold is chosen from here: at 0 every detection is kept (100 an image),
+# which a model that has learned little "prefers" by F1 and nobody wants as a default.
+RECOMMENDED_RANGE = (0.05, 0.95)
 FORMAT = 1  # of the detections file
 
 
@@ -217,11 +220,16 @@ def f1_by_threshold(curves: dict[int, ClassCurve], thresholds=THRESHOLDS) -> dic
 def best_threshold(by_threshold: dict) -> tuple[float, float]:
     """(threshold, F1) where the overall F1 is highest: the middle of its highest stretch.
 
+    Only thresholds within RECOMMENDED_RANGE are candidates.
+
     With well-separated scores F1 is flat over a range of thresholds; its middle leaves the
     most room either way on new pictures (the first of them would keep the weakest
     detections the set happened not to contain).
     """
-    overall = by_threshold["overall"]
+    thresholds = by_threshold["thresholds"]
+    low, high = RECOMMENDED_RANGE
+    allowed = (thresholds >= low - 1e-9) & (thresholds <= high + 1e-9)
+    overall = np.where(allowed, by_threshold["overall"], -1.0)
     best = np.flatnonzero(overall >= overall.max() - 1e-12)
     # the longest run of consecutive best thresholds, then its middle
     runs = np.split(best, np.flatnonzero(np.diff(best) > 1) + 1)

@@ -35,6 +35,20 @@ def versions() -> dict[str, str | None]:
     return result
 
 
+def command(argv: list[str]) -> list[str]:
+    """The command line as the user typed it.
+
+    `python -m train.finetune ...` for a module of this package (Python puts the module's
+    file path in argv[0]), else as given (a console script).
+    """
+    package = os.path.dirname(os.path.abspath(__file__))
+    first = os.path.abspath(argv[0]) if argv else ""
+    if first.endswith(".py") and first.startswith(package + os.sep):
+        module = os.path.relpath(first[:-3], os.path.dirname(package)).replace(os.sep, ".")
+        return ["python", "-m", module.removesuffix(".__main__"), *argv[1:]]
+    return list(argv)
+
+
 def machine() -> dict:
     """Where the run ran: host, OS, CPUs, memory (what a report reader compares runs by)."""
     from train import envinfo
@@ -100,7 +114,7 @@ def build_json(
         },
         "versions": versions(),
         "machine": machine(),
-        "command": [os.path.basename(sys.executable), *sys.argv],
+        "command": command(sys.argv),
         "preflight_wall_s": round(preflight.wall_s, 3) if preflight else None,
     }
     if restore:

@@ -28,9 +28,11 @@ body { font: 14px/1.45 system-ui, sans-serif; margin: 24px auto; max-width: 1100
        color: #1c2330; padding: 0 16px; }
 h1 { font-size: 22px; margin-bottom: 4px; } h2 { font-size: 17px; margin-top: 28px;
      border-bottom: 1px solid #d5dae3; padding-bottom: 4px; }
-table { border-collapse: collapse; margin: 8px 0; } td, th { border: 1px solid #d5dae3;
-     padding: 3px 8px; text-align: left; vertical-align: top; } th { background: #f1f3f7; }
+table { border-collapse: collapse; margin: 8px 0; max-width: 100%; }
+td, th { border: 1px solid #d5dae3; padding: 3px 8px; text-align: left; vertical-align: top;
+     overflow-wrap: anywhere; } th { background: #f1f3f7; }
 pre { background: #f6f8fa; padding: 8px; overflow-x: auto; font-size: 12px; }
+pre.command { white-space: pre-wrap; overflow-wrap: anywhere; }
 img { max-width: 100%; border: 1px solid #d5dae3; margin: 4px 0; }
 .ok { color: #1a7f37; } .bad { color: #c62828; } .note { color: #5b6472; }
 .grid { display: flex; flex-wrap: wrap; gap: 12px; } .grid figure { margin: 0; flex: 1 1 320px; }
@@ -93,7 +95,7 @@ def _setup(run: dict | None, model_dir: str) -> str:
         if k in config
     ]
     return (
-        f"<h2>Command and machine</h2><pre>{_e(command)}</pre>"
+        f'<h2>Command and machine</h2><pre class="command">{_e(command)}</pre>'
         f'<div class="grid"><div>{_table(["model", ""], summary)}</div>'
         f"<div>{_table(['machine', ''], machine)}</div>"
         f"<div>{_table(['package', 'version'], versions)}</div></div>"
