@@ -95,7 +95,7 @@ def test_the_detections_file_round_trips(tmp_path):
 
 
 def _random_set(seed: int) -> EvalSet:
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng(abs(seed))
     images = []
     for n in range(40):
         gt = rng.uniform(0, 80, (int(rng.integers(0, 5)), 2))
@@ -111,8 +111,8 @@ def _random_set(seed: int) -> EvalSet:
             [np.where(rng.random(len(near)) < 0.8, gt_classes, rng.integers(1, 4, len(near)))]
             + [rng.integers(1, 4, len(far))]
         )
-        scores = np.round(rng.random(len(boxes)), 3)
-        images.append(ImageResult.of(f"img{n}", gt_boxes, gt_classes, boxes, scores, classes))
+        scores = np.round(rng.random(len(boxes)), 3) if seed >= 0 else np.full(len(boxes), 0.0102)
+        images.append(ImageResult.of(str(n), gt_boxes, gt_classes, boxes, scores, classes))
     return EvalSet(tuple(images), {1: "one", 2: "two", 3: "three"})
 
 
@@ -123,7 +123,8 @@ def _pycocotools_ap50(evalset: EvalSet) -> dict[int, float]:
 
     gt = COCO()
     annotations, results = [], []
-    for n, image in enumerate(evalset.images):
+    for image in evalset.images:
+        n = int(image.key)  # COCO's image id: the OD API's are integers too
         for box, cls in zip(image.gt_boxes, image.gt_classes, strict=True):
             ymin, xmin, ymax, xmax = box
             annotations.append(
@@ -147,7 +148,7 @@ def _pycocotools_ap50(evalset: EvalSet) -> dict[int, float]:
                 }
             )
     gt.dataset = {
-        "images": [{"id": n} for n in range(len(evalset.images))],
+        "images": [{"id": int(image.key)} for image in evalset.images],
         "annotations": annotations,
         "categories": [{"id": c} for c in evalset.names],
     }
@@ -159,8 +160,10 @@ def _pycocotools_ap50(evalset: EvalSet) -> dict[int, float]:
     return {c: float(precision[:, k].mean()) for k, c in enumerate(coco.params.catIds)}
 
 
-@pytest.mark.parametrize("seed", [0, 1])
+@pytest.mark.parametrize("seed", [0, 1, -1])  # -1: every score tied, as a random model's
 def test_ap50_per_class_is_cocos(seed):
     evalset = _random_set(seed)
+    # in an order of their own: the evaluation's images come in file order, COCO sorts ids
+    evalset = EvalSet(tuple(reversed(evalset.images)), evalset.names)
     ours = {c: curve.average_precision() for c, curve in evalcurves.class_curves(evalset).items()}
     assert ours == pytest.approx(_pycocotools_ap50(evalset), abs=1e-9)

@@ -184,12 +184,22 @@ class ClassCurve:
         return tp, fp, self.positives - tp
 
 
+def coco_order(image: ImageResult) -> tuple:
+    """The order pycocotools takes images in: by id (the OD API's are source-id hashes).
+
+    Equal scores rank in this order, which decides the AP among a weak model's ties.
+    """
+    key = image.key
+    return (0, int(key), "") if key.lstrip("-").isdigit() else (1, 0, key)
+
+
 def class_curves(evalset: EvalSet, threshold: float = IOU) -> dict[int, ClassCurve]:
     """Every class's curve, matched per image as COCO does at one IoU."""
     curves = {}
+    ordered = sorted(evalset.images, key=coco_order)
     for cls in evalset.class_ids():
         scores, hits, positives = [], [], 0
-        for image in evalset.images:
+        for image in ordered:
             s, h, n = _match_class(image, cls, threshold)
             scores.append(s)
             hits.append(h)
