@@ -32,6 +32,11 @@ THRESHOLDS = np.round(np.linspace(0.0, 1.0, 101), 2)
 # which a model that has learned little "prefers" by F1 and nobody wants as a default.
 RECOMMENDED_RANGE = (0.05, 0.95)
 FORMAT = 1  # of the detections file
+# Where a run keeps them (model_dir/plots/): one owner for the writer and the readers
+# (train/tf/runviews.py writes; train.predict and train/runreport.py read).
+PLOTS_DIR = "plots"
+CURVES_FILE = "curves.json"  # summary(): AP@.5 per class, the recommended threshold
+DETECTIONS_FILE = "detections.json"  # the EvalSet
 
 
 @dataclass(frozen=True)

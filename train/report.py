@@ -16,7 +16,7 @@ import tempfile
 
 from absl import app, flags
 
-from train import errors
+from train import errors, evalcurves
 
 OUT = flags.DEFINE_string("out", None, "Where to write the page (default MODEL_DIR/report.html).")
 
@@ -44,7 +44,7 @@ def main(argv: list[str]) -> int:  # noqa: D103
 
 def _training_curves(model_dir: str, scratch: str) -> str | None:
     """The run's own plot when it drew one, else one drawn from its event files now."""
-    if os.path.isfile(os.path.join(model_dir, "plots", "training_curves.png")):
+    if os.path.isfile(os.path.join(model_dir, evalcurves.PLOTS_DIR, "training_curves.png")):
         return None
     from train import compat
 

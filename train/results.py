@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 
-from train import exportformats, files, records
+from train import evalcurves, exportformats, files, records
 from train.contracts import FinishSpec
 from train.launch import paths
 from train.launch.paths import RunPaths
@@ -175,7 +175,9 @@ def finish_spec(
         label_map=label_map or reader_map or config.train_input_reader.label_map_path or None,
         report=run_files.report(paths.FINISH),
         outcome=run_files.outcome(paths.FINISH),
-        plots_dir=os.path.join(os.path.abspath(model_dir), "plots") if evaluation else None,
+        plots_dir=(
+            os.path.join(os.path.abspath(model_dir), evalcurves.PLOTS_DIR) if evaluation else None
+        ),
     )
 
 

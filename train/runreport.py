@@ -19,6 +19,9 @@ import html
 import json
 import os
 
+from train import evalcurves
+from train.launch import paths
+from train.launch.paths import RunPaths
 from train.reporting import RUN_JSON
 
 REPORT = "report.html"
@@ -148,9 +151,25 @@ def _restore(run: dict | None) -> str:
     )
 
 
-def _metrics(run: dict | None) -> str:
-    final = (((run or {}).get("eval") or {}).get("final")) or {}
-    curves = (run or {}).get("curves") or {}
+def _end_of_run(model_dir: str, run: dict | None) -> dict:
+    """The final evaluation, its curves and the exports, the newest of each.
+
+    `python -m train.evaluate` / `train.export` after the run rewrite the finish report
+    (finish.json) and plots/curves.json but not the driver's run.json: what they wrote is
+    what the folder's plots and files now show, so it wins; the driver's is the fallback.
+    """
+    finish = _read_json(RunPaths(model_dir).report(paths.FINISH)) or {}
+    run = run or {}
+    curves = os.path.join(model_dir, evalcurves.PLOTS_DIR, evalcurves.CURVES_FILE)
+    return {
+        "final": finish.get("eval") or (run.get("eval") or {}).get("final") or {},
+        "curves": _read_json(curves) or run.get("curves") or {},
+        "export": finish.get("export") or run.get("export") or {},
+    }
+
+
+def _metrics(end: dict) -> str:
+    final, curves = end["final"], end["curves"]
     if not final:
         return "<h2>Final evaluation</h2><p class=note>The run has no final evaluation.</p>"
     metrics = final.get("metrics") or {}
@@ -186,7 +205,7 @@ def _fmt(value) -> str:
 
 
 def _plots(model_dir: str, training_png: str | None) -> str:
-    plots_dir = os.path.join(model_dir, "plots")
+    plots_dir = os.path.join(model_dir, evalcurves.PLOTS_DIR)
     figures = "".join(
         f"<figure>{_image(os.path.join(plots_dir, f'{name}.png'), name.replace('_', ' '))}</figure>"
         for name in PLOTS
@@ -200,8 +219,8 @@ def _plots(model_dir: str, training_png: str | None) -> str:
     )
 
 
-def _exports(run: dict | None) -> str:
-    exports = (run or {}).get("export") or {}
+def _exports(end: dict) -> str:
+    exports = end["export"]
     if not exports:
         return "<h2>Exports</h2><p class=note>Nothing was exported.</p>"
     rows = []
@@ -255,16 +274,17 @@ def build(model_dir: str, training_png: str | None = None) -> str:
     event files when the run did not draw one.
     """
     run = _read_json(os.path.join(model_dir, RUN_JSON))
-    training = training_png or os.path.join(model_dir, "plots", "training_curves.png")
+    end = _end_of_run(model_dir, run)
+    training = training_png or os.path.join(model_dir, evalcurves.PLOTS_DIR, "training_curves.png")
     body = "".join(
         (
             _header(model_dir, run),
             _setup(run, model_dir),
             _preflight(run, model_dir),
             _restore(run),
-            _metrics(run),
+            _metrics(end),
             _plots(model_dir, training),
-            _exports(run),
+            _exports(end),
             _files(model_dir),
         )
     )

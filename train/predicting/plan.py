@@ -82,9 +82,11 @@ def run_threshold(model_path: str) -> tuple[float, str] | None:
     """
     import json
 
+    from train import evalcurves
+
     folder = os.path.abspath(model_path)
     for _ in range(RUN_LEVELS):
-        path = os.path.join(folder, "plots", "curves.json")
+        path = os.path.join(folder, evalcurves.PLOTS_DIR, evalcurves.CURVES_FILE)
         if os.path.isfile(path):
             try:
                 with open(path, encoding="utf-8") as f:

@@ -23,8 +23,8 @@ from train import contactsheet, evalcurves, files, plots
 from train.evalcurves import EvalSet, ImageResult
 from train.tf import evalcapture
 
-CURVES = "curves.json"
-DETECTIONS = "detections.json"
+CURVES = evalcurves.CURVES_FILE
+DETECTIONS = evalcurves.DETECTIONS_FILE
 SHEET_IMAGES = 8
 EVENT_FOLDERS = ("train", "eval")  # under model_dir: train_loop's and the evaluator's
 
