@@ -291,6 +291,16 @@ def test_plots_come_from_the_final_evaluations_own_detections(finished, demo_ass
         for event in tf.compat.v1.train.summary_iterator(events):
             tags.update(value.tag for value in event.summary.value)
     assert {f"plots/{name}" for name in curves["plots"]} <= tags
+    # The training curves: train_loop's losses (not the evaluator's losses of the same names)
+    # and the evaluator's mAP.
+    from train.tf import runviews
+
+    scalars = runviews.run_scalars(model_dir)
+    assert (
+        scalars["Loss/total_loss"] == _scalars(os.path.join(model_dir, "train"))["Loss/total_loss"]
+    )
+    evaluated = _scalars(os.path.join(model_dir, "eval"))["DetectionBoxes_Precision/mAP"]
+    assert scalars["DetectionBoxes_Precision/mAP"] == pytest.approx(evaluated)
 
 
 @pytest.mark.slow

@@ -59,7 +59,6 @@ def test_training_curves_take_the_losses_rate_and_map(tmp_path):
         "Loss/localization_loss": {1: 0.5, 10: 0.3, 20: 0.2},
         "learning_rate": {1: 0.01, 10: 0.02, 20: 0.02},
         "DetectionBoxes_Precision/mAP@.50IOU": {10: 0.2, 20: 0.6},
-        "Loss/eval/total_loss": {10: 1.2},  # eval losses are not training curves
         "steps_per_sec": {10: 3.0},
     }
     drawn = plots.training_curves(scalars, str(tmp_path / "t.png"))

@@ -52,7 +52,7 @@ def _training_curves(model_dir: str, scratch: str) -> str | None:
     from train import plots
     from train.tf import runviews
 
-    scalars = runviews.event_scalars(os.path.join(model_dir, f) for f in runviews.EVENT_FOLDERS)
+    scalars = runviews.run_scalars(model_dir)
     if not scalars:
         return None
     path = os.path.join(scratch, "training_curves.png")

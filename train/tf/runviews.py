@@ -26,7 +26,6 @@ from train.tf import evalcapture
 CURVES = evalcurves.CURVES_FILE
 DETECTIONS = evalcurves.DETECTIONS_FILE
 SHEET_IMAGES = 8
-EVENT_FOLDERS = ("train", "eval")  # under model_dir: train_loop's and the evaluator's
 
 
 def event_scalars(folders) -> dict[str, dict[int, float]]:
@@ -42,6 +41,19 @@ def event_scalars(folders) -> dict[str, dict[int, float]]:
                             found.setdefault(value.tag, {})[int(event.step)] = number
             except tf.errors.DataLossError:
                 continue  # a file being written when the run was stopped: what was read stays
+    return found
+
+
+def run_scalars(model_dir: str) -> dict[str, dict[int, float]]:
+    """The training curves' scalars: train_loop's and the evaluator's metrics.
+
+    From model_dir/train and model_dir/eval. The evaluator also writes its eval losses under
+    the training losses' names (`Loss/total_loss`): those are left out, or they would
+    overwrite the training loss at every evaluated step.
+    """
+    found = event_scalars([os.path.join(model_dir, "train")])
+    evaluated = event_scalars([os.path.join(model_dir, "eval")])
+    found.update({t: v for t, v in evaluated.items() if t.startswith("DetectionBoxes_")})
     return found
 
 
@@ -61,11 +73,8 @@ def after_evaluation(spec, captured: list[ImageResult], names: list[str]) -> dic
     os.makedirs(spec.plots_dir, exist_ok=True)
     evalset.write(os.path.join(spec.plots_dir, DETECTIONS))
     curves = plots.evaluation_plots(evalset, spec.plots_dir)
-    model_dir = os.path.dirname(spec.plots_dir)
     training = os.path.join(spec.plots_dir, "training_curves.png")
-    plots.training_curves(
-        event_scalars(os.path.join(model_dir, f) for f in EVENT_FOLDERS), training
-    )
+    plots.training_curves(run_scalars(os.path.dirname(spec.plots_dir)), training)
     curves["plots"]["training_curves"] = training
     curves["detections"] = os.path.join(spec.plots_dir, DETECTIONS)
     files.write_atomic(os.path.join(spec.plots_dir, CURVES), json.dumps(curves, indent=1))
