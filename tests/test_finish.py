@@ -263,7 +263,14 @@ def test_plots_come_from_the_final_evaluations_own_detections(finished, demo_ass
         "f1_threshold",
         "pr_curves",
         "training_curves",
+        "training_data",
     ]
+    # The training data as the 320 px model sees it: every box counted, none under the
+    # 16 px the smallest anchor (32 px, FPN level 3) needs.
+    data = curves["data"]
+    assert data["records"] == scan.count_records([demo_assets["train"]])
+    assert data["smallest_anchor_px"] == 32.0 and data["too_small"] == 0
+    assert set(data["per_class"]) <= {"square", "circle", "triangle"}
     for path in curves["plots"].values():
         assert os.path.dirname(path) == plots_dir
         with Image.open(path) as image:
@@ -318,6 +325,7 @@ def test_the_run_report_reads_in_a_browser_with_everything_in_it(finished):
         "pr curves",
         "f1 threshold",
         "confusion matrix",
+        "training data",
         "contact sheet",
     }, seen["images"]
     for heading in (

@@ -147,6 +147,56 @@ def training_curves(scalars: dict[str, dict[int, float]], path: str) -> dict[str
     return drawn
 
 
+def training_data(boxes, geometry, path: str) -> dict:
+    """The training boxes: per class, their sizes in model-input pixels, their shapes.
+
+    `boxes`: (class name, width px, height px) as the model sees them (train/boxstats.py).
+    Sizes are drawn against the smallest anchor (dashed) and the region under half of it
+    (shaded: too small for any anchor to match); shapes against the anchors' aspect ratios.
+    Returns boxstats.summary of what was drawn.
+    """
+    from train import boxstats
+
+    plt = _pyplot()
+    found = boxstats.summary(boxes, geometry)
+    fig, (count, sizes, shapes) = plt.subplots(1, 3, figsize=(14, 4))
+    names = list(found["per_class"])
+    count.bar(names, [found["per_class"][n] for n in names], color="#4c72b0")
+    count.set(title=f"Boxes per class ({found['boxes']} boxes)", ylabel="boxes")
+    count.tick_params(axis="x", rotation=45)
+    widths = np.array([w for _, w, _ in boxes], np.float64)
+    heights = np.array([h for _, _, h in boxes], np.float64)
+    if len(boxes):
+        sizes.scatter(widths, heights, s=6, alpha=0.5)
+        ratios = np.log2(np.maximum(widths, 1e-6) / np.maximum(heights, 1e-6))
+        shapes.hist(ratios, bins=30, color="#4c72b0")
+    anchor = geometry.smallest_anchor
+    if anchor:
+        limit = found["too_small_below_px"]
+        sizes.axvline(anchor, color="black", linestyle="--", linewidth=1)
+        sizes.axhline(anchor, color="black", linestyle="--", linewidth=1)
+        sizes.axvspan(1, limit, color="red", alpha=0.08)
+        sizes.annotate(
+            f"smallest anchor {anchor:.0f} px; {found['too_small']} box(es) under {limit:.0f} px",
+            (0.02, 0.96),
+            xycoords="axes fraction",
+            va="top",
+            fontsize="small",
+        )
+    else:
+        sizes.annotate(geometry.anchors, (0.02, 0.96), xycoords="axes fraction", va="top")
+    sizes.set(xscale="log", yscale="log", xlabel="width (model input px)", ylabel="height (px)")
+    sizes.set_title("Box sizes as the model sees them")
+    for ratio in geometry.aspect_ratios:
+        shapes.axvline(np.log2(ratio), color="black", linestyle="--", linewidth=1)
+    shapes.set(xlabel="log2(width / height); dashed: the anchors' shapes", ylabel="boxes")
+    shapes.set_title("Box shapes")
+    for ax in (count, sizes, shapes):
+        ax.grid(alpha=0.3)
+    _save(fig, path)
+    return found
+
+
 def evaluation_plots(evalset: evalcurves.EvalSet, out_dir: str) -> dict:
     """PR curves, F1 by threshold, and the confusion matrix at the best-F1 threshold.
 

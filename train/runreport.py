@@ -25,7 +25,7 @@ from train.launch.paths import RunPaths
 from train.reporting import RUN_JSON
 
 REPORT = "report.html"
-PLOTS = ("pr_curves", "f1_threshold", "confusion_matrix")
+PLOTS = ("pr_curves", "f1_threshold", "confusion_matrix", "training_data")
 _STYLE = """
 body { font: 14px/1.45 system-ui, sans-serif; margin: 24px auto; max-width: 1100px;
        color: #1c2330; padding: 0 16px; }

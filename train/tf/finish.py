@@ -297,6 +297,7 @@ def _finish(spec, phase):
     arch = pipeline.model.WhichOneof("model")
     names = exporting.class_names(spec.label_map, getattr(pipeline.model, arch).num_classes)
     evaluation, curves, sheet = None, None, None
+    data = runviews.training_data(spec, pipeline, names)
     if spec.evaluate:
         evaluation, captured = _evaluate(tf, spec)
         if spec.plots_dir and captured:  # none: the config has no COCO box metrics
@@ -323,6 +324,9 @@ def _finish(spec, phase):
             exported = _export_and_verify(
                 spec, pipeline, reference, images, references, reference_ms, phase
             )
+    if curves is not None and data is not None:
+        curves["plots"]["training_data"] = data["path"]
+        curves["data"] = {k: v for k, v in data.items() if k != "path"}
     FinishReport(evaluation, exported, sheet, reference_ms, curves).write(spec.report)
     return Outcome(OK, step=spec.step, checkpoint=spec.checkpoint)
 

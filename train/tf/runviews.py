@@ -126,6 +126,61 @@ def sheet_from_reference(spec, images, truths, references, names, score: float) 
     return contactsheet.draw(tiles, names, score, spec.contact_sheet)
 
 
+DATA_RECORDS = 2000  # training records the data plot reads (a sample of a big set)
+
+
+def training_data(spec, pipeline, names: list[str]) -> dict | None:
+    """Draws plots/training_data.png from the first DATA_RECORDS training records."""
+    from train import boxstats
+
+    if not spec.plots_dir or not spec.calibration_records:
+        return None
+    geometry = boxstats.geometry(pipeline)
+    boxes, read = [], 0
+    for path in spec.calibration_records:
+        for record in tf.data.TFRecordDataset(path):
+            feature = tf.train.Example.FromString(record.numpy()).features.feature
+            boxes += _model_pixels(feature, geometry, names)
+            read += 1
+            if read >= DATA_RECORDS:
+                break
+        if read >= DATA_RECORDS:
+            break
+    os.makedirs(spec.plots_dir, exist_ok=True)
+    path = os.path.join(spec.plots_dir, "training_data.png")
+    found = plots.training_data(boxes, geometry, path)
+    return {**found, "records": read, "path": path}
+
+
+def _model_pixels(feature, geometry, names: list[str]) -> list[tuple[str, float, float]]:
+    """One record's boxes as (class name, width, height) in model-input pixels."""
+
+    def values(key):
+        return list(feature[key].float_list.value)
+
+    height = (feature["image/height"].int64_list.value or [0])[0]
+    width = (feature["image/width"].int64_list.value or [0])[0]
+    if not height or not width:
+        return []
+    vertical, horizontal = geometry.scale(height, width)
+    labels = list(feature["image/object/class/label"].int64_list.value)
+    corners = zip(
+        values("image/object/bbox/xmin"),
+        values("image/object/bbox/ymin"),
+        values("image/object/bbox/xmax"),
+        values("image/object/bbox/ymax"),
+        strict=False,
+    )
+    return [
+        (
+            names[label - 1] if 0 < label <= len(names) else f"class_{label}",
+            (xmax - xmin) * width * horizontal,
+            (ymax - ymin) * height * vertical,
+        )
+        for label, (xmin, ymin, xmax, ymax) in zip(labels, corners, strict=False)
+    ]
+
+
 def record_truth(paths, count: int) -> list[tuple[np.ndarray, np.ndarray]]:
     """The first `count` records' ground truth: (normalised boxes, classes), in file order."""
     found = []
