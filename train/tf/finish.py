@@ -302,7 +302,7 @@ def _finish(spec, phase):
         evaluation, captured = _evaluate(tf, spec)
         if spec.plots_dir and captured:  # none: the config has no COCO box metrics
             phase.name = "plots"
-            curves = runviews.after_evaluation(spec, captured, names)
+            curves = runviews.after_evaluation(spec, captured, names, data)
             if spec.contact_sheet:
                 sheet = runviews.sheet_from_evaluation(spec, captured, names, curves["threshold"])
     exported, reference_ms = None, None
@@ -324,9 +324,6 @@ def _finish(spec, phase):
             exported = _export_and_verify(
                 spec, pipeline, reference, images, references, reference_ms, phase
             )
-    if curves is not None and data is not None:
-        curves["plots"]["training_data"] = data["path"]
-        curves["data"] = {k: v for k, v in data.items() if k != "path"}
     FinishReport(evaluation, exported, sheet, reference_ms, curves).write(spec.report)
     return Outcome(OK, step=spec.step, checkpoint=spec.checkpoint)
 

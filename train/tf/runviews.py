@@ -67,8 +67,11 @@ def _scalar(value) -> float | None:
     return None
 
 
-def after_evaluation(spec, captured: list[ImageResult], names: list[str]) -> dict:
-    """Writes model_dir/plots/ from the evaluation; returns the curves' summary (+ paths)."""
+def after_evaluation(spec, captured: list[ImageResult], names: list[str], data=None) -> dict:
+    """Writes model_dir/plots/ from the evaluation; returns the curves' summary (+ paths).
+
+    `data`: training_data's result, whose plot joins the others (report, TensorBoard).
+    """
     evalset = EvalSet(tuple(captured), {i: name for i, name in enumerate(names, start=1)})
     os.makedirs(spec.plots_dir, exist_ok=True)
     evalset.write(os.path.join(spec.plots_dir, DETECTIONS))
@@ -76,6 +79,9 @@ def after_evaluation(spec, captured: list[ImageResult], names: list[str]) -> dic
     training = os.path.join(spec.plots_dir, "training_curves.png")
     plots.training_curves(run_scalars(os.path.dirname(spec.plots_dir)), training)
     curves["plots"]["training_curves"] = training
+    if data is not None:
+        curves["plots"]["training_data"] = data["path"]
+        curves["data"] = {k: v for k, v in data.items() if k != "path"}
     curves["detections"] = os.path.join(spec.plots_dir, DETECTIONS)
     files.write_atomic(os.path.join(spec.plots_dir, CURVES), json.dumps(curves, indent=1))
     _to_tensorboard(spec.summary_dir, curves["plots"], spec.step)
