@@ -175,7 +175,7 @@ def training_data(boxes, geometry, path: str) -> dict:
         limit = found["too_small_below_px"]
         sizes.axvline(anchor, color="black", linestyle="--", linewidth=1)
         sizes.axhline(anchor, color="black", linestyle="--", linewidth=1)
-        sizes.axvspan(1, limit, color="red", alpha=0.08)
+        sizes.fill_between([1, limit], 1, limit, color="red", alpha=0.12)  # both sides under
         sizes.annotate(
             f"smallest anchor {anchor:.0f} px; {found['too_small']} box(es) under {limit:.0f} px",
             (0.02, 0.96),
@@ -185,7 +185,9 @@ def training_data(boxes, geometry, path: str) -> dict:
         )
     else:
         sizes.annotate(geometry.anchors, (0.02, 0.96), xycoords="axes fraction", va="top")
-    sizes.set(xscale="log", yscale="log", xlabel="width (model input px)", ylabel="height (px)")
+    top = max([*geometry.size, *widths.tolist(), *heights.tolist(), 2.0])
+    sizes.set(xscale="log", yscale="log", xlim=(1, top * 1.2), ylim=(1, top * 1.2))
+    sizes.set(xlabel="width (model input px)", ylabel="height (model input px)")
     sizes.set_title("Box sizes as the model sees them")
     for ratio in geometry.aspect_ratios:
         shapes.axvline(np.log2(ratio), color="black", linestyle="--", linewidth=1)
@@ -193,6 +195,7 @@ def training_data(boxes, geometry, path: str) -> dict:
     shapes.set_title("Box shapes")
     for ax in (count, sizes, shapes):
         ax.grid(alpha=0.3)
+    fig.tight_layout()
     _save(fig, path)
     return found
 
