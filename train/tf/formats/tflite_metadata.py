@@ -207,17 +207,17 @@ def _serve(connection, model: bytes, labels: tuple[str, ...]) -> None:
         picture = mediapipe.Image(image_format=mediapipe.ImageFormat.SRGB, data=image)
         boxes, classes, scores = [], [], []
         for detection in found.detect(picture).detections:
-            box, category = detection.bounding_box, detection.categories[0]
-            boxes.append(
-                (
-                    box.origin_y / height,
-                    box.origin_x / width,
-                    (box.origin_y + box.height) / height,
-                    (box.origin_x + box.width) / width,
-                )
+            box = detection.bounding_box
+            corners = (
+                box.origin_y / height,
+                box.origin_x / width,
+                (box.origin_y + box.height) / height,
+                (box.origin_x + box.width) / width,
             )
-            classes.append(ids.get(category.category_name, (category.index or 0) + 1))
-            scores.append(category.score)
+            for category in detection.categories:  # one per class the model gave this box
+                boxes.append(corners)
+                classes.append(ids.get(category.category_name, (category.index or 0) + 1))
+                scores.append(category.score)
         connection.send(
             (np.clip(np.reshape(boxes, (-1, 4)), 0.0, 1.0), np.asarray(classes), np.asarray(scores))
         )
