@@ -60,6 +60,23 @@ def is_repeated(field) -> bool:
     return field.label == field.LABEL_REPEATED
 
 
+def messages(message, path: str = ""):
+    """Yields (path, message) for `message` and every message under it, depth first.
+
+    Paths as `get` reads them ("model.ssd.box_predictor", "...options[0]").
+    """
+    yield path, message
+    for field, value in message.ListFields():
+        if field.type != field.TYPE_MESSAGE:
+            continue
+        where = f"{path}.{field.name}" if path else field.name
+        if is_repeated(field):
+            for index, item in enumerate(value):
+                yield from messages(item, f"{where}[{index}]")
+        else:
+            yield from messages(value, where)
+
+
 def _walk(message, path: str):
     parts = path.split(".")
     for part in parts[:-1]:

@@ -115,22 +115,15 @@ def scale_learning_rate(config, factor: float, why: str) -> tuple[object, list[C
     if kind is None:
         return config, changes
 
-    def visit(message, path):
+    for path, message in fields.messages(
+        getattr(optimizer, kind), f"train_config.optimizer.{kind}"
+    ):
         for field, value in message.ListFields():
-            where = f"{path}.{field.name}"
-            if field.type == field.TYPE_MESSAGE:
-                items = value if field.label == field.LABEL_REPEATED else [value]
-                for index, item in enumerate(items):
-                    visit(
-                        item, f"{where}[{index}]" if field.label == field.LABEL_REPEATED else where
-                    )
-            elif field.cpp_type == field.CPPTYPE_FLOAT and "learning_rate" in field.name:
+            if field.cpp_type == field.CPPTYPE_FLOAT and "learning_rate" in field.name:
                 new = value * factor
                 if new != value:  # a rate of 0 stays 0: not a change
                     setattr(message, field.name, new)
-                    changes.append(Change(where, f"{value:g}", f"{new:g}", why))
-
-    visit(getattr(optimizer, kind), f"train_config.optimizer.{kind}")
+                    changes.append(Change(f"{path}.{field.name}", f"{value:g}", f"{new:g}", why))
     return config, changes
 
 
