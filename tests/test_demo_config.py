@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 
+import pytest
+
 from tests.conftest import DEMO_CONFIG
 from train.pipeline import configfile
 
@@ -35,3 +37,39 @@ def test_standin_has_the_real_zoo_checkpoint_variables(shared_fixtures, demo_ass
     model = {n: s for n, s in real.items() if n.startswith("model/")}
     assert len(model) == 384
     assert {n: s for n, s in standin.items() if n.startswith("model/")} == model
+
+
+def test_standin_config_is_the_zoo_config_but_for_batch_norm_decay(demo_assets):
+    """The demo's --pipeline_config is the stand-in folder's: the zoo's, one edit made."""
+    from train.tf import standin
+
+    zoo = configfile.load(DEMO_CONFIG).proto
+    ours = configfile.load(demo_assets["config"]).proto
+    assert ours != zoo
+    decays = [
+        batch_norm.decay
+        for batch_norm in (
+            ours.model.ssd.feature_extractor.conv_hyperparams.batch_norm,
+            ours.model.ssd.box_predictor.weight_shared_convolutional_box_predictor.conv_hyperparams.batch_norm,
+        )
+    ]
+    assert decays == pytest.approx([0.9, 0.9])
+    assert standin.set_batch_norm_decay(ours, 0.997) == 2  # the zoo's value, both places
+    assert ours == zoo
+
+
+def test_messages_walks_every_nested_message_with_its_path():
+    from train.pipeline import fields
+
+    config = configfile.load(DEMO_CONFIG).proto
+    found = dict(fields.messages(config))
+    assert found[""] is config
+    assert found["model.ssd.box_predictor"] is config.model.ssd.box_predictor
+    options = config.train_config.data_augmentation_options
+    assert found["train_config.data_augmentation_options[1]"] is options[1]
+    batch_norms = sorted(p for p, m in found.items() if m.DESCRIPTOR.name == "BatchNorm")
+    assert batch_norms == [
+        "model.ssd.box_predictor.weight_shared_convolutional_box_predictor.conv_hyperparams"
+        ".batch_norm",
+        "model.ssd.feature_extractor.conv_hyperparams.batch_norm",
+    ]
