@@ -15,12 +15,19 @@ import os
 
 import numpy as np
 
-from train.predicting.plan import DEFAULT_THRESHOLD
+from train.predicting.plan import DEFAULT_THRESHOLD, run_threshold
 from train.tf import exporting
 from train.tf.formats import Exported, Job, tflite_metadata
 
-# MediaPipe's default score_threshold for the file (the metadata's hint): train.predict's.
-SCORE_HINT = DEFAULT_THRESHOLD
+
+def score_hint(export_dir: str) -> float:
+    """MediaPipe's default score_threshold for the file (the metadata's hint).
+
+    train.predict's default for the same file: the run's recommended threshold when its final
+    evaluation wrote one (before the exports, in the same child), else DEFAULT_THRESHOLD.
+    """
+    recommended = run_threshold(export_dir)
+    return recommended[0] if recommended else DEFAULT_THRESHOLD
 
 
 def export(job: Job) -> Exported:
@@ -45,7 +52,9 @@ def export(job: Job) -> Exported:
         representative,
     )
     labels = exporting.class_names(spec.label_map, getattr(pipeline.model, job.arch).num_classes)
-    metadata = tflite_metadata.Metadata(tuple(mean), tuple(std), tuple(labels), SCORE_HINT)
+    metadata = tflite_metadata.Metadata(
+        tuple(mean), tuple(std), tuple(labels), score_hint(spec.export_dir)
+    )
     why_not = tflite_metadata.missing()
     if why_not is None:
         model = tflite_metadata.with_metadata(model, metadata)
