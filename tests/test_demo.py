@@ -72,3 +72,14 @@ def test_the_demo_prints_where_the_results_are(demo):
     with open(os.path.join(demo["out"], "predictions", "detections.json")) as f:
         found = json.load(f)
     assert found and {d["category_id"] for d in found} <= {1, 2, 3}
+
+
+def test_the_demos_report_reads_in_a_browser(demo):
+    """The page a newcomer opens first: every image loads, nothing leaves the file."""
+    from tests.helpers import render_in_chromium
+
+    seen = render_in_chromium(os.path.join(demo["model_dir"], "report.html"))
+    assert seen["errors"] == []
+    assert all(url.startswith(("file:", "data:")) for url in seen["requests"]), seen["requests"]
+    assert seen["images"] and all(done and width > 0 for _, done, width in seen["images"])
+    assert "Exports, each against the checkpoint" in seen["headings"]
