@@ -120,6 +120,7 @@ def test_a_non_editable_install_runs_the_demo(tmp_path):
     )
     assert demo.returncode == 0, demo.stdout[-2000:] + demo.stderr[-3000:]
     config = str(target / "train" / "configs" / "ssd_mobilenet_v2_fpnlite_320x320.config")
-    assert f"--pipeline_config={config}" in demo.stdout  # the installed copy's, not the tree's
+    # The installed copy's, not the tree's: the stand-in folder's pipeline.config is built from it.
+    assert f"stand-in zoo folder under {tmp_path / 'demo'} (from {config})" in demo.stdout
     assert "done: checkpoints in" in demo.stderr
     assert "annotated pictures:" in demo.stdout  # train.predict ran from the wheel too

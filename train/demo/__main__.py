@@ -126,7 +126,10 @@ def main() -> int:  # noqa: D103
     args = parser.parse_args()
     start = time.monotonic()
     out = os.path.abspath(args.out)
-    print(f"demo: generating data and a stand-in zoo checkpoint under {out}", flush=True)
+    print(
+        f"demo: generating data and a stand-in zoo folder under {out} (from {DEMO_CONFIG})",
+        flush=True,
+    )
     paths = prepare(out)
     model_dir = os.path.join(out, "model")
     if os.path.isdir(model_dir):
