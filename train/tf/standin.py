@@ -147,10 +147,10 @@ def set_batch_norm_decay(message, decay: float) -> int:
     """
     from train.pipeline import fields
 
-    found = [found for _, found in fields.messages(message) if found.DESCRIPTOR.name == "BatchNorm"]
-    for batch_norm in found:
+    batch_norms = [m for _, m in fields.messages(message) if m.DESCRIPTOR.name == "BatchNorm"]
+    for batch_norm in batch_norms:
         batch_norm.decay = decay
-    return len(found)
+    return len(batch_norms)
 
 
 def _leaf(variable) -> str:
@@ -212,7 +212,8 @@ def build_standin(
     `image_size` builds at a smaller input (variables do not depend on it; EfficientDet needs
     a multiple of 128) to make big zoo models affordable on a CPU. `shift` is the uniform
     range added to every float variable: the default (all positive) makes any restore
-    visible but drives deep ResNets to inf activations; a centred range such as
+    visible but drives deep ResNets to inf activations and kept the demo's model from learning
+    (every channel then responds to the mean of its inputs); a centred range such as
     (-0.01, 0.01) keeps a model that detects (the export tests compare detections).
     `calibrate_on` (TFRecord files; after the shift) makes it score boxes apart, image by
     image, on images like those, as a model pretrained on them does (see _calibrate): what
