@@ -79,11 +79,15 @@ def shared_fixtures() -> str:
 
 @pytest.fixture(scope="session")
 def demo_assets(tmp_path_factory) -> dict[str, str]:
-    """Synthetic dataset + stand-in FPNLite zoo folder (built once per session)."""
+    """Synthetic dataset + the inert stand-in FPNLite zoo folder (built once per session).
+
+    Inert: these runs are about the driver, and a stand-in that learns can diverge at batch 1
+    (tests/test_demo.py runs the demo's learnable one).
+    """
     from train.demo import __main__ as demo
 
     out = tmp_path_factory.mktemp("demo_assets")
-    paths = demo.prepare(str(out))
+    paths = demo.prepare(str(out), learnable=False)
     paths["prefix"] = os.path.join(paths["zoo"], "checkpoint", "ckpt-0")
     return paths
 

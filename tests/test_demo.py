@@ -71,6 +71,20 @@ def test_the_demo_learns_the_shapes(demo):
     assert min(curves["ap50"].values()) > 0  # every class found, not one learnt
 
 
+def test_the_standin_folders_config_is_the_zoo_config_but_for_batch_norm_decay(demo):
+    from tests.conftest import DEMO_CONFIG
+    from train.pipeline import configfile
+    from train.tf import standin
+
+    folder = glob.glob(os.path.join(demo["out"], "zoo", "*", "pipeline.config"))
+    assert len(folder) == 1
+    assert f"--pipeline_config={folder[0]}" in demo["run"].stdout  # as users pass a download's
+    ours = configfile.load(folder[0]).proto
+    assert ours.model.ssd.feature_extractor.conv_hyperparams.batch_norm.decay == pytest.approx(0.9)
+    assert standin.set_batch_norm_decay(ours, 0.997) == 2
+    assert ours == configfile.load(DEMO_CONFIG).proto
+
+
 def test_every_export_is_verified_and_mediapipe_finds_every_detection(demo):
     """A model that scores boxes apart makes the checks decisive (a random one's were not).
 

@@ -39,21 +39,20 @@ def test_standin_has_the_real_zoo_checkpoint_variables(shared_fixtures, demo_ass
     assert {n: s for n, s in standin.items() if n.startswith("model/")} == model
 
 
-def test_standin_config_is_the_zoo_config_but_for_batch_norm_decay(demo_assets):
-    """The demo's --pipeline_config is the stand-in folder's: the zoo's, one edit made."""
+def test_batch_norm_decay_is_set_in_both_places_and_nowhere_else(tmp_path):
+    """The learnable stand-in's one config edit (train.demo.prepare; test_demo.py runs it)."""
     from train.tf import standin
 
     zoo = configfile.load(DEMO_CONFIG).proto
-    ours = configfile.load(demo_assets["config"]).proto
-    assert ours != zoo
+    ours = configfile.load(DEMO_CONFIG).proto
+    assert standin.set_batch_norm_decay(ours, 0.9) == 2
+    box_predictor = ours.model.ssd.box_predictor.weight_shared_convolutional_box_predictor
     decays = [
-        batch_norm.decay
-        for batch_norm in (
-            ours.model.ssd.feature_extractor.conv_hyperparams.batch_norm,
-            ours.model.ssd.box_predictor.weight_shared_convolutional_box_predictor.conv_hyperparams.batch_norm,
-        )
+        ours.model.ssd.feature_extractor.conv_hyperparams.batch_norm.decay,
+        box_predictor.conv_hyperparams.batch_norm.decay,
     ]
     assert decays == pytest.approx([0.9, 0.9])
+    assert ours != zoo
     assert standin.set_batch_norm_decay(ours, 0.997) == 2  # the zoo's value, both places
     assert ours == zoo
 

@@ -50,8 +50,14 @@ STEPS = 300  # mAP@.5 ~0.7 on the eval pictures (docs/measurements.md)
 BATCH_SIZE = 4
 
 
-def prepare(out: str) -> dict[str, str]:
-    """Makes the dataset and the stand-in zoo folder under `out` (reused when present)."""
+def prepare(out: str, learnable: bool = True) -> dict[str, str]:
+    """Makes the dataset and the stand-in zoo folder under `out` (reused when present).
+
+    `learnable=False` (the tests' shared assets) builds the inert stand-in instead: every
+    weight shifted by U(0, 0.02), the zoo config unedited. It learns nothing and so never
+    diverges, where the learnable one at batch 1 and the zoo's rate can reach NaN within 60
+    steps (it did in a kill -9 test); the tests that use it are about the driver, not learning.
+    """
     from train.tf import standin, synthetic
 
     data_dir = os.path.join(out, "data")
@@ -59,13 +65,16 @@ def prepare(out: str) -> dict[str, str]:
     if not os.path.exists(os.path.join(data_dir, "label_map.pbtxt")):
         synthetic.make_dataset(data_dir)
     if not os.path.exists(os.path.join(zoo_dir, "checkpoint", "ckpt-0.index")):
-        standin.build_standin(
-            DEMO_CONFIG,
-            zoo_dir,
-            shift=STANDIN_SHIFT,
-            calibrate_on=(os.path.join(data_dir, "train.record"),),
-            batch_norm_decay=STANDIN_BATCH_NORM_DECAY,
-        )
+        if learnable:
+            standin.build_standin(
+                DEMO_CONFIG,
+                zoo_dir,
+                shift=STANDIN_SHIFT,
+                calibrate_on=(os.path.join(data_dir, "train.record"),),
+                batch_norm_decay=STANDIN_BATCH_NORM_DECAY,
+            )
+        else:
+            standin.build_standin(DEMO_CONFIG, zoo_dir)
     pictures = os.path.join(out, "pictures")
     if not os.path.isdir(pictures):  # the eval pictures as files, for train.predict
         synthetic.write_pictures(os.path.join(data_dir, "eval.record"), pictures)
