@@ -37,6 +37,7 @@ FORMAT = 1  # of the detections file
 PLOTS_DIR = "plots"
 CURVES_FILE = "curves.json"  # summary(): AP@.5 per class, the recommended threshold
 DETECTIONS_FILE = "detections.json"  # the EvalSet
+TRAINING_CURVES_FILE = "training_curves.png"  # drawn at the run's end, or by train.report
 
 
 @dataclass(frozen=True)

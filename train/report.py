@@ -44,7 +44,9 @@ def main(argv: list[str]) -> int:  # noqa: D103
 
 def _training_curves(model_dir: str, scratch: str) -> str | None:
     """The run's own plot when it drew one, else one drawn from its event files now."""
-    if os.path.isfile(os.path.join(model_dir, evalcurves.PLOTS_DIR, "training_curves.png")):
+    if os.path.isfile(
+        os.path.join(model_dir, evalcurves.PLOTS_DIR, evalcurves.TRAINING_CURVES_FILE)
+    ):
         return None
     from train import compat
 
@@ -55,7 +57,7 @@ def _training_curves(model_dir: str, scratch: str) -> str | None:
     scalars = runviews.run_scalars(model_dir)
     if not scalars:
         return None
-    path = os.path.join(scratch, "training_curves.png")
+    path = os.path.join(scratch, evalcurves.TRAINING_CURVES_FILE)
     plots.training_curves(scalars, path)
     return path
 

@@ -275,7 +275,9 @@ def build(model_dir: str, training_png: str | None = None) -> str:
     """
     run = _read_json(os.path.join(model_dir, RUN_JSON))
     end = _end_of_run(model_dir, run)
-    training = training_png or os.path.join(model_dir, evalcurves.PLOTS_DIR, "training_curves.png")
+    training = training_png or os.path.join(
+        model_dir, evalcurves.PLOTS_DIR, evalcurves.TRAINING_CURVES_FILE
+    )
     body = "".join(
         (
             _header(model_dir, run),

@@ -76,7 +76,7 @@ def after_evaluation(spec, captured: list[ImageResult], names: list[str], data=N
     os.makedirs(spec.plots_dir, exist_ok=True)
     evalset.write(os.path.join(spec.plots_dir, DETECTIONS))
     curves = plots.evaluation_plots(evalset, spec.plots_dir)
-    training = os.path.join(spec.plots_dir, "training_curves.png")
+    training = os.path.join(spec.plots_dir, evalcurves.TRAINING_CURVES_FILE)
     plots.training_curves(run_scalars(os.path.dirname(spec.plots_dir)), training)
     curves["plots"]["training_curves"] = training
     if data is not None:
