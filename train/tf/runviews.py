@@ -13,6 +13,7 @@ one, the verification pictures with the checkpoint's detections.
 from __future__ import annotations
 
 import glob
+import itertools
 import json
 import os
 
@@ -143,15 +144,11 @@ def training_data(spec, pipeline, names: list[str]) -> dict | None:
         return None
     geometry = boxstats.geometry(pipeline)
     boxes, read = [], 0
-    for path in spec.calibration_records:
-        for record in tf.data.TFRecordDataset(path):
-            feature = tf.train.Example.FromString(record.numpy()).features.feature
-            boxes += _model_pixels(feature, geometry, names)
-            read += 1
-            if read >= DATA_RECORDS:
-                break
-        if read >= DATA_RECORDS:
-            break
+    sample = itertools.islice(tf.data.TFRecordDataset(list(spec.calibration_records)), DATA_RECORDS)
+    for record in sample:
+        feature = tf.train.Example.FromString(record.numpy()).features.feature
+        boxes += _model_pixels(feature, geometry, names)
+        read += 1
     os.makedirs(spec.plots_dir, exist_ok=True)
     path = os.path.join(spec.plots_dir, "training_data.png")
     found = plots.training_data(boxes, geometry, path)
