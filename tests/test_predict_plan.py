@@ -1,8 +1,8 @@
 """train.predict's plan: which model, which inputs, where outputs go; usage errors (issue 24).
 
 TF-free: every refusal here happens before a model is loaded, in about a second. The
-predictions themselves (four model kinds, a folder, a video) are in tests/test_finish.py,
-on the run trained there.
+predictions themselves (four model kinds, a folder, a video) are in tests/test_demo.py,
+on the demo's run.
 """
 
 from __future__ import annotations

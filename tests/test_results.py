@@ -1,7 +1,7 @@
 """The TF-free end of a run: detection comparison, best-metric direction, EXPORT.* rules, usage.
 
-Fast: no model is built. The driver run and the exports themselves are in test_finish.py and
-test_export_standins.py.
+Fast: no model is built. The driver runs and the exports themselves are in test_finish.py,
+test_demo.py and test_export_standins.py.
 """
 
 from __future__ import annotations
