@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import functools
 import io
 import json
 import os
@@ -59,12 +60,21 @@ def name_of(names: dict[int, str], class_id: int) -> str:  # noqa: D103
     return names.get(int(class_id), f"class_{int(class_id)}")
 
 
+@functools.cache
+def _font():
+    """Pillow's default font, loaded once (each new ImageDraw would load it again)."""
+    from PIL import ImageFont
+
+    return ImageFont.load_default()
+
+
 def draw(image: np.ndarray, found: Found, names: dict[int, str]):
     """The picture with its boxes and "name score" labels (a Pillow image)."""
     from PIL import Image, ImageDraw
 
     picture = Image.fromarray(image)
     pen = ImageDraw.Draw(picture)
+    pen.font = _font()
     width = max(2, round(min(picture.size) / 200))
     for box, cls, score in zip(found.boxes, found.classes, found.scores, strict=True):
         colour = _COLOURS[int(cls) % len(_COLOURS)]

@@ -47,7 +47,8 @@ def load(plan: plans.Plan) -> Predictor:
     else:
         from train.tf.formats import onnx
 
-        predictor = Predictor(onnx.runner(model.path), {}, model.kind, f"ONNX {model.path}")
+        run = onnx.runner(model.path, spinning=False)  # the pipeline's threads need the cores
+        predictor = Predictor(run, {}, model.kind, f"ONNX {model.path}")
     predictor.detect(np.zeros((64, 64, 3), np.uint8))  # traces / allocates once, untimed
     return dataclasses.replace(predictor, names=_names(plan, predictor.names))
 
