@@ -78,6 +78,7 @@ def runner(path: str, spinning: bool = True):
     import onnxruntime
 
     options = onnxruntime.SessionOptions()
+    options.log_severity_level = 3  # errors: its optimizer warns about tf2onnx's NMS loop
     if not spinning:
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     session = onnxruntime.InferenceSession(
