@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import glob
 import json
 import os
@@ -126,6 +127,28 @@ def test_a_claim_is_exclusive_until_released_and_tells_its_own_run(tmp_path):
     taken = claim.take(model_dir, _holder(15))
     assert taken.held and taken.took_over and taken.holder.pid == 14
     claim.release(taken)
+
+
+def test_a_probe_waits_for_the_name_of_a_claim_being_taken(tmp_path):
+    """Worker 0 locks the claim, then writes its name: a worker probing in between must not
+    read the empty file as another run's claim (one CI run's multi-node job was refused so)."""
+    import fcntl
+    import threading
+
+    model_dir = tmp_path / "model"
+    model_dir.mkdir()
+    fd = os.open(model_dir / claim.FILE, os.O_RDWR | os.O_CREAT, 0o644)
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # taken, nothing written yet
+    text = json.dumps(dataclasses.asdict(_holder(21, run="slurm job 7 step 0")))
+    writer = threading.Timer(0.5, os.pwrite, (fd, text.encode(), 0))
+    writer.start()
+    try:
+        found = claim.probe(str(model_dir))
+    finally:
+        writer.join()
+        os.close(fd)
+    assert found is not None and found.pid == 21
+    assert claim.same_run(found, _holder(22, run="slurm job 7 step 0"))
 
 
 def test_the_run_a_worker_belongs_to():

@@ -186,8 +186,8 @@ def probe(model_dir: str) -> Holder | None:
     try:
         fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
         return None
-    except BlockingIOError:
-        return _read(fd) or Holder("?", 0, "?", "", "unreadable claim")
+    except BlockingIOError:  # its holder may have locked it and not written its name yet
+        return _read_held(fd) or Holder("?", 0, "?", "", "unreadable claim")
     except OSError:
         return None
     finally:
