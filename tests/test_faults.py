@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import glob
 import json
 import os
@@ -139,8 +138,8 @@ def test_a_probe_waits_for_the_name_of_a_claim_being_taken(tmp_path):
     model_dir.mkdir()
     fd = os.open(model_dir / claim.FILE, os.O_RDWR | os.O_CREAT, 0o644)
     fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # taken, nothing written yet
-    text = json.dumps(dataclasses.asdict(_holder(21, run="slurm job 7 step 0")))
-    writer = threading.Timer(0.5, os.pwrite, (fd, text.encode(), 0))
+    holder = _holder(21, run="slurm job 7 step 0")
+    writer = threading.Timer(0.5, claim._write, (fd, holder))  # the claimant's own writer
     writer.start()
     try:
         found = claim.probe(str(model_dir))
