@@ -64,6 +64,41 @@ for path in sys.argv[1:]:
     }), flush=True)
 """
 
+# The training child's model build (restore.build_on_batch, eager) against the OD API's own
+# (model_lib_v2._ensure_model_is_built, a tf.function), under a MirroredStrategy of one or two
+# replicas (two as a multi-GPU run has them): the same variables, keyed as a checkpoint keys
+# them, of the same kinds.
+_BUILD = """
+import json, sys
+from train import compat; compat.apply()
+import tensorflow as tf
+how, replicas = sys.argv[1], int(sys.argv[2])
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * replicas)
+from train.tf import restore, tracing
+tracing.limit_autograph()
+from object_detection import inputs, model_lib_v2
+from object_detection.builders import model_builder
+from train.pipeline import configfile
+for path in sys.argv[3:]:
+    config = configfile.load(path).proto
+    config.train_config.batch_size = 2
+    strategy = tf.distribute.MirroredStrategy([f"/cpu:{i}" for i in range(replicas)])
+    with strategy.scope():
+        model = model_builder.build(config.model, is_training=True)
+        dataset = strategy.distribute_datasets_from_function(
+            lambda context: inputs.train_input(config.train_config, config.train_input_reader,
+                                               config.model, model=model, input_context=context))
+        if how == "od_api":
+            model_lib_v2._ensure_model_is_built(model, dataset, True)
+        else:
+            restore.build_on_batch(model, dataset, True)
+    keyed = restore.object_variables(tf.train.Checkpoint(model=model))
+    print("RESULT " + json.dumps({"config": path, "variables": {
+        key: [v.name, v.shape.as_list(), type(v).__name__] for key, v in keyed.items()}}),
+        flush=True)
+"""
+
 ARCHS = {
     # name: (zoo config under the fixtures, or None for the demo's; input size)
     "ssd_fpnlite": (None, 128),
@@ -80,9 +115,17 @@ def _steps(configs: list[str], autograph: str | None) -> dict[str, dict]:
     return {r["config"]: r for r in found}
 
 
+def _variables(configs: list[str], how: str, replicas: int) -> dict[str, dict]:
+    """{config: {checkpoint key: [name, shape, class]}} of the model as `how` built it."""
+    done = run_python(["-c", _BUILD, how, str(replicas), *configs])
+    assert done.returncode == 0, done.stderr[-3000:]
+    found = [json.loads(x[len("RESULT ") :]) for x in done.stdout.splitlines() if "RESULT " in x]
+    return {r["config"]: r["variables"] for r in found}
+
+
 @pytest.fixture(scope="module")
-def steps(tmp_path_factory, request):
-    """One training step of each architecture, with AutoGraph's default and as the children."""
+def configs(tmp_path_factory, request) -> dict[str, str]:
+    """Each architecture's config on a few synthetic records, at its small input size."""
     from train.tf import standin, synthetic
 
     work = tmp_path_factory.mktemp("tracing")
@@ -94,6 +137,12 @@ def steps(tmp_path_factory, request):
             fixtures = request.getfixturevalue("shared_fixtures")
             source = os.path.join(fixtures, "zoo_tf2", zoo_name)
         configs[name] = standin.zoo_config_on_records(source, size, records, str(work))
+    return configs
+
+
+@pytest.fixture(scope="module")
+def steps(configs):
+    """One training step of each architecture, with AutoGraph's default and as the children."""
     default = _steps(list(configs.values()), "all")
     limited = _steps(list(configs.values()), None)
     return {name: (default[c], limited[c]) for name, c in configs.items()}
@@ -108,3 +157,21 @@ def test_without_autograph_the_od_api_computes_the_same_step(steps, name):
     assert limited["losses"] == default["losses"], (limited["losses"], default["losses"])
     assert limited["weights"] == default["weights"]  # every updated weight, bit for bit
     assert limited["losses"]["Loss/total_loss"] > 0
+
+
+def test_the_eager_model_build_creates_the_od_apis_variables(configs):
+    """The children build the model eagerly (a third of the time); nothing else may change.
+
+    The demo's SSD under two replicas (variables created in each replica's thread, mirrored);
+    the other architectures' Python under one (the OD API's build of two costs ~3x as much).
+    """
+    replicas = {name: 2 if name == "ssd_fpnlite" else 1 for name in configs}
+    for count in sorted(set(replicas.values())):
+        paths = [configs[name] for name in configs if replicas[name] == count]
+        od_api, eager = _variables(paths, "od_api", count), _variables(paths, "eager", count)
+        for name in [name for name in configs if replicas[name] == count]:
+            built = eager[configs[name]]
+            assert built == od_api[configs[name]], name
+            classes = {cls for _, _, cls in built.values()}
+            assert "MirroredVariable" in classes, (name, classes)  # under the strategy
+            assert any(key.startswith("model/_feature_extractor") for key in built), name

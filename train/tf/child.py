@@ -298,8 +298,9 @@ def _measured_fine_tune_restore(
 ):
     """Makes train_loop's fine-tune restore measure itself and write `report_path`.
 
-    The model is built first exactly as the OD API does before a restore (its dummy
-    computation on one training batch), so the measurement costs no extra model build.
+    The model is built first as the OD API does before a restore (its dummy computation on
+    one training batch, run eagerly: restore.build_on_batch), so the measurement costs no
+    extra model build.
     """
     from train.checkpoint import components
     from train.contracts import TrainingRestore
@@ -310,7 +311,7 @@ def _measured_fine_tune_restore(
     def measured(model, path, checkpoint_type, version, run_on_dummy_input, dataset, unpad):
         phase.name = "first_step"  # the dummy computation reads the first batch
         if run_on_dummy_input:
-            model_lib_v2._ensure_model_is_built(model, dataset, unpad)  # noqa: SLF001
+            restore.build_on_batch(model, dataset, unpad)
         phase.name = "restore"
 
         def od_api_restore():

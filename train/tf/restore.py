@@ -98,6 +98,33 @@ def build_model(config, is_training: bool = True, seed: int = 0):
     return model
 
 
+def build_on_batch(model, dataset, unpad_groundtruth_tensors: bool) -> None:
+    """Creates every variable as train_loop's dummy computation does, but eagerly.
+
+    model_lib_v2._ensure_model_is_built runs the losses of the first training batch (training
+    off) inside a tf.function: a graph traced, optimised and run once, then thrown away. The
+    same Python run eagerly under the same strategy creates the same variables (names, shapes,
+    mirrored per replica; tests/test_tracing.py compares them) in a third of the time: 6-8 s
+    instead of 18-19 s for the demo model on 2 CPU cores, 15 s instead of 47 s with two
+    replicas (docs/measurements.md). Every training process pays it once before its restore.
+    """
+    from object_detection import model_lib, model_lib_v2
+
+    features, labels = next(iter(dataset))
+
+    def losses(features, labels):
+        model._is_training = False  # noqa: SLF001 - as the OD API's dummy computation sets it
+        tf.keras.backend.set_learning_phase(False)
+        unstacked = model_lib.unstack_batch(
+            labels, unpad_groundtruth_tensors=unpad_groundtruth_tensors
+        )
+        return model_lib_v2._compute_losses_and_predictions_dicts(  # noqa: SLF001
+            model, features, unstacked, training_step=0
+        )
+
+    tf.distribute.get_strategy().run(losses, args=(features, labels))
+
+
 def measure(model, checkpoint_type: str, restore, num_classes: int | None = None) -> dict:
     """Runs `restore()` (the OD API's restore) and reports which model variables it filled.
 
