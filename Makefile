@@ -19,11 +19,13 @@ demo: setup  ## generate data + stand-in zoo checkpoint, fine-tune 20 steps thro
 
 # Two workers, one test file each at a time (module fixtures are shared runs): much of a
 # test's time is single-threaded (imports, tracing, exports, waits), so 2 cores do ~2 files.
+# --no-loadscope-reorder: files in tests/conftest.py's order (slowest first), not xdist's
+# default of the files with the most tests first (which started the longest ones last).
 test: setup lint  ## the full suite on the primary stack (slow end-to-end tests included)
-	$(PY) -m pytest -n 2 --dist loadfile --durations=40
+	$(PY) -m pytest -n 2 --dist loadfile --no-loadscope-reorder --durations=40
 
 test-newest: setup-newest  ## the stack-sensitive tests (compat shims, end to end) on TF 2.21
-	$(NEWEST_VENV)/bin/python -m pytest -m stack -n 2 --dist loadfile
+	$(NEWEST_VENV)/bin/python -m pytest -m stack -n 2 --dist loadfile --no-loadscope-reorder
 
 lint: setup
 	$(PY) -m ruff check train tests scripts

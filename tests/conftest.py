@@ -21,7 +21,9 @@ DEMO_CONFIG = os.path.join(ROOT, "configs", "ssd_mobilenet_v2_fpnlite_320x320.co
 
 # The slowest files first (docs/measurements.md): `make test` runs two workers that each take
 # a whole file at a time (--dist loadfile), so a long file started last would run alone at
-# the end while the other worker idles. Longest first keeps both busy to the end.
+# the end while the other worker idles. Longest first keeps both busy to the end. xdist keeps
+# this order only with --no-loadscope-reorder (the Makefile passes it): by default it hands
+# out the files with the most tests first, which put the container and the demo at the end.
 SLOWEST_FIRST = (  # by CI's --durations=0 on this stop's code (a fresh machine's order)
     "test_demo.py",
     "test_container.py",  # ~7 min on a fresh machine: podman, the base image's packages
