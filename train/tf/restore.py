@@ -104,9 +104,10 @@ def build_on_batch(model, dataset, unpad_groundtruth_tensors: bool) -> None:
     model_lib_v2._ensure_model_is_built runs the losses of the first training batch (training
     off) inside a tf.function: a graph traced, optimised and run once, then thrown away. The
     same Python run eagerly under the same strategy creates the same variables (names, shapes,
-    mirrored per replica; tests/test_tracing.py compares them) in a third of the time: 6-8 s
-    instead of 18-19 s for the demo model on 2 CPU cores, 15 s instead of 47 s with two
-    replicas (docs/measurements.md). Every training process pays it once before its restore.
+    mirrored per replica; tests/test_tracing.py compares them) in less than half the time:
+    3.0 s instead of 6.6-7.9 s for the demo model at 128 px on 2 CPU cores, 5.1 s instead of
+    12.4 s with two replicas (scripts/bench_model_build.py). Every training process pays it
+    once before its restore.
     """
     from object_detection import model_lib, model_lib_v2
 
