@@ -160,10 +160,10 @@ def test_without_autograph_the_od_api_computes_the_same_step(steps, name):
 
 
 def test_the_eager_model_build_creates_the_od_apis_variables(configs):
-    """The children build the model eagerly (a third of the time); nothing else may change.
+    """The children build the model eagerly (less than half the time); nothing else may change.
 
     The demo's SSD under two replicas (variables created in each replica's thread, mirrored);
-    the other architectures' Python under one (the OD API's build of two costs ~3x as much).
+    the other architectures' Python under one (the OD API's build under two costs twice as much).
     """
     replicas = {name: 2 if name == "ssd_fpnlite" else 1 for name in configs}
     for count in sorted(set(replicas.values())):
