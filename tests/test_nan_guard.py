@@ -247,3 +247,24 @@ def test_scale_learning_rate_reaches_every_schedule():
     manual.manual_step_learning_rate.schedule.add(step=20, learning_rate=0.0)
     _, changes = rewrite.scale_learning_rate(config, 0.5, "test")
     assert len(changes) == 2  # a rate of 0 is not a change
+
+
+def test_the_same_seed_gives_the_same_new_layers():
+    """--seed repeats the new layers' initial values, which Keras draws with seeds of its own."""
+    import tensorflow as tf
+
+    from train.tf import child
+
+    def new_head() -> np.ndarray:
+        layer = tf.keras.layers.Conv2D(
+            4, 3, kernel_initializer=tf.keras.initializers.RandomNormal()
+        )
+        layer.build((None, 8, 8, 2))
+        return layer.kernel.numpy()
+
+    child.seed_everything(tf, 3)
+    first = new_head()
+    child.seed_everything(tf, 3)
+    assert np.array_equal(new_head(), first)
+    child.seed_everything(tf, 4)
+    assert not np.array_equal(new_head(), first)

@@ -288,6 +288,16 @@ def _signalled_anywhere(tf, strategy):
     return signalled
 
 
+def seed_everything(tf, seed: int) -> None:
+    """Seeds what a training draws from: TensorFlow's ops, Keras' initializers, Python, NumPy.
+
+    tf.random.set_seed alone is not enough for --seed's promise: Keras' unseeded initializers
+    (the new layers' initial values) take their seeds from Python's `random`, so the same
+    --seed gave different heads run to run. Keras' own set_random_seed covers all four.
+    """
+    tf.keras.utils.set_random_seed(seed)
+
+
 class RestoreFailed(RuntimeError):
     """The fine-tune restore raised or left part of its own scope unfilled."""
 
@@ -438,7 +448,7 @@ def _train(spec, phase: harness.Phase):
         return int(managers[-1].checkpoint.step.numpy()) if managers else None
 
     if options.seed is not None:  # before anything random is built: the OD API seeds nothing
-        tf.random.set_seed(options.seed)
+        seed_everything(tf, options.seed)
     try:
         strategy = make_strategy(tf, spec.strategy)
         agree = (
