@@ -99,23 +99,31 @@ def build_model(config, is_training: bool = True, seed: int = 0):
 
 
 def build_on_batch(model, dataset, unpad_groundtruth_tensors: bool) -> None:
-    """Creates every variable as train_loop's dummy computation does, but eagerly.
+    """Creates every variable as train_loop's dummy computation does, but eagerly, on one image.
 
     model_lib_v2._ensure_model_is_built runs the losses of the first training batch (training
     off) inside a tf.function: a graph traced, optimised and run once, then thrown away. The
     same Python run eagerly under the same strategy creates the same variables (names, shapes,
-    mirrored per replica; tests/test_tracing.py compares them) in less than half the time:
-    3.0 s instead of 6.6-7.9 s for the demo model at 128 px on 2 CPU cores, 5.1 s instead of
-    12.4 s with two replicas (scripts/bench_model_build.py). Every training process pays it
-    once before its restore.
+    mirrored per replica, the same initial values under one seed; tests/test_tracing.py
+    compares them) in less than half the time: 3.0 s instead of 6.6-7.9 s for the demo model
+    at 128 px on 2 CPU cores, 5.1 s instead of 12.4 s with two replicas
+    (scripts/bench_model_build.py). Every training process pays it once before its restore.
+
+    Each replica runs the first image of its batch only: variables do not depend on the batch,
+    and a full batch run eagerly would hold its memory before the first step, so a batch too
+    large would fail in Python's allocations instead of the step's (TRAIN.oom, its fix line).
     """
     from object_detection import model_lib, model_lib_v2
 
     features, labels = next(iter(dataset))
 
+    def first_image(value):
+        return value[:1] if value.shape.rank else value
+
     def losses(features, labels):
         model._is_training = False  # noqa: SLF001 - as the OD API's dummy computation sets it
         tf.keras.backend.set_learning_phase(False)
+        features, labels = tf.nest.map_structure(first_image, (features, labels))
         unstacked = model_lib.unstack_batch(
             labels, unpad_groundtruth_tensors=unpad_groundtruth_tensors
         )
