@@ -12,14 +12,11 @@ from __future__ import annotations
 import glob
 import json
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 
-from tests.conftest import ROOT
-from tests.helpers import write_checkpoint
+from tests.helpers import standin_signatures, write_checkpoint
 from train.options import RunOptions
 from train.pipeline import configfile, labelmap, rewrite
 from train.preflight import Context, run_preflight
@@ -44,18 +41,7 @@ def zoo(shared_fixtures, tmp_path_factory):
             )
         )
         ready.append(str(target))
-    cache = os.environ.get("TFOD_CACHE_DIR", os.path.expanduser("~/.cache/tfod-finetune"))
-    cache = os.path.join(cache, "standin-signatures")
-    result = subprocess.run(
-        [sys.executable, "-m", "tests.standin_signatures", cache, *ready],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=2400,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    from tests.standin_signatures import cache_path
-
+    signatures = standin_signatures(ready)  # built once per config and TF version, cached
     coco = os.path.join(shared_fixtures, "label_maps", "mscoco_label_map.pbtxt")
     names = dict(labelmap.load(coco).items[:3])
     three = work / "three.pbtxt"
@@ -75,7 +61,7 @@ def zoo(shared_fixtures, tmp_path_factory):
                 image, boxes, labels, f"{i}.jpg", names, masks=masks, keypoints=17
             )
             writer.write(example.SerializeToString())
-    return {c: cache_path(cache, c) for c in ready}, str(three), records, work
+    return signatures, str(three), records, work
 
 
 def test_every_zoo_config_trains_after_the_fixes(zoo):
