@@ -6,6 +6,11 @@ training input pipeline (batch 2, no augmentation, no shuffling: deterministic),
 and the weights after one training step (model_lib_v2.eager_train_step in a tf.function, as
 train_loop runs it). Both must agree exactly; and the rule must actually be in force (a run
 would still pass if limit_autograph() silently did nothing, and be twice as slow to start).
+
+The model is built first as each side's training builds it before a fine-tune restore: with
+AutoGraph's default by the OD API's dummy computation (a tf.function, the whole batch), as the
+children by restore.build_on_batch (eager, one image). The same variables (checkpoint keys,
+names, shapes) and, as the step's results are bit-identical, the same initial values.
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ _STEP = """
 import hashlib, json, sys
 from train import compat; compat.apply()
 import tensorflow as tf
-from train.tf import tracing
+from train.tf import restore, tracing
 limited = tracing.limit_autograph()
 from object_detection import inputs, model_lib_v2
 from object_detection.builders import model_builder
@@ -39,6 +44,13 @@ for path in sys.argv[1:]:
     del config.train_config.data_augmentation_options[:]
     model = model_builder.build(config.model, is_training=True)
     dataset = inputs.train_input(config.train_config, reader, config.model, model=model)
+    unpad = config.train_config.unpad_groundtruth_tensors
+    if limited:  # as the children build the model: eagerly, on one image
+        restore.build_on_batch(model, dataset, unpad)
+    else:  # as train_loop does before a fine-tune restore: its dummy computation, traced
+        model_lib_v2._ensure_model_is_built(model, dataset, unpad)
+    variables = {key: [v.name, v.shape.as_list()] for key, v in
+                 restore.object_variables(tf.train.Checkpoint(model=model)).items()}
     features, labels = next(iter(dataset))
     training_step = tf.Variable(0, dtype=tf.int64)
     optimizer, _ = model_lib_v2.optimizer_builder.build(
@@ -61,42 +73,8 @@ for path in sys.argv[1:]:
         "image_sum": float(tf.reduce_sum(tf.cast(features["image"], tf.float64))),
         "losses": {k: float(v) for k, v in losses.items()},
         "weights": digest.hexdigest(),
+        "variables": variables,
     }), flush=True)
-"""
-
-# The training child's model build (restore.build_on_batch, eager) against the OD API's own
-# (model_lib_v2._ensure_model_is_built, a tf.function), under a MirroredStrategy of one or two
-# replicas (two as a multi-GPU run has them): the same variables, keyed as a checkpoint keys
-# them, of the same kinds.
-_BUILD = """
-import json, sys
-from train import compat; compat.apply()
-import tensorflow as tf
-how, replicas = sys.argv[1], int(sys.argv[2])
-cpu = tf.config.list_physical_devices("CPU")[0]
-tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * replicas)
-from train.tf import restore, tracing
-tracing.limit_autograph()
-from object_detection import inputs, model_lib_v2
-from object_detection.builders import model_builder
-from train.pipeline import configfile
-for path in sys.argv[3:]:
-    config = configfile.load(path).proto
-    config.train_config.batch_size = 2
-    strategy = tf.distribute.MirroredStrategy([f"/cpu:{i}" for i in range(replicas)])
-    with strategy.scope():
-        model = model_builder.build(config.model, is_training=True)
-        dataset = strategy.distribute_datasets_from_function(
-            lambda context: inputs.train_input(config.train_config, config.train_input_reader,
-                                               config.model, model=model, input_context=context))
-        if how == "od_api":
-            model_lib_v2._ensure_model_is_built(model, dataset, True)
-        else:
-            restore.build_on_batch(model, dataset, True)
-    keyed = restore.object_variables(tf.train.Checkpoint(model=model))
-    print("RESULT " + json.dumps({"config": path, "variables": {
-        key: [v.name, v.shape.as_list(), type(v).__name__] for key, v in keyed.items()}}),
-        flush=True)
 """
 
 ARCHS = {
@@ -113,14 +91,6 @@ def _steps(configs: list[str], autograph: str | None) -> dict[str, dict]:
     assert done.returncode == 0, done.stderr[-3000:]
     found = [json.loads(x[len("RESULT ") :]) for x in done.stdout.splitlines() if "RESULT " in x]
     return {r["config"]: r for r in found}
-
-
-def _variables(configs: list[str], how: str, replicas: int) -> dict[str, dict]:
-    """{config: {checkpoint key: [name, shape, class]}} of the model as `how` built it."""
-    done = run_python(["-c", _BUILD, how, str(replicas), *configs])
-    assert done.returncode == 0, done.stderr[-3000:]
-    found = [json.loads(x[len("RESULT ") :]) for x in done.stdout.splitlines() if "RESULT " in x]
-    return {r["config"]: r["variables"] for r in found}
 
 
 @pytest.fixture(scope="module")
@@ -155,23 +125,6 @@ def test_without_autograph_the_od_api_computes_the_same_step(steps, name):
     assert limited["limited"] and not limited["od_api_converted"]
     assert limited["image_sum"] == default["image_sum"]
     assert limited["losses"] == default["losses"], (limited["losses"], default["losses"])
+    assert limited["variables"] == default["variables"]  # the eager build's are the OD API's
     assert limited["weights"] == default["weights"]  # every updated weight, bit for bit
     assert limited["losses"]["Loss/total_loss"] > 0
-
-
-def test_the_eager_model_build_creates_the_od_apis_variables(configs):
-    """The children build the model eagerly (less than half the time); nothing else may change.
-
-    The demo's SSD under two replicas (variables created in each replica's thread, mirrored);
-    the other architectures' Python under one (the OD API's build under two costs twice as much).
-    """
-    replicas = {name: 2 if name == "ssd_fpnlite" else 1 for name in configs}
-    for count in sorted(set(replicas.values())):
-        paths = [configs[name] for name in configs if replicas[name] == count]
-        od_api, eager = _variables(paths, "od_api", count), _variables(paths, "eager", count)
-        for name in [name for name in configs if replicas[name] == count]:
-            built = eager[configs[name]]
-            assert built == od_api[configs[name]], name
-            classes = {cls for _, _, cls in built.values()}
-            assert "MirroredVariable" in classes, (name, classes)  # under the strategy
-            assert any(key.startswith("model/_feature_extractor") for key in built), name
