@@ -94,8 +94,8 @@ def _steps(configs: list[str], autograph: str | None) -> dict[str, dict]:
 
 
 @pytest.fixture(scope="module")
-def configs(tmp_path_factory, request) -> dict[str, str]:
-    """Each architecture's config on a few synthetic records, at its small input size."""
+def steps(tmp_path_factory, request):
+    """One training step of each architecture, with AutoGraph's default and as the children."""
     from train.tf import standin, synthetic
 
     work = tmp_path_factory.mktemp("tracing")
@@ -107,12 +107,6 @@ def configs(tmp_path_factory, request) -> dict[str, str]:
             fixtures = request.getfixturevalue("shared_fixtures")
             source = os.path.join(fixtures, "zoo_tf2", zoo_name)
         configs[name] = standin.zoo_config_on_records(source, size, records, str(work))
-    return configs
-
-
-@pytest.fixture(scope="module")
-def steps(configs):
-    """One training step of each architecture, with AutoGraph's default and as the children."""
     default = _steps(list(configs.values()), "all")
     limited = _steps(list(configs.values()), None)
     return {name: (default[c], limited[c]) for name, c in configs.items()}
