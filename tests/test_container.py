@@ -33,11 +33,10 @@ def test_the_image_builds_and_runs_the_demo_stop_resume_and_bad_input(tmp_path):
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     results = json.loads((out / "results.json").read_text())
     assert results["base"].startswith("docker.io/tensorflow/tensorflow:")
-    # Both exports checked inside the container (the TFLite in MediaPipe too); the demo's
-    # random stand-in can leave a comparison inconclusive (ties at the cut-off), never in
-    # disagreement.
-    assert results["demo_verified_exports"] >= 1
-    assert results["demo_verified_exports"] + results["demo_inconclusive_exports"] == 2
+    # The TFLite export checked inside the container (in MediaPipe too). The demo's calibrated
+    # stand-in scores boxes apart even after 2 steps, so the comparison is conclusive.
+    assert results["demo_verified_exports"] == 1
+    assert results["demo_inconclusive_exports"] == 0
     assert results["stop_exit"] == errors.EXIT_INTERRUPTED and results["stopped_at_step"] >= 3
     assert results["resume_exit"] == errors.EXIT_OK and results["tensorboard_on_host"]
     assert results["bad_input_exit"] == errors.EXIT_USAGE
