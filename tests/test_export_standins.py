@@ -58,7 +58,7 @@ CASES = {
         256, ("onnx",), "none", (-0.01, 0.01), True, False, False
     ),
     "faster_rcnn_resnet50_v1_640x640_coco17_tpu-8.config": Case(
-        256, ("onnx",), "none", (0.0, 0.0), True, True, False
+        128, ("onnx",), "none", (0.0, 0.0), True, True, False
     ),
     "centernet_resnet50_v1_fpn_512x512_kpts_coco17_tpu-8.config": Case(
         128, ("saved_model", "tflite", "onnx"), "none", (0.0, 0.0), True, True, True
