@@ -43,7 +43,7 @@ def _convert(saved_model: str, out: str, env: dict[str, str]) -> float:
     from train.tf.formats import onnx
 
     start = time.monotonic()
-    done = onnx._tf2onnx(saved_model, out, env)
+    done = onnx.run_converter(saved_model, out, env)
     if done.returncode != 0:
         raise SystemExit(f"tf2onnx failed: {done.stderr[-2000:]}")
     return time.monotonic() - start

@@ -23,11 +23,12 @@ from train.verify import Detections
 OPSET = 17  # ONNX Runtime >= 1.13 and TensorRT >= 8.6 run it
 
 
-# tf2onnx deep-copies the whole graph before each of its optimizers (about 36 passes) so that
-# one that raises can be skipped; with TF2ONNX_CATCH_ERRORS set they run on the graph itself.
-# On the SSD MobileNetV2 stand-in that is 15 s instead of 41 s for the same ONNX graph (same
-# ops, identical outputs; scripts/bench_onnx_convert.py). A conversion that fails that way is
-# run again as tf2onnx runs by default, so the fast path never loses a file the default makes.
+# tf2onnx deep-copies the whole graph before each optimizer pass (12 optimizers, repeated until
+# none changes the graph) so that one that raises can be skipped; with TF2ONNX_CATCH_ERRORS
+# set they run on the graph itself. On the SSD MobileNetV2 stand-in that is 0.72-0.76 of the
+# time for the same ONNX graph (same ops, identical outputs; scripts/bench_onnx_convert.py).
+# A conversion that fails that way is run again as tf2onnx runs by default, so the fast path
+# never loses a file the default makes.
 FAST = {"TF2ONNX_CATCH_ERRORS": "false"}
 
 
@@ -41,16 +42,18 @@ def convert(saved_model: str, out: str) -> None:
     module, ~40 % faster, identical outputs): there the OOM killer took the whole finish
     child, and the evaluation and the other formats' report with it.
     """
-    done = _tf2onnx(saved_model, out, FAST)
+    done = run_converter(saved_model, out, FAST)
     if done.returncode != 0 and done.returncode != -signal.SIGKILL:
-        print("tf2onnx: an optimizer failed on the graph itself; converting again as by default")
-        done = _tf2onnx(saved_model, out, {})
+        print(
+            "tf2onnx failed with its optimizers on the graph itself; converting again as by default"
+        )
+        done = run_converter(saved_model, out, {})
     if done.returncode != 0 or not os.path.isfile(out):
         last = [line for line in done.stderr.splitlines() if line.strip()][-1:] or ["no output"]
         raise RuntimeError(f"tf2onnx failed (exit {done.returncode}): {last[0]}")
 
 
-def _tf2onnx(saved_model: str, out: str, env: dict[str, str]) -> subprocess.CompletedProcess:
+def run_converter(saved_model: str, out: str, env: dict[str, str]) -> subprocess.CompletedProcess:
     """One tf2onnx process; a SIGKILL by the OOM killer raises with its evidence."""
     from train.launch import deaths
 
