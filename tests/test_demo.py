@@ -75,6 +75,23 @@ def test_the_demo_learns_the_shapes(demo):
     assert min(curves["ap50"].values()) > 0  # every class found, not one learnt
 
 
+def test_on_cpu_each_step_is_one_call_and_the_input_images_keep_their_cadence(demo):
+    """One step per tf.function call (the step traced once), summaries of every step.
+
+    The input images are recorded every 15 steps, as with 15 steps per call (20 points).
+    """
+    import tensorflow as tf
+
+    assert "training: 300 steps from step 0 (1 per iteration)" in demo["log"]
+    steps = {}
+    for path in glob.glob(os.path.join(demo["model_dir"], "train", "*.v2")):
+        for event in tf.compat.v1.train.summary_iterator(path):
+            for value in event.summary.value:
+                steps.setdefault(value.tag, []).append(event.step)
+    assert sorted(steps["Loss/total_loss"]) == list(range(1, 301))
+    assert sorted(steps["train_input_images"]) == list(range(0, 300, 15))
+
+
 def test_the_standin_folders_config_is_the_zoo_config_but_for_batch_norm_decay(demo):
     from tests.conftest import DEMO_CONFIG
     from train.pipeline import configfile

@@ -157,6 +157,8 @@ class TrainSpec(Contract):
     freeze_report: str = ""  # where the child writes its TrainingFreeze
     nan_guard: bool = True  # stop at the first non-finite loss or gradient (benchmarks: off)
     gpu_limits: bool = False  # also report each GPU allocator's limit (--batch_size auto)
+    # The input-image summary every N steps only (1: whenever train_loop records summaries).
+    input_images_every: int = 1
 
 
 @dataclasses.dataclass(frozen=True)

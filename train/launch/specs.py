@@ -65,13 +65,13 @@ class Launch:
         return self.argv[-1]
 
 
-def choose_steps_per_iteration(remaining: int, checkpoint_every_n: int, cap: int = 100) -> int:
-    """Steps per `tf.function` call of the OD loop.
+def summary_cadence(remaining: int, checkpoint_every_n: int, cap: int = 100) -> int:
+    """Every how many steps train_loop records its summaries (and, on GPU, runs per call).
 
-    `train_loop` runs whole iterations of this many steps, writes summaries and checkpoints
-    only between them, and overshoots `train_steps` when this does not divide the remaining
-    steps (model_main_tf2 hard-codes 100). So pick the largest value that divides both the
-    remaining steps and the checkpoint cadence, and keeps at least ~20 summary points per run.
+    `train_loop` writes summaries and checkpoints only between iterations, and overshoots
+    `train_steps` when the iteration does not divide the remaining steps (model_main_tf2
+    hard-codes 100). So pick the largest value that divides both the remaining steps and the
+    checkpoint cadence, and keeps at least ~20 summary points per run.
     """
     if remaining <= 0:
         return 1
@@ -80,6 +80,20 @@ def choose_steps_per_iteration(remaining: int, checkpoint_every_n: int, cap: int
         if remaining % d == 0 and checkpoint_every_n % d == 0:
             return d
     return 1
+
+
+def choose_steps_per_iteration(cadence: int, on_gpu: bool) -> int:
+    """Steps per `tf.function` call of the OD loop: the summary cadence on GPU, 1 on CPU.
+
+    An iteration of several steps traces the training step twice (train_loop's loop body and
+    its last step are two calls of it in one function), which on the demo took 48 s to the
+    first step instead of 17 s with one step per call. The Python round trip per call that
+    several steps save is what matters on a GPU, whose steps take milliseconds; a CPU step
+    takes tenths of seconds, and there the round trip did not show: 1.97 against 1.96 steps/s
+    at 320 px (docs/measurements.md). On CPU the input images are still recorded at the
+    cadence only (TrainSpec.input_images_every): every step they would take 100 kB a step.
+    """
+    return cadence if on_gpu else 1
 
 
 COMMUNICATION_TIMEOUT_S = 300  # a collective that waits longer fails instead of hanging
@@ -137,8 +151,11 @@ def build_launch(
     model_dir = os.path.abspath(options.model_dir)
     work_dir = topology.work_dir(model_dir)
     remaining = num_train_steps - start_step
-    per_iteration = options.num_steps_per_iteration or choose_steps_per_iteration(
+    cadence = options.num_steps_per_iteration or summary_cadence(
         remaining, options.checkpoint_every_n
+    )
+    per_iteration = options.num_steps_per_iteration or choose_steps_per_iteration(
+        cadence, bool(topology.gpus)
     )
     env = {
         "TF_CPP_MIN_LOG_LEVEL": "1",
@@ -155,6 +172,7 @@ def build_launch(
         strategy_spec(topology),
         num_train_steps=num_train_steps,
         num_steps_per_iteration=per_iteration,
+        input_images_every=cadence,
     )
     return Launch(
         argv=(python, "-m", "train.tf.child", RunPaths(work_dir).spec(paths.TRAIN)),
