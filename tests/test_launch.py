@@ -32,21 +32,24 @@ def test_summary_cadence(remaining, every, expected):
         assert remaining % chosen == 0 and every % chosen == 0
 
 
-def test_steps_per_iteration_are_the_cadence_on_gpu_and_one_on_cpu(tmp_path):
+def test_steps_per_iteration_are_the_cadence_but_one_on_short_cpu_runs(tmp_path):
     from train.launch import cluster
 
     options = RunOptions(pipeline_config="in.config", model_dir=str(tmp_path / "m"))
     config = str(tmp_path / "m" / "pipeline.config")
     gpu = cluster.Topology(kind=cluster.MIRRORED, gpus=(0, 1))
-    on_gpu = specs.build_launch(options, config, 50000, 0, {}, topology=gpu).train
-    on_cpu = specs.build_launch(options, config, 50000, 0, {}).train
-    assert (on_gpu.num_steps_per_iteration, on_gpu.input_images_every) == (100, 100)
-    # One step per call (the step traced once), the input images still every 100 steps.
-    assert (on_cpu.num_steps_per_iteration, on_cpu.input_images_every) == (1, 100)
+
+    def chosen(steps, topology, opts=options):
+        train = specs.build_launch(opts, config, steps, 0, {}, topology=topology).train
+        return train.num_steps_per_iteration, train.input_images_every
+
+    assert chosen(300, gpu) == (10, 10)  # divides 300 and the cadence of 1000
+    # One step per call (the step traced once), the input images still every 10 steps.
+    assert chosen(300, None) == (1, 10)
+    assert chosen(specs.CPU_SINGLE_STEP_CALLS, None)[0] == 1
+    assert chosen(50000, None) == chosen(50000, gpu) == (100, 100)  # the trace amortised
     asked = dataclasses.replace(options, num_steps_per_iteration=5)
-    for topology in (gpu, None):
-        train = specs.build_launch(asked, config, 50000, 0, {}, topology=topology).train
-        assert (train.num_steps_per_iteration, train.input_images_every) == (5, 5)
+    assert chosen(300, gpu, asked) == chosen(300, None, asked) == (5, 5)
 
 
 def test_build_launch_is_pure_and_complete(tmp_path):

@@ -82,18 +82,27 @@ def summary_cadence(remaining: int, checkpoint_every_n: int, cap: int = 100) -> 
     return 1
 
 
-def choose_steps_per_iteration(cadence: int, on_gpu: bool) -> int:
-    """Steps per `tf.function` call of the OD loop: the summary cadence on GPU, 1 on CPU.
+# Up to this many steps, a CPU run calls the training step once per step (see below).
+CPU_SINGLE_STEP_CALLS = 400
+
+
+def choose_steps_per_iteration(cadence: int, remaining: int, on_gpu: bool) -> int:
+    """Steps per `tf.function` call of the OD loop: the summary cadence, but 1 on short CPU runs.
 
     An iteration of several steps traces the training step twice (train_loop's loop body and
-    its last step are two calls of it in one function), which on the demo took 48 s to the
-    first step instead of 17 s with one step per call. The Python round trip per call that
-    several steps save is what matters on a GPU, whose steps take milliseconds; a CPU step
-    takes tenths of seconds, and there the round trip did not show: 1.97 against 1.96 steps/s
-    at 320 px (docs/measurements.md). On CPU the input images are still recorded at the
-    cadence only (TrainSpec.input_images_every): every step they would take 100 kB a step.
+    its last step are two calls of it in one function): on the demo 48 s from the restore to
+    the end of the first iteration, against 17 s to the first step with one step per call.
+    What several steps per call save is a Python round trip per step, which on a CPU step
+    of the demo was within this machine's noise: 1.77-1.95 steps/s against 1.93-1.99
+    (docs/measurements.md), at most ~0.03 s a step. So a CPU run of up to
+    CPU_SINGLE_STEP_CALLS steps gains (both costs grow with the model's graph), a longer one
+    pays the second trace once. On GPU, where a step takes milliseconds, the round trip
+    matters and the cadence stays. The input images are recorded at the cadence either way
+    (TrainSpec.input_images_every): every step they would take ~100 kB a step.
     """
-    return cadence if on_gpu else 1
+    if not on_gpu and remaining <= CPU_SINGLE_STEP_CALLS:
+        return 1
+    return cadence
 
 
 COMMUNICATION_TIMEOUT_S = 300  # a collective that waits longer fails instead of hanging
@@ -155,7 +164,7 @@ def build_launch(
         remaining, options.checkpoint_every_n
     )
     per_iteration = options.num_steps_per_iteration or choose_steps_per_iteration(
-        cadence, bool(topology.gpus)
+        cadence, remaining, bool(topology.gpus)
     )
     env = {
         "TF_CPP_MIN_LOG_LEVEL": "1",
