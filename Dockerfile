@@ -12,6 +12,7 @@ FROM tensorflow/tensorflow:2.15.1-gpu
 
 ENV PYTHONUNBUFFERED=1 \
     PIP_NO_CACHE_DIR=1 \
+    UV_NO_CACHE=1 \
     PATH=/opt/venv/bin:$PATH
 
 WORKDIR /opt/tfod-finetune
