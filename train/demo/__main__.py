@@ -46,14 +46,14 @@ ZOO_NAME = "ssd_mobilenet_v2_fpnlite_320x320_coco17_tpu-8"
 # The stand-in's weights shift and batch-norm decay (see the module docstring).
 STANDIN_SHIFT = (-0.01, 0.01)
 STANDIN_BATCH_NORM_DECAY = 0.9
-STEPS = 300  # mAP@.5 ~0.7 on the eval pictures (docs/measurements.md)
+STEPS = 300  # mAP@.5 ~0.55-0.8 on the 32 eval pictures (docs/measurements.md)
 # The eval set the learnable demo is measured on. 8 pictures hold ~5 shapes a class, too few
 # to measure on: three 300-step models scored mAP@.5 0.50, 0.79 and 0.97 on the 8 and 0.57,
 # 0.66 and 0.77 on 32 others (docs/measurements.md); the 0.50 failed the demo's promise.
 EVAL_PICTURES = 32
 BATCH_SIZE = 4
-# Seeded, so the demo repeats its figures: unseeded, the new head's initial values and the
-# shuffle vary, and one run in the 300 steps ended at mAP@.5 0.49 where others reached 0.7-0.84.
+# Seeded: the new head's initial values and the shuffle repeat. The order of TensorFlow's
+# parallel sums does not, so the figures still vary from run to run (docs/development.md).
 SEED = 1
 
 

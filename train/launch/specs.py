@@ -92,9 +92,9 @@ def choose_steps_per_iteration(cadence: int, remaining: int, on_gpu: bool) -> in
     An iteration of several steps traces the training step twice (train_loop's loop body and
     its last step are two calls of it in one function): on the demo 48 s from the restore to
     the end of the first iteration, against 17 s to the first step with one step per call.
-    What several steps per call save is a Python round trip per step, which on a CPU step
-    of the demo was within this machine's noise: 1.77-1.95 steps/s against 1.93-1.99
-    (docs/measurements.md), at most ~0.03 s a step. So a CPU run of up to
+    What several steps per call save is a Python round trip per step: on the demo's 300
+    steps 1.85 against 1.99 steps/s, ~0.04 s a step (60-step runs: 1.77-1.95 against 1.93,
+    within this machine's noise; docs/measurements.md). So a CPU run of up to
     CPU_SINGLE_STEP_CALLS steps gains (both costs grow with the model's graph), a longer one
     pays the second trace once. On GPU, where a step takes milliseconds, the round trip
     matters and the cadence stays. The input images are recorded at the cadence either way

@@ -184,7 +184,7 @@ def thinned_input_images(model_lib_v2, every: int):
     """Records train_loop's input-image summary only at steps that are multiples of `every`.
 
     train_loop records its summaries at the end of each iteration; with one step per
-    iteration (on CPU, train/launch/specs.py) that would be three PNG images a step, ~100 kB
+    iteration (short CPU runs, train/launch/specs.py) that would be three PNG images a step, ~100 kB
     (6.4 MB for 60 steps of the demo against 0.5 MB). The scalars stay at every step.
     """
     summary = model_lib_v2.tf.compat.v2.summary
