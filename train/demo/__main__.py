@@ -12,9 +12,7 @@ model, and two things make that learn in a few hundred CPU steps (see build_stan
 weights are shifted by a centred amount (an all-positive shift makes every channel see the
 mean of its inputs: nothing learns) with batch-norm statistics calibrated on the training
 pictures, and its pipeline.config has one edit, batch-norm decay 0.9 for the zoo's 0.997
-(moving statistics that follow weights trained from scratch). It has a second, for time: the
-model takes 192x192 pictures, not 320x320 (same variables, a step ~2.2x cheaper, and on these
-shapes it learns at least as well; docs/measurements.md).
+(moving statistics that follow weights trained from scratch).
 """
 
 from __future__ import annotations
@@ -48,11 +46,7 @@ ZOO_NAME = "ssd_mobilenet_v2_fpnlite_320x320_coco17_tpu-8"
 # The stand-in's weights shift and batch-norm decay (see the module docstring).
 STANDIN_SHIFT = (-0.01, 0.01)
 STANDIN_BATCH_NORM_DECAY = 0.9
-# The stand-in's input size. 300 steps on 2 cores, mAP@.5 on 32 eval pictures: 320 px ~190 s
-# of training, 0.57-0.80 (4 runs); 192 px ~100 s, 0.66-0.94 (6); 160 px 0.77; 128 px 0.55 and
-# hardly faster than 192 (a step's fixed cost dominates there). docs/measurements.md.
-STANDIN_IMAGE_SIZE = 192
-STEPS = 300  # mAP@.5 ~0.65-0.95 on the 32 eval pictures (docs/measurements.md)
+STEPS = 300  # mAP@.5 ~0.55-0.8 on the 32 eval pictures (docs/measurements.md)
 # The eval set the learnable demo is measured on. 8 pictures hold ~5 shapes a class, too few
 # to measure on: three 300-step models scored mAP@.5 0.50, 0.79 and 0.97 on the 8 and 0.57,
 # 0.66 and 0.77 on 32 others (docs/measurements.md); the 0.50 failed the demo's promise.
@@ -85,7 +79,6 @@ def prepare(out: str, learnable: bool = True) -> dict[str, str]:
                 shift=STANDIN_SHIFT,
                 calibrate_on=(os.path.join(data_dir, "train.record"),),
                 batch_norm_decay=STANDIN_BATCH_NORM_DECAY,
-                image_size=STANDIN_IMAGE_SIZE,
             )
         else:
             standin.build_standin(DEMO_CONFIG, zoo_dir)
