@@ -18,10 +18,16 @@ CLASSES = {1: "square", 2: "circle", 3: "triangle"}
 _COLOURS = {1: (220, 40, 40), 2: (40, 200, 60), 3: (50, 80, 230)}
 
 
-def make_image(rng: np.random.Generator, size: int, masks: list | None = None):
+def make_image(
+    rng: np.random.Generator,
+    size: int,
+    masks: list | None = None,
+    smallest: int = 8,
+):
     """Returns (PIL image, boxes [(xmin, ymin, xmax, ymax)] normalised, labels).
 
     With `masks` (a list), appends each shape's instance mask to it (a PIL "L" image, 1 inside).
+    Shapes are `size // smallest` to `size // 3` pixels wide.
     """
     from PIL import Image, ImageDraw
 
@@ -35,8 +41,8 @@ def make_image(rng: np.random.Generator, size: int, masks: list | None = None):
     boxes, labels = [], []
     for _ in range(int(rng.integers(1, 4))):
         label = int(rng.integers(1, 4))
-        width = int(rng.integers(size // 8, size // 3))
-        height = width if label != 1 else int(rng.integers(size // 8, size // 3))
+        width = int(rng.integers(size // smallest, size // 3))
+        height = width if label != 1 else int(rng.integers(size // smallest, size // 3))
         x0 = int(rng.integers(0, size - width))
         y0 = int(rng.integers(0, size - height))
         x1, y1 = x0 + width, y0 + height
@@ -135,6 +141,7 @@ def make_dataset(
     one_class: bool = False,
     masks: bool = False,
     keypoints: int = 0,
+    smallest: int = 8,
 ) -> dict[str, str]:
     """Writes train.record, eval.record and label_map.pbtxt; returns their paths.
 
@@ -155,7 +162,7 @@ def make_dataset(
         with tf.io.TFRecordWriter(path) as writer:
             for i in range(count):
                 shape_masks = [] if masks else None
-                image, boxes, labels = make_image(rng, size, shape_masks)
+                image, boxes, labels = make_image(rng, size, shape_masks, smallest)
                 if one_class:
                     labels = [1] * len(labels)
                 example = to_example(
