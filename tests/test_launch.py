@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import glob
 import json
 import sys
 
@@ -377,3 +378,44 @@ def test_a_child_that_cannot_read_its_spec_is_a_contract_error_naming_it(tmp_pat
         assert Outcome.read(spec.outcome) is None
     log = (tmp_path / "prepare.log").read_text()
     assert f"cannot read the spec {spec_path}: PrepareSpec:" in log  # the child said why
+
+
+def test_input_images_are_thinned_to_their_cadence_and_every_other_summary_kept(tmp_path):
+    """What TrainSpec.input_images_every does in the child: on one step per call, train_loop
+    records its summaries every step, and three input images a step would be ~100 kB each.
+
+    The summary is called as train_loop calls it (keywords, a step tensor in a tf.function).
+    """
+    from train import compat
+
+    compat.apply()
+    import tensorflow as tf
+    from object_detection import model_lib_v2
+
+    from train.tf import child
+
+    writer = tf.summary.create_file_writer(str(tmp_path))
+    images = tf.zeros([1, 4, 4, 3])
+
+    @tf.function
+    def step(global_step):
+        for name in ("train_input_images", "other_images"):
+            tf.compat.v2.summary.image(name=name, step=global_step, data=images, max_outputs=3)
+        tf.compat.v2.summary.scalar("loss", 1.0, step=global_step)
+
+    original = tf.compat.v2.summary.image
+    with writer.as_default(), tf.summary.record_if(True):
+        with child.thinned_input_images(model_lib_v2, 3):
+            for i in range(8):
+                step(tf.constant(i, tf.int64))
+    writer.close()
+    assert tf.compat.v2.summary.image is original  # put back for whatever runs next
+    steps = {}
+    for event in tf.compat.v1.train.summary_iterator(glob.glob(str(tmp_path / "*"))[0]):
+        for value in event.summary.value:
+            steps.setdefault(value.tag, []).append(event.step)
+    assert steps == {
+        "train_input_images": [0, 3, 6],
+        "other_images": list(range(8)),
+        "loss": list(range(8)),
+    }
