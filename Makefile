@@ -14,7 +14,7 @@ setup:  ## create $(VENV) with the pinned primary stack (a no-op when up to date
 setup-newest:
 	bash scripts/setup_env.sh tf221-cpu $(NEWEST_VENV)
 
-demo: setup  ## generate data + stand-in zoo folder, fine-tune 300 steps through the driver, export, predict
+demo: setup  ## generate data + stand-in zoo folder, fine-tune 500 steps through the driver, export, predict
 	$(PY) -m train.demo --out demo_out
 
 # Two workers, one test file each at a time (module fixtures are shared runs): much of a

@@ -1,6 +1,6 @@
 """`make demo` as a newcomer runs it: the stand-in learns the shapes, every export verified.
 
-One run of `python -m train.demo` (about 4 minutes on 2 cores): 300 steps from the stand-in
+One run of `python -m train.demo` (about 4 minutes on 2 cores): 500 steps from the stand-in
 zoo folder, the final evaluation, SavedModel, TFLite (in MediaPipe too) and ONNX, then
 train.predict with the TFLite file on the eval pictures. It runs from a wheel installed
 outside the source tree (`pip install .` as a user does, not the editable tree), so the same
@@ -23,6 +23,7 @@ import sys
 import pytest
 
 from tests.conftest import ROOT, run_python
+from train.demo.__main__ import STEPS
 
 pytestmark = pytest.mark.slow
 
@@ -68,31 +69,36 @@ def test_the_demo_learns_the_shapes(demo):
     assert demo["run"].returncode == 0, demo["log"][-4000:]
     final = demo["report"]["eval"]["final"]
     assert final["metrics"]["DetectionBoxes_Precision/mAP@.50IOU"] >= 0.5
-    printed = re.search(r"final eval \(step 300, .*\): .*mAP@\.5 ([0-9.]+)", demo["log"])
+    printed = re.search(rf"final eval \(step {STEPS}, .*\): .*mAP@\.5 ([0-9.]+)", demo["log"])
     assert printed and float(printed.group(1)) >= 0.5
     curves = demo["report"]["curves"]
     assert curves["f1"] >= 0.4 and 0.05 <= curves["threshold"] <= 0.95
     assert min(curves["ap50"].values()) > 0  # every class found, not one learnt
 
 
-def test_on_cpu_each_step_is_one_call_and_the_input_images_keep_their_cadence(demo):
-    """One step per tf.function call (the step traced once), summaries of every step.
+def test_past_the_one_step_calls_the_demo_calls_the_step_at_its_summary_cadence(demo):
+    """500 CPU steps are past CPU_SINGLE_STEP_CALLS: the step is traced twice (train_loop's
+    loop body and its last call), then called 20 times, not 500. Summaries at the cadence.
 
-    The input images are recorded every 15 steps, as with 15 steps per call (20 points).
+    One step per call and its thinned input images: tests/test_launch.py.
     """
     import tensorflow as tf
 
-    assert "training: 300 steps from step 0 (1 per iteration)" in demo["log"]
+    from train.launch import specs
+
+    assert STEPS > specs.CPU_SINGLE_STEP_CALLS
+    per = specs.summary_cadence(STEPS, STEPS // 2)
+    assert f"training: {STEPS} steps from step 0 ({per} per iteration)" in demo["log"]
     steps = {}
     for path in glob.glob(os.path.join(demo["model_dir"], "train", "*.v2")):
         for event in tf.compat.v1.train.summary_iterator(path):
             for value in event.summary.value:
                 steps.setdefault(value.tag, []).append(event.step)
-    assert sorted(steps["Loss/total_loss"]) == list(range(1, 301))
-    assert sorted(steps["train_input_images"]) == list(range(0, 300, 15))
+    assert sorted(steps["Loss/total_loss"]) == list(range(per, STEPS + 1, per))
+    assert sorted(steps["train_input_images"]) == list(range(0, STEPS, per))
 
 
-def test_the_standin_folders_config_is_the_zoo_config_but_for_batch_norm_decay(demo):
+def test_the_standin_folders_config_is_the_zoo_config_but_for_batch_norm_decay_and_size(demo):
     from tests.conftest import DEMO_CONFIG
     from train.pipeline import configfile
     from train.tf import standin
@@ -103,7 +109,13 @@ def test_the_standin_folders_config_is_the_zoo_config_but_for_batch_norm_decay(d
     ours = configfile.load(folder[0]).proto
     assert ours.model.ssd.feature_extractor.conv_hyperparams.batch_norm.decay == pytest.approx(0.9)
     assert standin.set_batch_norm_decay(ours, 0.997) == 2
+    resizer = ours.model.ssd.image_resizer.fixed_shape_resizer
+    assert (resizer.height, resizer.width) == (192, 192)  # the demo's, for time
+    resizer.height = resizer.width = 320
     assert ours == configfile.load(DEMO_CONFIG).proto
+    # The run trained at that size: the resolved config keeps it.
+    resolved = configfile.load(os.path.join(demo["model_dir"], "pipeline.config")).proto
+    assert resolved.model.ssd.image_resizer.fixed_shape_resizer.height == 192
 
 
 def test_every_export_is_verified_and_mediapipe_finds_every_detection(demo):
