@@ -148,7 +148,8 @@ def make_dataset(
     `one_class` labels every shape 1 ("shape"): a related but class-agnostic task, used to
     pre-train checkpoints whose box heads have learnt something. `masks` adds PNG instance
     masks, `keypoints` that many keypoints per box (Mask R-CNN and CenterNet keypoint tasks);
-    with keypoints the label map lists them for every class.
+    with keypoints the label map lists them for every class. `smallest`: shapes are at least
+    `size // smallest` pixels wide (the demo's 5 keeps them over its model's smallest anchor).
     """
     compat.apply(with_tensorflow=False)
     import tensorflow as tf
