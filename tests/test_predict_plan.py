@@ -1,4 +1,5 @@
-"""train.predict's plan: which model, which inputs, where outputs go; usage errors (issue 24).
+"""train.predict's plan: which model, which inputs, where outputs go; usage errors (issue 24);
+and how an annotated picture is drawn.
 
 TF-free: every refusal here happens before a model is loaded, in about a second. The
 predictions themselves (four model kinds, a folder, a video) are in tests/test_demo.py,
@@ -183,3 +184,37 @@ def test_the_default_threshold_is_the_runs_recommended_one(tmp_path):
     assert planned(run, threshold=0.6) == (0.6, "--threshold")  # given: given wins
     curves.write_text("{not json")
     assert planned(run) == (plans.DEFAULT_THRESHOLD, "the default")
+
+
+def test_a_pasted_label_is_the_label_drawn_in_place_and_clipped_at_the_edges():
+    """outputs.draw pastes each label from a cache (one render per distinct label): the
+    pixels must be those of drawing the filled box and the text there, as it did before."""
+    import numpy as np
+    from PIL import Image, ImageDraw
+
+    from train.predicting import outputs
+
+    background = np.random.default_rng(0).integers(0, 255, (120, 160, 3), dtype=np.uint8)
+    found = outputs.Found(
+        boxes=np.array([[30.0, 40.0, 90.0, 100.0], [2.0, 3.0, 60.0, 50.0], [120.0, 20, 159, 70]]),
+        classes=np.array([1, 2, 3]),
+        scores=np.array([0.91, 0.5, 0.77]),
+    )
+    names = {1: "square", 2: "circle"}  # class 3 has no name: class_3
+    drawn = np.asarray(outputs.draw(background, found, names))
+
+    expected = Image.fromarray(background)
+    pen = ImageDraw.Draw(expected)
+    font = outputs._font()
+    for (x0, y0, x1, y1), cls, score in zip(found.boxes, found.classes, found.scores, strict=True):
+        colour = outputs._COLOURS[int(cls) % len(outputs._COLOURS)]
+        x0, y0, x1, y1 = (round(v) for v in (x0, y0, x1, y1))
+        pen.rectangle([x0, y0, x1, y1], outline=colour, width=2)
+        label = f"{outputs.name_of(names, cls)} {score:.2f}"
+        left, top, right, bottom = pen.textbbox((x0, y0), label, font=font)
+        high = bottom - top + 2
+        lift = min(high, y0)  # inside the box at the top (the second box), cut at the right
+        pen.rectangle([x0, y0 - lift, x0 + right - left + 4, y0 - lift + high], fill=colour)
+        pen.text((x0 + 2, y0 - lift), label, fill="white", font=font)
+    assert np.array_equal(drawn, np.asarray(expected))
+    assert outputs.label_patch.cache_info().currsize >= 3  # rendered once, kept
