@@ -56,8 +56,8 @@ STANDIN_IMAGE_SIZE = 192
 # stride 8 x anchor_scale 4), where an eighth (24 px) was under it.
 SMALLEST_SHAPE = 5
 # mAP@.5 on the 32 eval pictures, 192 px (docs/measurements.md): 300 steps with an eighth 0.39-0.94
-# over seven runs; with a fifth, 300 steps 0.59, 400 steps 0.52 and 0.87, 500 steps 0.85-0.98
-# over thirteen.
+# over seven runs; with a fifth, 300 steps 0.59, 400 steps 0.52 and 0.87, 500 steps 0.84-0.98
+# over fourteen.
 STEPS = 500
 # The eval set the learnable demo is measured on. 8 pictures hold ~5 shapes a class, too few
 # to measure on: three 300-step models scored mAP@.5 0.50, 0.79 and 0.97 on the 8 and 0.57,
