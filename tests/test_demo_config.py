@@ -77,24 +77,31 @@ def test_messages_walks_every_nested_message_with_its_path():
 def test_the_demos_shapes_are_no_smaller_than_the_smallest_anchor_at_its_input_size():
     """At the stand-in's 192 px, the zoo's 1/8-wide shapes (24 px) fell under the 32 px anchor.
 
-    The anchor comes from the config (stride 2**min_level x anchor_scale), the shapes from the
-    generator the demo calls, so a change to either that breaks the fit fails here.
+    The anchor and the resize come from the config as the run's training-data plot reads them
+    (train.boxstats), the shapes from the generator the demo calls, so a change to either
+    that breaks the fit fails here.
     """
     import numpy as np
 
+    from train import boxstats
     from train.demo import __main__ as demo
     from train.tf import synthetic
 
-    anchors = configfile.load(DEMO_CONFIG).proto.model.ssd.anchor_generator
-    grid = anchors.multiscale_anchor_generator
-    smallest_anchor = 2**grid.min_level * grid.anchor_scale
-    assert smallest_anchor == 32
+    config = configfile.load(DEMO_CONFIG).proto
+    resizer = config.model.ssd.image_resizer.fixed_shape_resizer
+    resizer.height = resizer.width = demo.STANDIN_IMAGE_SIZE  # as the stand-in's config
+    seen = boxstats.geometry(config)
+    assert seen.smallest_anchor == 32
+    vertical, horizontal = seen.scale(320, 320)
+
+    def smallest_side(boxes) -> float:  # in model-input pixels
+        return min(
+            min((x1 - x0) * horizontal, (y1 - y0) * vertical) * 320 for x0, y0, x1, y1 in boxes
+        )
+
     rng = np.random.default_rng(0)
-    sides = []
-    for _ in range(64):
-        _, boxes, _ = synthetic.make_image(rng, 320, smallest=demo.SMALLEST_SHAPE)
-        sides += [min(x1 - x0, y1 - y0) for x0, y0, x1, y1 in boxes]
-    assert min(sides) * demo.STANDIN_IMAGE_SIZE >= smallest_anchor
+    demos = [synthetic.make_image(rng, 320, smallest=demo.SMALLEST_SHAPE)[1] for _ in range(64)]
+    assert min(smallest_side(b) for b in demos) >= seen.smallest_anchor
     # The generator's default (the tests' inert assets) still draws the zoo-like small shapes.
     zoo_like = [synthetic.make_image(rng, 320)[1] for _ in range(64)]
-    assert min(min(x1 - x0, y1 - y0) for b in zoo_like for x0, y0, x1, y1 in b) * 192 < 32
+    assert min(smallest_side(b) for b in zoo_like) < seen.smallest_anchor
