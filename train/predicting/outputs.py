@@ -96,9 +96,7 @@ def label_patch(text: str, colour: str):
     """
     from PIL import Image, ImageDraw
 
-    left, top, right, bottom = ImageDraw.Draw(Image.new("RGB", (1, 1))).textbbox(
-        (0, 0), text, font=_font()
-    )
+    left, top, right, bottom = _font().getbbox(text)
     patch = Image.new("RGB", (right - left + 5, bottom - top + 3), colour)
     ImageDraw.Draw(patch).text((2, 0), text, fill="white", font=_font())
     return patch
