@@ -87,7 +87,8 @@ def test_past_the_one_step_calls_the_demo_calls_the_step_at_its_summary_cadence(
     from train.launch import specs
 
     assert STEPS > specs.CPU_SINGLE_STEP_CALLS
-    per = specs.summary_cadence(STEPS, STEPS // 2)
+    every = re.search(r"--checkpoint_every_n=(\d+)", demo["run"].stdout)  # as the demo ran it
+    per = specs.summary_cadence(STEPS, int(every.group(1)))
     assert f"training: {STEPS} steps from step 0 ({per} per iteration)" in demo["log"]
     steps = {}
     for path in glob.glob(os.path.join(demo["model_dir"], "train", "*.v2")):
