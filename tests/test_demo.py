@@ -232,11 +232,12 @@ def test_the_onnx_export_takes_float32_keeps_nms_and_is_verified_in_onnx_runtime
 
 
 _PREDICT_KINDS = """
-import json, sys
+import dataclasses, json, sys, threading
 import numpy as np
 from train import compat
 compat.apply()
 from train.data import images
+from train.predicting import pipeline
 from train.predicting import plan as plans
 from train.tf import predictors
 
@@ -256,6 +257,18 @@ for kind, model in (
     for picture in pictures:
         d = predictor.detect(images.pixels(picture))
         found[kind]["pictures"].append([d.boxes.tolist(), d.classes.tolist(), d.scores.tolist()])
+    # The same pictures through train.predict's pipeline, noting where the inputs were made.
+    threads, prepare = set(), predictor.detect.prepare
+    def noting(image):
+        threads.add(threading.get_ident())
+        return prepare(image)
+    staged = dataclasses.replace(predictor.detect, prepare=noting)
+    pipeline.run(plan, dataclasses.replace(predictor, detect=staged))
+    with open(out + "/" + kind + "/detections.json") as f:
+        found[kind]["piped"] = json.load(f)
+    found[kind]["threshold"] = plan.options.threshold
+    main = threading.get_ident()
+    found[kind]["prepared_on"] = ["model's" if t == main else "other" for t in threads]
 print("JSON" + json.dumps(found))
 """
 
@@ -300,6 +313,15 @@ def test_predict_gives_the_same_picture_from_all_four_model_kinds(demo, tmp_path
         for reference, other in zip(as_detections["checkpoint"], as_detections[kind], strict=True):
             comparison.add(reference, other)
         assert comparison.compared > 0 and comparison.problem() is None, (kind, comparison)
+    # train.predict's pipeline finds what the model's detect() finds, picture by picture,
+    # having made every model input off the thread that runs the model.
+    for kind, entry in found.items():
+        assert entry["prepared_on"] and set(entry["prepared_on"]) == {"other"}, kind
+        piped = [[] for _ in pictures]
+        for r in entry["piped"]:
+            piped[r["image_id"] - 1].append(r["score"])
+        looped = [[round(s, 5) for s in p[2] if s >= entry["threshold"]] for p in entry["pictures"]]
+        assert piped == looped and any(looped), (kind, piped, looped)
     # The phone picture is predicted upright: exactly as its upright twin.
     for kind, detections in as_detections.items():
         upright, phone = detections[2], detections[3]

@@ -16,6 +16,7 @@ Written here because no maintained library compares two detectors' outputs: COCO
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 
 import numpy as np
 
@@ -50,6 +51,26 @@ class Detections:
         order = np.argsort(-scores[:n], kind="stable")
         full = count is not None and n == slots
         return cls(boxes[:n][order], classes[:n][order], scores[:n][order], full)
+
+
+@dataclasses.dataclass(frozen=True)
+class Staged:
+    """A model on one uint8 RGB picture, as its two halves; calling it runs both.
+
+    `prepare` makes the model's input from the picture (the resize and normalisation an app
+    does for a TFLite file, the float batch an ONNX file takes): pure, any thread. `infer`
+    runs the model on that input and returns Detections. train.predict prepares pictures on
+    its decoding threads, so the thread that runs the model does nothing else: a TFLite
+    model's ~1 ms of resizing in TF eager ops, with the GIL handed to the drawing thread at
+    each op, cost a quarter of its pictures/s (scripts/bench_predict.py).
+    """
+
+    prepare: Callable
+    infer: Callable
+    keep: object = None  # what the halves need alive (a loaded SavedModel)
+
+    def __call__(self, image: np.ndarray) -> Detections:  # noqa: D102
+        return self.infer(self.prepare(image))
 
 
 def iou(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:

@@ -2,8 +2,10 @@
 
 The model runs on the calling thread, one picture at a time in input order (the OD API's
 exported signatures, TFLite and ONNX files take a batch of one); up to LOOKAHEAD pictures are
-decoded ahead by a thread pool (Pillow releases the GIL while it decodes) and the annotated
-pictures are drawn and encoded behind it by another, so a model call rarely waits for a file.
+decoded and made into the model's input (the predictor's `prepare`: resize, normalisation)
+ahead by a thread pool (Pillow releases the GIL while it decodes) and the annotated pictures
+are drawn and encoded behind it by another, so a model call rarely waits for a file and the
+model's thread runs only the model.
 scripts/bench_predict.py measures the pictures/s against the bare model on decoded arrays.
 
 A picture that cannot be read is skipped and listed; every other picture is still predicted.
@@ -81,10 +83,17 @@ class _Behind:
             self.pending.popleft().result()
 
 
-def _predicted(image, predictor, threshold, collector, path: str, frame: int | None = None):
-    """One picture through the model, its detections recorded; returns them (outputs.Found)."""
+def _read(path: str, prepare):
+    """(the picture, the model's input made from it): on a decoding thread."""
+    image = images.pixels(path)
+    return image, prepare(image)
+
+
+def _predicted(picture, predictor, threshold, collector, path: str, frame: int | None = None):
+    """One (picture, input) through the model, its detections recorded; returns outputs.Found."""
+    image, feed = picture
     height, width = image.shape[:2]
-    found = outputs.in_pixels(predictor.detect(image), width, height, threshold)
+    found = outputs.in_pixels(predictor.detect.infer(feed), width, height, threshold)
     collector.add(path, (width, height), found, frame=frame)
     return found
 
@@ -99,11 +108,12 @@ def run_images(items, predictor, threshold, annotated, collector, skipped, progr
         concurrent.futures.ThreadPoolExecutor(1) as pool,
     ):
         behind = _Behind(pool)
+        prepare = predictor.detect.prepare
 
         def read_ahead():
             item = next(upcoming, None)
             if item is not None:
-                pending.append((item, decoders.submit(images.pixels, item.path)))
+                pending.append((item, decoders.submit(_read, item.path, prepare)))
 
         for _ in range(LOOKAHEAD):
             read_ahead()
@@ -111,14 +121,14 @@ def run_images(items, predictor, threshold, annotated, collector, skipped, progr
             item, decoded = pending.popleft()
             read_ahead()
             try:
-                image = decoded.result()
+                picture = decoded.result()
             except images.ImageError as e:
                 skipped.append((item.path, str(e)))
                 progress.tick()
                 continue
-            found = _predicted(image, predictor, threshold, collector, item.path)
+            found = _predicted(picture, predictor, threshold, collector, item.path)
             target = os.path.join(annotated, item.output)
-            behind.submit(_write, image, found, predictor.names, target)
+            behind.submit(_write, picture[0], found, predictor.names, target)
             done += 1
             progress.tick()
         behind.finish()
@@ -136,12 +146,17 @@ def run_video(item, predictor, threshold, annotated, collector, skipped, progres
     fps = capture.get(cv2.CAP_PROP_FPS) or 25.0
     frames: queue.Queue = queue.Queue(LOOKAHEAD)
 
-    def read() -> None:  # decoding overlaps the model
-        while True:
-            ok, bgr = capture.read()
-            frames.put(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB) if ok else None)
-            if not ok:
-                return
+    def read() -> None:  # decoding and preparing overlap the model
+        try:
+            while True:
+                ok, bgr = capture.read()
+                if not ok:
+                    frames.put(None)
+                    return
+                image = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+                frames.put((image, predictor.detect.prepare(image)))
+        except Exception as e:  # raised on the model's thread, which would wait for ever
+            frames.put(e)
 
     reader = threading.Thread(target=read, daemon=True)
     reader.start()
@@ -150,14 +165,17 @@ def run_video(item, predictor, threshold, annotated, collector, skipped, progres
     video, done = None, 0
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
         behind = _Behind(pool)
-        while (image := frames.get()) is not None:
+        while (picture := frames.get()) is not None:
+            if isinstance(picture, Exception):
+                raise picture
+            image = picture[0]
             if video is None:
                 height, width = image.shape[:2]
                 fourcc = cv2.VideoWriter_fourcc(*"mp4v")
                 video = cv2.VideoWriter(target, fourcc, fps, (width, height))
                 if not video.isOpened():  # no MPEG-4 encoder in this OpenCV build
                     raise OSError(f"cannot write {target}: OpenCV has no mp4v encoder here")
-            found = _predicted(image, predictor, threshold, collector, item.path, frame=done)
+            found = _predicted(picture, predictor, threshold, collector, item.path, frame=done)
             behind.submit(_write_frame, video, image, found, predictor.names)
             done += 1
             progress.tick()

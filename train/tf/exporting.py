@@ -22,7 +22,7 @@ import os
 import numpy as np
 import tensorflow as tf
 
-from train.verify import Detections
+from train.verify import Detections, Staged
 
 
 def record_images(paths, count: int) -> list[np.ndarray]:
@@ -129,13 +129,14 @@ def saved_model_fn(path: str, input_type: str | None = None):
             spec.dtype, "encoded_image_string_tensor"
         )
 
-    def run(image: np.ndarray) -> Detections:
+    def prepare(image: np.ndarray):
         if input_type == "encoded_image_string_tensor":
-            batch = tf.constant([tf.io.encode_png(image).numpy()])
-        elif input_type == "float_image_tensor":
-            batch = tf.constant(image[np.newaxis].astype(np.float32))
-        else:
-            batch = tf.constant(image[np.newaxis])
+            return tf.constant([tf.io.encode_png(image).numpy()])
+        if input_type == "float_image_tensor":
+            return tf.constant(image[np.newaxis].astype(np.float32))
+        return tf.constant(image[np.newaxis])
+
+    def infer(batch) -> Detections:
         out = serve(batch)
         return Detections.of(
             out["detection_boxes"][0].numpy(),
@@ -144,8 +145,7 @@ def saved_model_fn(path: str, input_type: str | None = None):
             int(out["num_detections"][0]),
         )
 
-    run.keep = loaded  # the signature needs its module alive
-    return run
+    return Staged(prepare, infer, keep=loaded)  # the signature needs its module alive
 
 
 def max_detections(pipeline) -> int:
@@ -188,9 +188,11 @@ def resize_like_the_model(image: np.ndarray, height: int, width: int) -> np.ndar
     of the image. Everything that feeds a TFLite model (the verification, int8 calibration,
     train.predict) resizes through here.
     """
-    pixels = tf.cast(tf.constant(image)[tf.newaxis], tf.float32)
     if tuple(image.shape[:2]) == (height, width):
-        return pixels.numpy()
+        return image[np.newaxis].astype(np.float32)
+    # The kernel reads uint8 as it reads float (each pixel cast as it is interpolated): the
+    # same output as casting the whole picture first, without a float copy of it.
+    pixels = tf.constant(image)[tf.newaxis]
     return tf.compat.v1.image.resize_bilinear(pixels, (height, width), align_corners=False).numpy()
 
 
@@ -236,10 +238,12 @@ def tflite_fn(model_bytes: bytes, mean, std, clip: bool = True):
             "exporter's StatefulPartitionedCall:0-3)"
         )
 
-    def run(image: np.ndarray) -> Detections:
+    def prepare(image: np.ndarray) -> np.ndarray:
         # The TFLite model's input is made here, as an app makes it.
-        feed = (resize_like_the_model(image, height, width) - mean) / std
-        interpreter.set_tensor(given["index"], feed.astype(np.float32))
+        return ((resize_like_the_model(image, height, width) - mean) / std).astype(np.float32)
+
+    def infer(feed: np.ndarray) -> Detections:
+        interpreter.set_tensor(given["index"], feed)
         interpreter.invoke()
         count, scores, classes, boxes = (
             interpreter.get_tensor(by_name[k]) for k in ("0", "1", "2", "3")
@@ -249,7 +253,7 @@ def tflite_fn(model_bytes: bytes, mean, std, clip: bool = True):
         boxes = np.clip(boxes[0], 0.0, 1.0) if clip else boxes[0]
         return Detections.of(boxes, classes[0] + 1, scores[0], int(count.reshape(-1)[0]))
 
-    return run, (height, width)
+    return Staged(prepare, infer), (height, width)
 
 
 def class_names(label_map: str | None, num_classes: int) -> list[str]:

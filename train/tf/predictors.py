@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Callable
 
 import numpy as np
 
 from train.predicting import plan as plans
+from train.verify import Staged
 
 
 class ModelError(Exception):
@@ -24,9 +24,13 @@ class ModelError(Exception):
 
 @dataclasses.dataclass(frozen=True)
 class Predictor:
-    """A loaded model: `detect(uint8 RGB image) -> Detections` and class names by id."""
+    """A loaded model: `detect(uint8 RGB image) -> Detections` and class names by id.
 
-    detect: Callable
+    `detect` is a verify.Staged: train.predict's pipeline calls its `prepare` on the decoding
+    threads and its `infer` on the model's.
+    """
+
+    detect: Staged
     names: dict[int, str]
     kind: str
     describe: str  # what was loaded, for the first line of the output
@@ -60,11 +64,15 @@ def _checkpoint(model: plans.Model) -> Predictor:
     pipeline = configfile.load(model.pipeline_config).proto
     reference = exporting.reference_fn(pipeline, model.path)
     return Predictor(
-        lambda image: reference(image)[0],
+        Staged(_as_is, lambda image: reference(image)[0]),  # preprocess is in its graph
         {},
         model.kind,
         f"checkpoint {model.path} ({model.pipeline_config})",
     )
+
+
+def _as_is(image: np.ndarray) -> np.ndarray:
+    return image
 
 
 def _tflite(model: plans.Model) -> Predictor:

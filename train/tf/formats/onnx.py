@@ -18,7 +18,7 @@ import numpy as np
 
 from train.tf import exporting
 from train.tf.formats import Exported, Job
-from train.verify import Detections
+from train.verify import Detections, Staged
 
 OPSET = 17  # ONNX Runtime >= 1.13 and TensorRT >= 8.6 run it
 
@@ -108,8 +108,10 @@ def runner(path: str, spinning: bool = True):
     (feed,) = session.get_inputs()
     names = [output.name for output in session.get_outputs()]
 
-    def run(image: np.ndarray) -> Detections:
-        batch = image[np.newaxis].astype(np.float32)
+    def prepare(image: np.ndarray) -> np.ndarray:
+        return image[np.newaxis].astype(np.float32)
+
+    def infer(batch: np.ndarray) -> Detections:
         out = dict(zip(names, session.run(None, {feed.name: batch}), strict=True))
         return Detections.of(
             out["detection_boxes"][0],
@@ -118,7 +120,7 @@ def runner(path: str, spinning: bool = True):
             int(out["num_detections"][0]),
         )
 
-    return run
+    return Staged(prepare, infer)
 
 
 def export(job: Job) -> Exported:
