@@ -1,12 +1,21 @@
 """train.predict's pictures/s against the bare model on already-decoded pictures, per model kind.
 
     python scripts/bench_predict.py [--model_dir demo_out/model] [--pictures 48] [--size 640x480]
+                                    [--rounds 3] [--noise]
 
 For each model kind the run has (its checkpoint, export/saved_model, export/model.tflite,
 export/model.onnx): `--pictures` JPEGs of `--size` are written to a temporary folder; "bare" is
 the model's own detect() called in a loop on pictures decoded beforehand (the best a loop can
-do); "predict" is train.predict's whole pipeline on the files (decode, model, draw, encode,
-write, JSON/CSV). Prints one row per kind and the ratio predict / bare (the goal: >= 0.9).
+do); "predict" is train.predict's whole pipeline on the files (decode, prepare, model, draw,
+encode, write, JSON/CSV). The two alternate `--rounds` times (this VM's speed drifts by +-15 %
+within a minute) and the medians are compared: the goal is predict / bare >= 0.9. Each also
+reports the CPU time per picture (every thread): on 2 cores a model whose bare loop takes
+nearly 2 ms of CPU per ms leaves the pipeline's decoding and drawing no idle core.
+
+The pictures are crops of a real photograph (matplotlib's sample portrait, installed with the
+project) with a few shapes drawn on them: a JPEG of a photo decodes and re-encodes at a photo's
+cost (~70 KB at 640x480, quality 90). `--noise` draws them on uniform noise instead (~260 KB:
+JPEG's worst case, about twice the decoding and encoding).
 `make demo` leaves a run with every kind in demo_out/model.
 """
 
@@ -14,6 +23,8 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
+import statistics
 import sys
 import tempfile
 import time
@@ -22,16 +33,34 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 
-def _pictures(folder: str, count: int, width: int, height: int) -> list[str]:
-    """Noisy pictures with a few shapes: decoding and drawing cost what real ones do."""
+def _background(rng, width: int, height: int, noise: bool):
+    """A random crop of the sample photograph at `width`x`height`, or uniform noise."""
     import numpy as np
-    from PIL import Image, ImageDraw
+    from matplotlib import cbook
+    from PIL import Image
+
+    if noise:
+        return Image.fromarray(rng.integers(0, 255, (height, width, 3), dtype=np.uint8))
+    with cbook.get_sample_data("grace_hopper.jpg") as f:
+        photo = Image.open(f).convert("RGB")
+    scale = rng.uniform(0.5, 1.0)
+    crop_w = int(photo.width * scale)
+    crop_h = min(photo.height, int(crop_w * height / width))
+    x = int(rng.integers(0, photo.width - crop_w + 1))
+    y = int(rng.integers(0, photo.height - crop_h + 1))
+    picture = photo.crop((x, y, x + crop_w, y + crop_h)).resize((width, height))
+    return picture.transpose(Image.Transpose.FLIP_LEFT_RIGHT) if rng.random() < 0.5 else picture
+
+
+def _pictures(folder: str, count: int, width: int, height: int, noise: bool) -> list[str]:
+    """JPEGs with a few shapes on a photo (or noise): decoding and drawing cost real ones'."""
+    import numpy as np
+    from PIL import ImageDraw
 
     rng = np.random.default_rng(0)
     paths = []
     for n in range(count):
-        pixels = rng.integers(0, 255, (height, width, 3), dtype=np.uint8)
-        picture = Image.fromarray(pixels)
+        picture = _background(rng, width, height, noise)
         pen = ImageDraw.Draw(picture)
         for _ in range(3):
             x, y = int(rng.integers(0, width - 100)), int(rng.integers(0, height - 100))
@@ -53,11 +82,25 @@ def _kinds(model_dir: str) -> list[tuple[str, str]]:
     return [(kind, path) for kind, path in candidates if os.path.exists(path)]
 
 
+def _timed(fn, *args) -> tuple[float, float]:
+    """(wall s, CPU s of every thread of this process) of fn(*args)."""
+    wall, cpu = time.perf_counter(), time.process_time()
+    fn(*args)
+    return time.perf_counter() - wall, time.process_time() - cpu
+
+
+def _loop(predictor, decoded) -> None:
+    for picture in decoded:
+        predictor.detect(picture)
+
+
 def main() -> int:  # noqa: D103
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model_dir", default=os.path.join(ROOT, "demo_out", "model"))
     parser.add_argument("--pictures", type=int, default=48)
     parser.add_argument("--size", default="640x480")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--noise", action="store_true", help="pictures on noise, not a photo")
     args = parser.parse_args()
     width, height = (int(v) for v in args.size.split("x"))
     if not os.path.isdir(args.model_dir):
@@ -75,23 +118,40 @@ def main() -> int:  # noqa: D103
     work = tempfile.mkdtemp(prefix="bench_predict-")
     folder = os.path.join(work, "pictures")
     os.makedirs(folder)
-    paths = _pictures(folder, args.pictures, width, height)
+    paths = _pictures(folder, args.pictures, width, height, args.noise)
     decoded = [images.pixels(path) for path in paths]
-    print(f"{args.pictures} pictures {width}x{height}, run {args.model_dir}")
-    print("| model | bare pictures/s | predict pictures/s | predict / bare |")
-    print("|---|---|---|---|")
+    kilobytes = sum(os.path.getsize(path) for path in paths) / len(paths) / 1024
+    n = len(decoded)
+    print(
+        f"{n} pictures {width}x{height} ({'noise' if args.noise else 'photo'}, {kilobytes:.0f} KB "
+        f"each), {args.rounds} rounds, run {args.model_dir}"
+    )
+    print(
+        "| model | bare pictures/s | predict pictures/s | predict / bare "
+        "| CPU ms per picture: bare, predict |"
+    )
+    print("|---|---|---|---|---|")
     for kind, path in _kinds(args.model_dir):
         out = os.path.join(work, f"out_{kind}")
         options = plans.PredictOptions(model=path, inputs=(folder,), out=out, progress=False)
         plan = plans.plan(options)
         predictor = predictors.load(plan)
-        start = time.perf_counter()
-        for picture in decoded:
-            predictor.detect(picture)
-        bare = len(decoded) / (time.perf_counter() - start)
-        summary = pipeline.run(plan, predictor)
-        piped = summary["pictures_per_s"]
-        print(f"| {kind} | {bare:.2f} | {piped:.2f} | {piped / bare:.2f} |", flush=True)
+        bare, piped = [], []
+        for _ in range(args.rounds):
+            bare.append(_timed(_loop, predictor, decoded))
+            shutil.rmtree(out, ignore_errors=True)
+            piped.append(_timed(pipeline.run, plan, predictor))
+        rate = {
+            k: statistics.median(n / wall for wall, _ in v) for k, v in (("b", bare), ("p", piped))
+        }
+        cpu = {
+            k: 1000 * statistics.median(c for _, c in v) / n for k, v in (("b", bare), ("p", piped))
+        }
+        print(
+            f"| {kind} | {rate['b']:.1f} | {rate['p']:.1f} | {rate['p'] / rate['b']:.2f} "
+            f"| {cpu['b']:.1f}, {cpu['p']:.1f} |",
+            flush=True,
+        )
     return 0
 
 
