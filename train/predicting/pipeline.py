@@ -5,7 +5,8 @@ exported signatures, TFLite and ONNX files take a batch of one); up to LOOKAHEAD
 decoded and made into the model's input (the predictor's `prepare`: resize, normalisation)
 ahead by a thread pool (Pillow releases the GIL while it decodes) and the annotated pictures
 are drawn and encoded behind it by another, so a model call rarely waits for a file and the
-model's thread runs only the model.
+model's thread runs only the model. (Held ahead, an ONNX input is the float32 picture: 8 of a
+4K photo are ~800 MB.)
 scripts/bench_predict.py measures the pictures/s against the bare model on decoded arrays.
 
 A picture that cannot be read is skipped and listed; every other picture is still predicted.
