@@ -62,7 +62,7 @@ class Staged:
     runs the model on that input and returns Detections. train.predict prepares pictures on
     its decoding threads, so the thread that runs the model does nothing else: a TFLite
     model's ~1 ms of resizing in TF eager ops, with the GIL handed to the drawing thread at
-    each op, cost a quarter of its pictures/s (scripts/bench_predict.py).
+    each op, cost up to a quarter of its pictures/s (scripts/bench_predict.py).
     """
 
     prepare: Callable
