@@ -33,16 +33,13 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 
-def _background(rng, width: int, height: int, noise: bool):
-    """A random crop of the sample photograph at `width`x`height`, or uniform noise."""
+def _background(rng, photo, width: int, height: int):
+    """A random crop of `photo` at `width`x`height`, or uniform noise where photo is None."""
     import numpy as np
-    from matplotlib import cbook
     from PIL import Image
 
-    if noise:
+    if photo is None:
         return Image.fromarray(rng.integers(0, 255, (height, width, 3), dtype=np.uint8))
-    with cbook.get_sample_data("grace_hopper.jpg") as f:
-        photo = Image.open(f).convert("RGB")
     scale = rng.uniform(0.5, 1.0)
     crop_w = int(photo.width * scale)
     crop_h = min(photo.height, int(crop_w * height / width))
@@ -55,12 +52,17 @@ def _background(rng, width: int, height: int, noise: bool):
 def _pictures(folder: str, count: int, width: int, height: int, noise: bool) -> list[str]:
     """JPEGs with a few shapes on a photo (or noise): decoding and drawing cost real ones'."""
     import numpy as np
-    from PIL import ImageDraw
+    from matplotlib import cbook
+    from PIL import Image, ImageDraw
 
+    photo = None
+    if not noise:
+        with cbook.get_sample_data("grace_hopper.jpg") as f:
+            photo = Image.open(f).convert("RGB")
     rng = np.random.default_rng(0)
     paths = []
     for n in range(count):
-        picture = _background(rng, width, height, noise)
+        picture = _background(rng, photo, width, height)
         pen = ImageDraw.Draw(picture)
         for _ in range(3):
             x, y = int(rng.integers(0, width - 100)), int(rng.integers(0, height - 100))
@@ -136,20 +138,16 @@ def main() -> int:  # noqa: D103
         options = plans.PredictOptions(model=path, inputs=(folder,), out=out, progress=False)
         plan = plans.plan(options)
         predictor = predictors.load(plan)
-        bare, piped = [], []
+        runs = {"bare": [], "predict": []}  # (wall s, CPU s) per round
         for _ in range(args.rounds):
-            bare.append(_timed(_loop, predictor, decoded))
-            shutil.rmtree(out, ignore_errors=True)
-            piped.append(_timed(pipeline.run, plan, predictor))
-        rate = {
-            k: statistics.median(n / wall for wall, _ in v) for k, v in (("b", bare), ("p", piped))
-        }
-        cpu = {
-            k: 1000 * statistics.median(c for _, c in v) / n for k, v in (("b", bare), ("p", piped))
-        }
+            runs["bare"].append(_timed(_loop, predictor, decoded))
+            shutil.rmtree(out, ignore_errors=True)  # emptied here, not in the timed run
+            runs["predict"].append(_timed(pipeline.run, plan, predictor))
+        rate = {k: statistics.median(n / wall for wall, _ in v) for k, v in runs.items()}
+        cpu = {k: 1000 * statistics.median(c for _, c in v) / n for k, v in runs.items()}
         print(
-            f"| {kind} | {rate['b']:.1f} | {rate['p']:.1f} | {rate['p'] / rate['b']:.2f} "
-            f"| {cpu['b']:.1f}, {cpu['p']:.1f} |",
+            f"| {kind} | {rate['bare']:.1f} | {rate['predict']:.1f} "
+            f"| {rate['predict'] / rate['bare']:.2f} | {cpu['bare']:.1f}, {cpu['predict']:.1f} |",
             flush=True,
         )
     return 0
