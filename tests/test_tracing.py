@@ -4,8 +4,9 @@ For each meta-architecture, in two fresh processes, one with AutoGraph's default
 all) and one as the children run: the same seeded initial weights, the same first batch of the
 training input pipeline (batch 2, no augmentation, no shuffling: deterministic), then the losses
 and the weights after one training step (model_lib_v2.eager_train_step in a tf.function, as
-train_loop runs it). Both must agree exactly; and the rule must actually be in force (a run
-would still pass if limit_autograph() silently did nothing, and be twice as slow to start).
+train_loop runs it). Both must agree exactly (the total loss, a sum, to float32 rounding); and
+the rule must actually be in force (a run would still pass if limit_autograph() silently did
+nothing, and be twice as slow to start).
 
 The model is built first as each side's training builds it before a fine-tune restore: with
 AutoGraph's default by the OD API's dummy computation (a tf.function, the whole batch), as the
@@ -18,6 +19,7 @@ from __future__ import annotations
 import json
 import os
 
+import numpy as np
 import pytest
 
 from tests.conftest import DEMO_CONFIG, run_python
@@ -118,7 +120,16 @@ def test_without_autograph_the_od_api_computes_the_same_step(steps, name):
     assert not default["limited"] and default["od_api_converted"]
     assert limited["limited"] and not limited["od_api_converted"]
     assert limited["image_sum"] == default["image_sum"]
-    assert limited["losses"] == default["losses"], (limited["losses"], default["losses"])
+    total = "Loss/total_loss"
+    parts = {k: v for k, v in limited["losses"].items() if k != total}
+    assert parts == {k: v for k, v in default["losses"].items() if k != total}, (limited, default)
+    # The total is the OD API's tf.add_n of those parts, bit for bit equal: TF 2.21 adds them
+    # in an order that varies from process to process, whichever way the step was traced
+    # (faster_rcnn's 1.7530556917 and 1.7530558109, one float32 step apart, seen from both in
+    # three pairs of runs; the weights bit-identical in all six), so the total is compared to
+    # within a few roundings of float32.
+    ulp = float(np.spacing(np.float32(default["losses"][total])))
+    assert abs(limited["losses"][total] - default["losses"][total]) <= 4 * ulp, (limited, default)
     assert limited["variables"] == default["variables"]  # the eager build's are the OD API's
     assert limited["weights"] == default["weights"]  # every updated weight, bit for bit
-    assert limited["losses"]["Loss/total_loss"] > 0
+    assert limited["losses"][total] > 0
