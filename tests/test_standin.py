@@ -46,3 +46,14 @@ def test_a_calibrated_standin_is_reproducible_and_scores_boxes_apart(demo_assets
         assert scores[0] - scores[9] > 0.02 and scores[9] - scores[-1] > 0.1, scores
         tops.append(tuple(np.round(scores[:10], 4)))
     assert len(set(tops)) == len(tops), tops  # every image scores its own boxes
+
+    # The reference is restored whole or not at all: a checkpoint without the heads fails its
+    # first call (the check runs once, when the call has made every variable, not per picture).
+    from tests.helpers import model_variables, write_checkpoint
+
+    backbone = {k: s for k, s in model_variables(first).items() if "_feature_extractor" in k}
+    assert 0 < len(backbone) < len(model_variables(first))
+    partial = write_checkpoint(str(tmp_path / "partial"), backbone)
+    image = next(iter(exporting.record_images([demo_assets["eval"]], 1)))
+    with pytest.raises(AssertionError, match="not bound to checkpointed values"):
+        exporting.reference_fn(pipeline, partial)(image)
