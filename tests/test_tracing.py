@@ -123,8 +123,8 @@ def test_without_autograph_the_od_api_computes_the_same_step(steps, name):
     total = "Loss/total_loss"
     parts = {k: v for k, v in limited["losses"].items() if k != total}
     assert parts == {k: v for k, v in default["losses"].items() if k != total}, (limited, default)
-    # The total is the OD API's tf.add_n of those parts, bit for bit equal: TF 2.21 adds them
-    # in an order that varies from process to process, whichever way the step was traced
+    # The parts agree bit for bit; the total is the OD API's tf.add_n of them, which TF 2.21
+    # sums in an order that varies from process to process, whichever way the step was traced
     # (faster_rcnn's 1.7530556917 and 1.7530558109, one float32 step apart, seen from both in
     # three pairs of runs; the weights bit-identical in all six), so the total is compared to
     # within a few roundings of float32.
