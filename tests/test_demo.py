@@ -229,6 +229,61 @@ def test_the_onnx_export_takes_float32_keeps_nms_and_is_verified_in_onnx_runtime
     assert feed.type == "tensor(float)"  # not the uint8 image_tensor TensorRT refuses
     outputs = {o.name for o in session.get_outputs()}
     assert {"detection_boxes", "detection_scores", "detection_classes", "num_detections"} <= outputs
+    # The file says it resizes to the config's 192x192 (train.predict feeds it pictures resized
+    # beforehand), and that feed was verified against the checkpoint too.
+    metadata = {prop.key: prop.value for prop in model.metadata_props}
+    assert json.loads(metadata["tfod_finetune.resized_input"]) == {
+        "height": 192,
+        "width": 192,
+        "resize": "tf1_bilinear",
+    }
+    resized = entry["runtimes"]["onnxruntime_resized_input"]
+    assert resized["gates"] and resized["verified"] and resized["failed"] is None, resized
+    assert resized["comparison"]["matched"] == compared["compared"], resized
+
+
+_ONNX_RESIZE_ENTRY = """
+import json, shutil, sys
+import onnx
+from train import compat
+compat.apply()
+from train import verify
+from train.tf import exporting
+from train.tf.formats import onnx as onnx_format
+
+source, record, work = sys.argv[1:]
+pictures = exporting.record_images([record], 4)
+found = {}
+for name, size in (("wrong", (96, 96)), ("none", None)):
+    path = f"{work}/{name}.onnx"
+    model = onnx.load(source)
+    del model.metadata_props[:]
+    onnx.save(model, path)
+    if size:
+        onnx_format.write_resized(path, *size)
+    whole, resized = onnx_format.runners(path)
+    found[name] = resized is not None
+    if resized:  # compared as the export's verification compares that feed
+        comparison = verify.Comparison(verify.TOLERANCES["onnx"])
+        for picture in pictures:
+            comparison.add(whole(picture), resized(picture))
+        found["wrong_problem"] = comparison.problem()
+print("JSON" + json.dumps(found))
+"""
+
+
+def test_a_wrong_resize_entry_in_the_onnx_file_fails_its_verification_and_none_feeds_whole(
+    demo, tmp_path
+):
+    # What the export's gate on train.predict's feed would see if the file named another size
+    # than its graph resizes to; and a file without the entry (another tool's) is fed whole.
+    source = os.path.join(demo["model_dir"], "export", "model.onnx")
+    record = os.path.join(demo["out"], "data", "eval.record")
+    done = run_python(["-c", _ONNX_RESIZE_ENTRY, source, record, str(tmp_path)])
+    assert done.returncode == 0, done.stderr[-3000:]
+    found = json.loads(done.stdout.split("JSON", 1)[1])
+    assert found["wrong"] and found["wrong_problem"], found
+    assert found["none"] is False
 
 
 _PREDICT_KINDS = """
@@ -267,6 +322,7 @@ for kind, model in (
     with open(out + "/" + kind + "/detections.json") as f:
         found[kind]["piped"] = json.load(f)
     found[kind]["threshold"] = plan.options.threshold
+    found[kind]["fed"] = list(np.shape(prepare(images.pixels(pictures[0]))))
     main = threading.get_ident()
     found[kind]["prepared_on"] = ["model's" if t == main else "other" for t in threads]
 print("JSON" + json.dumps(found))
@@ -296,6 +352,8 @@ def _pictures_for_predict(demo, folder) -> list[str]:
 
 
 def test_predict_gives_the_same_picture_from_all_four_model_kinds(demo, tmp_path):
+    from PIL import Image
+
     from train import verify
 
     pictures = _pictures_for_predict(demo, str(tmp_path / "pictures"))
@@ -322,6 +380,12 @@ def test_predict_gives_the_same_picture_from_all_four_model_kinds(demo, tmp_path
             piped[r["image_id"] - 1].append(r["score"])
         looped = [[round(s, 5) for s in p[2] if s >= entry["threshold"]] for p in entry["pictures"]]
         assert piped == looped and any(looped), (kind, piped, looped)
+    # ONNX is fed the picture resized as its graph resizes (its metadata says 192x192);
+    # the checkpoint takes the picture as it is.
+    with Image.open(pictures[0]) as first:
+        width, height = first.size
+    assert found["onnx"]["fed"] == [1, 192, 192, 3]
+    assert found["checkpoint"]["fed"] == [height, width, 3]
     # The phone picture is predicted upright: exactly as its upright twin.
     for kind, detections in as_detections.items():
         upright, phone = detections[2], detections[3]

@@ -92,6 +92,13 @@ def _fewer_proposals(config: str) -> None:
     files.write_atomic(config, configfile.to_text(pipeline))
 
 
+def _resizer(config: str) -> str:
+    from train.pipeline import configfile
+
+    model = configfile.load(config).proto.model
+    return getattr(model, model.WhichOneof("model")).image_resizer.WhichOneof("image_resizer_oneof")
+
+
 def _standin_and_reference(config, run_dir, shift, calibrate_on, out_dir) -> dict | None:
     """Builds the stand-in, then (with out_dir) the OD API's own eval_continuously on it
     (model_main_tf2 --checkpoint_dir, AutoGraph as the OD API has it), in one process; the
@@ -171,4 +178,11 @@ def test_evaluate_and_export_a_zoo_standin(shared_fixtures, records, tmp_path, n
     onnx = report["export"]["onnx"]  # every architecture here converts and runs in ONNX Runtime
     assert os.path.getsize(os.path.join(model_dir, "export", "model.onnx")) == onnx["size_bytes"]
     assert onnx["comparison"]["matched"] == onnx["comparison"]["compared"], onnx["comparison"]
+    # A model that resizes to one size (here with the fixed_shape_resizer TFLite needs) is
+    # also verified fed pictures resized beforehand, as train.predict feeds it; the others
+    # (keep_aspect_ratio_resizer pads) are fed whole pictures only.
+    resized = onnx["runtimes"].get("onnxruntime_resized_input")
+    assert (resized is not None) == (_resizer(config) == "fixed_shape_resizer"), onnx["runtimes"]
+    if resized:
+        assert resized["verified"] and resized["gates"], resized
     assert "Traceback" not in done.stderr

@@ -202,6 +202,26 @@ def resize_like_the_model(image: np.ndarray, height: int, width: int) -> np.ndar
     return tf.compat.v1.image.resize_bilinear(pixels, (height, width), align_corners=False).numpy()
 
 
+def resized_like_this(pipeline) -> tuple[int, int] | None:
+    """(height, width) when the model resizes every picture as resize_like_the_model does.
+
+    That is a fixed_shape_resizer, bilinear, in colour: a picture resized here beforehand
+    goes through the model's own resize unchanged (same size: scale 1, no interpolation), so
+    the model may be fed it. Other resizers (keep_aspect_ratio_resizer pads, grayscale,
+    nearest/bicubic/area) give None: their models are fed the whole picture.
+    """
+    from object_detection.protos import image_resizer_pb2
+
+    arch = pipeline.model.WhichOneof("model")
+    resizer = getattr(pipeline.model, arch).image_resizer
+    if resizer.WhichOneof("image_resizer_oneof") != "fixed_shape_resizer":
+        return None
+    fixed = resizer.fixed_shape_resizer
+    if fixed.resize_method != image_resizer_pb2.BILINEAR or fixed.convert_to_grayscale:
+        return None
+    return fixed.height, fixed.width
+
+
 def normalization(reference, height: int, width: int) -> tuple[list[float], list[float]]:
     """Per-channel (mean, std) with preprocess(pixel) == (pixel - mean) / std, from `reference`.
 

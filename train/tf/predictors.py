@@ -51,8 +51,10 @@ def load(plan: plans.Plan) -> Predictor:
     else:
         from train.tf.formats import onnx
 
-        run = onnx.runner(model.path, spinning=False)  # the pipeline's threads need the cores
-        predictor = Predictor(run, {}, model.kind, f"ONNX {model.path}")
+        # The pipeline's threads need the cores; they resize when the file says how.
+        whole, resized = onnx.runners(model.path, spinning=False)
+        fed = " (pictures resized as its metadata says)" if resized else ""
+        predictor = Predictor(resized or whole, {}, model.kind, f"ONNX {model.path}{fed}")
     predictor.detect(np.zeros((64, 64, 3), np.uint8))  # traces / allocates once, untimed
     return dataclasses.replace(predictor, names=_names(plan, predictor.names))
 
