@@ -38,10 +38,11 @@ class Exported:
       key: its tolerance's variant in its exportformats row (and its name in the report).
       sidecars: `sidecars(kept_path_or_None) -> dict` of the report's extra entries
         (files written beside the model), or None.
-      also: (runtime, detect, gates, reference) for other runtimes that load the same file
-        (MediaPipe for a TFLite), each compared under the format's tolerance with
-        `reference(image) -> Detections` (its `whose` attribute names it in the report), or
-        with the checkpoint when it is None; the export
+      also: (runtime, detect, gates, reference) for other runtimes or feeds of the same file
+        (MediaPipe for a TFLite, train.predict's resized pictures for an ONNX), each
+        compared under the format's tolerance with `reference(image) -> Detections` (its
+        `whose` attribute names it in the report), or with the checkpoint when it is None;
+        the export
         is verified only when every one that `gates` passes (the others are measurements).
     """
 

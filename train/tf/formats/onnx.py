@@ -99,8 +99,8 @@ def runners(path: str, spinning: bool = True) -> tuple[Staged, Staged | None]:
     it already resized as the graph would (exporting.resize_like_the_model), when the file
     says that is its resize (RESIZED_KEY, written by `export`): the graph's own resize then
     does nothing, and train.predict does the resizing on its decoding threads instead of the
-    model's (demo's model, 150 pictures 640x480 on 2 cores: 93.5-95.4 -> 102.7-103.8
-    pictures/s, boxes 1.2e-07 apart). Both share one session.
+    model's (the demo's model, 150 pictures 640x480 on 2 cores, two paired runs: 90.0/87.1 ->
+    96.5/90.1 pictures/s, boxes 1.2e-07 apart). Both share one session.
 
     `spinning=False` (train.predict) lets ONNX Runtime's idle workers sleep instead of
     spinning between calls: the cores they would spin on decode and draw the pictures around
