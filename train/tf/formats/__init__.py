@@ -42,8 +42,8 @@ class Exported:
         (MediaPipe for a TFLite, train.predict's resized pictures for an ONNX), each
         compared under the format's tolerance with `reference(image) -> Detections` (its
         `whose` attribute names it in the report), or with the checkpoint when it is None;
-        the export
-        is verified only when every one that `gates` passes (the others are measurements).
+        the export is verified only when every one that `gates` passes (the others are
+        measurements).
     """
 
     staged: str
