@@ -2,21 +2,21 @@
 
     python -m train.predict --model PATH [--label_map MAP] [--threshold T] --out DIR INPUT...
 
-PATH: a run's model_dir (its best checkpoint, else the newest), a SavedModel folder, a .tflite
-(with the metadata train.export writes) or an .onnx. INPUT: images, folders, globs, videos.
-Writes DIR/annotated/, detections.json (COCO results), images.json, detections.csv and
-summary.json (README "Predict"). Exit codes: 0 ok, 2 usage error (a missing model or label
-map, --out over an input, no image among the inputs); unreadable pictures are skipped and
-listed, the others predicted.
+PATH: a run's model_dir (its best checkpoint, else the newest), a SavedModel, a .tflite (with
+the metadata train.export writes) or an .onnx. INPUT: images, folders, globs, videos. Writes
+DIR/annotated/, detections.json (COCO results), images.json, detections.csv, summary.json
+(docs/predict.md). Exit codes: 0 ok, 2 usage error (a missing model or label map, --out over
+an input, no image among the inputs); unreadable pictures are skipped and listed.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 
 from absl import app, flags
 
-from train import errors
+from train import compat, errors
 from train.predicting.plan import DEFAULT_THRESHOLD
 
 MODEL = flags.DEFINE_string("model", None, "model_dir, SavedModel folder, .tflite or .onnx.")
@@ -47,8 +47,7 @@ def main(argv: list[str]) -> int:  # noqa: D103
     except plans.PlanError as e:
         print(f"error: {e}", file=sys.stderr)
         return errors.EXIT_USAGE
-    from train import compat
-
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ banner, as the driver
     compat.apply()
     from train.predicting import outputs, pipeline
     from train.tf import predictors

@@ -197,9 +197,14 @@ def resize_like_the_model(image: np.ndarray, height: int, width: int) -> np.ndar
     if tuple(image.shape[:2]) == (height, width):
         return image[np.newaxis].astype(np.float32)
     # The kernel reads uint8 as it reads float (each pixel cast as it is interpolated): the
-    # same output as casting the whole picture first, without a float copy of it.
+    # same output as casting the whole picture first, without a float copy of it. Called as
+    # the raw op: tf.compat.v1.image.resize_bilinear is the same kernel, but logs a
+    # deprecation warning into train.predict's output.
     pixels = tf.constant(image)[tf.newaxis]
-    return tf.compat.v1.image.resize_bilinear(pixels, (height, width), align_corners=False).numpy()
+    resized = tf.raw_ops.ResizeBilinear(
+        images=pixels, size=(height, width), align_corners=False, half_pixel_centers=False
+    )
+    return resized.numpy()
 
 
 def resized_like_this(pipeline) -> tuple[int, int] | None:
