@@ -96,8 +96,10 @@ def test_stop_signals_save_the_current_step_and_the_same_command_resumes(demo_as
     page = model_dir / "report.html"
     assert page.is_file()
     assert '<b class="bad">stopped</b>' in page.read_text()
-    rebuilt = run_python(["-m", "train.report", str(model_dir)])
+    rebuilt = run_python(["-m", "train.report", str(model_dir)], {"TF_CPP_MIN_LOG_LEVEL": None})
     assert rebuilt.returncode == 0 and f"report: {page}" in rebuilt.stdout, rebuilt.stderr
+    # Its own line: neither TensorFlow's C++ banner nor a deprecation warning.
+    assert "cpu_feature_guard" not in rebuilt.stderr and "deprecat" not in rebuilt.stderr
     seen = render_in_chromium(str(page))
     assert seen["errors"] == [] and all(u.startswith(("file:", "data:")) for u in seen["requests"])
     loaded = {alt: width for alt, complete, width in seen["images"] if complete}

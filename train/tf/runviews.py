@@ -30,12 +30,17 @@ SHEET_IMAGES = 8
 
 
 def event_scalars(folders) -> dict[str, dict[int, float]]:
-    """{tag: {step: value}} of every scalar in the event files under the folders."""
+    """{tag: {step: value}} of every scalar in the event files under the folders.
+
+    Read as TFRecords of Event protos (tf.compat.v1.train.summary_iterator reads the same, but
+    logs a deprecation warning into train.report's output).
+    """
     found: dict[str, dict[int, float]] = {}
     for folder in folders:
         for path in sorted(glob.glob(os.path.join(folder, "events.out.tfevents.*"))):
             try:
-                for event in tf.compat.v1.train.summary_iterator(path):
+                for record in tf.data.TFRecordDataset(path):
+                    event = tf.compat.v1.Event.FromString(record.numpy())
                     for value in event.summary.value:
                         number = _scalar(value)
                         if number is not None:
