@@ -243,7 +243,7 @@ def test_the_onnx_export_takes_float32_keeps_nms_and_is_verified_in_onnx_runtime
 
 
 _ONNX_RESIZE_ENTRY = """
-import json, shutil, sys
+import json, sys
 import onnx
 from train import compat
 compat.apply()
@@ -272,7 +272,7 @@ print("JSON" + json.dumps(found))
 """
 
 
-def test_a_wrong_resize_entry_in_the_onnx_file_fails_its_verification_and_none_feeds_whole(
+def test_a_wrong_resize_entry_in_the_onnx_file_disagrees_and_no_entry_feeds_whole_pictures(
     demo, tmp_path
 ):
     # What the export's gate on train.predict's feed would see if the file named another size

@@ -47,7 +47,7 @@ def test_only_a_fixed_bilinear_colour_resize_lets_pictures_be_fed_resized(resize
     assert exporting.resized_like_this(pipeline) == expected
 
 
-def test_the_files_resize_entry_is_read_only_when_whole():
+def test_the_files_resize_entry_is_read_only_when_complete():
     from train.tf.formats import onnx
 
     key = onnx.RESIZED_KEY
