@@ -265,6 +265,16 @@ def apply(with_tensorflow: bool = True) -> dict[str, bool]:
     return dict(_applied)
 
 
+def quiet_tensorflow() -> None:
+    """Keeps TensorFlow's C++ INFO and WARNING lines (oneDNN, CPU features) off the terminal.
+
+    Called by the commands users run (the driver, train.finish's commands, train.predict,
+    train.report) before TensorFlow loads, unless the user set the variable; the training
+    children keep warnings (harness.py), their logs going to files.
+    """
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
 def child_environment() -> dict[str, str]:
     """Environment variables a training child process needs before it imports anything."""
     env = {}

@@ -370,7 +370,7 @@ def run(options: RunOptions) -> int:
     """Runs one driver invocation and returns its exit code."""
     # Keep TensorFlow's C++ banner out of the report should anything import it; the children
     # log everything to files.
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    compat.quiet_tensorflow()
     try:
         compat.apply(with_tensorflow=False)
     except compat.CompatError as e:

@@ -113,7 +113,7 @@ def run(request: Request) -> int:
     def emit(line: str) -> None:
         print(line, file=sys.stderr, flush=True)
 
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    compat.quiet_tensorflow()
     compat.apply(with_tensorflow=False)
     try:
         spec, derived = spec_of(request)

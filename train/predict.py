@@ -11,7 +11,6 @@ an input, no image among the inputs); unreadable pictures are skipped and listed
 
 from __future__ import annotations
 
-import os
 import sys
 
 from absl import app, flags
@@ -47,7 +46,7 @@ def main(argv: list[str]) -> int:  # noqa: D103
     except plans.PlanError as e:
         print(f"error: {e}", file=sys.stderr)
         return errors.EXIT_USAGE
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ banner, as the driver
+    compat.quiet_tensorflow()
     compat.apply()
     from train.predicting import outputs, pipeline
     from train.tf import predictors

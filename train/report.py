@@ -50,7 +50,7 @@ def _training_curves(model_dir: str, scratch: str) -> str | None:
         return None
     from train import compat
 
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ banner, as the driver
+    compat.quiet_tensorflow()
     compat.apply()
     from train import plots
     from train.tf import runviews
