@@ -140,7 +140,7 @@ def main() -> int:  # noqa: D103
         options = plans.PredictOptions(model=path, inputs=(folder,), out=out, progress=False)
         plan = plans.plan(options)
         predictor = predictors.load(plan)
-        bare = _bare_feeds(kind, path, predictor)
+        bare = _bare_feeds(kind, predictor)
         runs = {**{name: [] for name in bare}, "predict": []}  # (wall s, CPU s) per round
         for _ in range(args.rounds):
             for name, fed in bare.items():
@@ -158,7 +158,7 @@ def main() -> int:  # noqa: D103
     return 0
 
 
-def _bare_feeds(kind: str, path: str, predictor) -> dict:
+def _bare_feeds(kind: str, predictor) -> dict:
     """The bare loops to time, by the row's suffix (the faster one is "bare").
 
     The predictor's own feed; for an ONNX file that train.predict feeds resized pictures, the
@@ -172,9 +172,9 @@ def _bare_feeds(kind: str, path: str, predictor) -> dict:
 
     from train.tf.formats import onnx
 
-    whole, resized = onnx.runners(path, spinning=False)
-    if resized is None:
+    if predictor.detect.prepare is onnx.whole_picture:  # the file has no resize entry
         return {"": predictor}
+    whole = dataclasses.replace(predictor.detect, prepare=onnx.whole_picture)  # same session
     whole(np.zeros((64, 64, 3), np.uint8))  # allocates once, untimed, as predictors.load does
     fed_whole = dataclasses.replace(predictor, detect=whole)
     return {" (fed resized)": predictor, " (fed whole)": fed_whole}

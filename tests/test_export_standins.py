@@ -93,10 +93,10 @@ def _fewer_proposals(config: str) -> None:
 
 
 def _resizer(config: str) -> str:
-    from train.pipeline import configfile
+    from train.pipeline import configfile, fields
 
-    model = configfile.load(config).proto.model
-    return getattr(model, model.WhichOneof("model")).image_resizer.WhichOneof("image_resizer_oneof")
+    resizer = fields.model_message(configfile.load(config).proto).image_resizer
+    return resizer.WhichOneof("image_resizer_oneof")
 
 
 def _standin_and_reference(config, run_dir, shift, calibrate_on, out_dir) -> dict | None:

@@ -217,8 +217,9 @@ def resized_like_this(pipeline) -> tuple[int, int] | None:
     """
     from object_detection.protos import image_resizer_pb2
 
-    arch = pipeline.model.WhichOneof("model")
-    resizer = getattr(pipeline.model, arch).image_resizer
+    from train.pipeline import fields
+
+    resizer = fields.model_message(pipeline).image_resizer
     if resizer.WhichOneof("image_resizer_oneof") != "fixed_shape_resizer":
         return None
     fixed = resizer.fixed_shape_resizer

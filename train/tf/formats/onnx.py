@@ -131,14 +131,15 @@ def runners(path: str, spinning: bool = True) -> tuple[Staged, Staged | None]:
 
     size = resized_size(session.get_modelmeta().custom_metadata_map)
     if size is None:
-        return Staged(_whole, infer), None
+        return Staged(whole_picture, infer), None
     height, width = size
-    return Staged(_whole, infer), Staged(
+    return Staged(whole_picture, infer), Staged(
         lambda image: exporting.resize_like_the_model(image, height, width), infer
     )
 
 
-def _whole(image: np.ndarray) -> np.ndarray:
+def whole_picture(image: np.ndarray) -> np.ndarray:
+    """The `whole` feed's prepare: the picture as the file's float32 batch of one."""
     return image[np.newaxis].astype(np.float32)
 
 

@@ -15,6 +15,7 @@ import os
 
 import numpy as np
 
+from train.pipeline import fields
 from train.predicting.plan import DEFAULT_THRESHOLD, run_threshold
 from train.tf import exporting
 from train.tf.formats import Exported, Job, tflite_metadata
@@ -116,8 +117,7 @@ def _in_mediapipe(model: bytes, metadata, height: int, width: int):
 
 
 def _fixed_shape(pipeline) -> tuple[int, int]:
-    arch = pipeline.model.WhichOneof("model")
-    resizer = getattr(pipeline.model, arch).image_resizer.fixed_shape_resizer
+    resizer = fields.model_message(pipeline).image_resizer.fixed_shape_resizer
     return resizer.height, resizer.width
 
 
