@@ -12,6 +12,10 @@ The model is built first as each side's training builds it before a fine-tune re
 AutoGraph's default by the OD API's dummy computation (a tf.function, the whole batch), as the
 children by restore.build_on_batch (eager, one image). The same variables (checkpoint keys,
 names, shapes) and, as the step's results are bit-identical, the same initial values.
+
+As the children also do, the optimizer's slots are created before the step's first call
+(tracing.create_slots: the step is traced once, not twice); after the step they must hold what
+the step's own creation gave, bit for bit.
 """
 
 from __future__ import annotations
@@ -57,6 +61,8 @@ for path in sys.argv[1:]:
     training_step = tf.Variable(0, dtype=tf.int64)
     optimizer, _ = model_lib_v2.optimizer_builder.build(
         config.train_config.optimizer, global_step=training_step)
+    # As the children: the optimizer's slots before the step's first call (traced once).
+    slots_before = limited and tracing.create_slots(optimizer, model.trainable_variables)
 
     @tf.function
     def step(features, labels):  # as train_loop's step: the OD API's own eager_train_step
@@ -68,6 +74,15 @@ for path in sys.argv[1:]:
     digest = hashlib.sha256()
     for variable in model.trainable_variables:
         digest.update(variable.numpy().tobytes())
+    slots = {}  # slot name and variable: a digest of its value after the step
+    for name in optimizer.get_slot_names():
+        for variable in model.trainable_variables:
+            try:
+                value = optimizer.get_slot(variable, name).numpy()
+            except KeyError:  # apply_gradients created none (the variable had no gradient)
+                continue
+            key = name + " " + variable.name
+            slots[key] = "zero" if not value.any() else hashlib.sha256(value.tobytes()).hexdigest()
     print("RESULT " + json.dumps({
         "config": path,
         "limited": limited,
@@ -75,6 +90,9 @@ for path in sys.argv[1:]:
         "image_sum": float(tf.reduce_sum(tf.cast(features["image"], tf.float64))),
         "losses": {k: float(v) for k, v in losses.items()},
         "weights": digest.hexdigest(),
+        "slots_before": slots_before,
+        "slots": slots,
+        "traces": step.experimental_get_tracing_count(),
         "variables": variables,
     }), flush=True)
 """
@@ -132,4 +150,12 @@ def test_without_autograph_the_od_api_computes_the_same_step(steps, name):
     assert abs(limited["losses"][total] - default["losses"][total]) <= 4 * ulp, (limited, default)
     assert limited["variables"] == default["variables"]  # the eager build's are the OD API's
     assert limited["weights"] == default["weights"]  # every updated weight, bit for bit
+    # The optimizer's slots created before the step (train/tf/child.py) hold after it what the
+    # step's own creation gives (momentum, bit for bit); a slot of a variable without a
+    # gradient, which the OD API's step leaves uncreated, stays zero. The step traced once.
+    assert limited["slots_before"] and not default["slots_before"]
+    assert default["slots"] and set(default["slots"]) <= set(limited["slots"])
+    for key, value in limited["slots"].items():
+        assert value == default["slots"].get(key, "zero"), key
+    assert limited["traces"] == 1, limited["traces"]
     assert limited["losses"][total] > 0

@@ -103,14 +103,21 @@ class SignalGuard:
 def _recording_checkpoint_managers(tf, created: list, guard: SignalGuard):
     """Records every tf.train.CheckpointManager created inside the block into `created`.
 
-    Their saves hold stop signals until the checkpoint is written (see SignalGuard).
+    Their saves hold stop signals until the checkpoint is written (see SignalGuard). train_loop
+    creates its manager where the model is built and restored and the step not traced yet:
+    the optimizer's slots are created there (tracing.create_slots: the step traced once).
     """
+    from train.tf import tracing
+
     original = tf.train.CheckpointManager
 
     class RecordingCheckpointManager(original):
-        def __init__(self, *args, **kwargs):
-            super().__init__(*args, **kwargs)
+        def __init__(self, checkpoint, *args, **kwargs):
+            super().__init__(checkpoint, *args, **kwargs)
             created.append(self)
+            model = getattr(checkpoint, "model", None)
+            if model is not None and hasattr(checkpoint, "optimizer"):
+                tracing.create_slots(checkpoint.optimizer, model.trainable_variables)
 
         def save(self, *args, **kwargs):
             guards.check_finite_state(tf, self._checkpoint)

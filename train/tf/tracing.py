@@ -48,3 +48,29 @@ def limit_autograph() -> bool:
     config.CONVERSION_RULES = (*ours, *rules)
     _applied = True
     return True
+
+
+def create_slots(optimizer, variables) -> bool:
+    """Creates the optimizer's variables (iterations, slots) for `variables` now.
+
+    A tf.function whose first call creates variables is traced twice: once creating them
+    (their initialisation lifted out of the graph), then again without (TensorFlow's
+    Function._initialize). train_loop's step creates the optimizer's slots in its first
+    apply_gradients, so every training child traced its step twice: ~2 s of the demo child's
+    ~16 s on 2 CPU cores, paid by every run. Created before the first call, as apply_gradients
+    creates them (zeros, the same names, under the same strategy), the step is traced once and
+    computes the same (tests/test_tracing.py: the same weights after a step, bit for bit).
+
+    For a variable that gets no gradient apply_gradients creates no slot; created here, its
+    slot stays zero, is saved, and is never read. Only Keras 2's own optimizers (what the OD
+    API's optimizer_builder builds; `_create_all_weights` is what their apply_gradients calls);
+    for any other (the moving-average wrapper) the step creates them, as before.
+
+    Returns whether the variables were created here.
+    """
+    create = getattr(optimizer, "_create_all_weights", None)
+    own = type(optimizer).__module__.startswith(("keras.", "tf_keras."))
+    if not variables or create is None or not own:
+        return False
+    create(list(variables))
+    return True
