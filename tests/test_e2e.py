@@ -99,6 +99,20 @@ def test_fine_tune_checkpoint_was_really_restored(trained, demo_assets):
     assert ours.get_tensor(head).shape == (6 * 4,) and zoo.get_tensor(head).shape == (6 * 91,)
 
 
+def test_the_step_0_checkpoint_has_the_od_apis_layout_and_later_ones_the_slots(trained):
+    """The child creates the optimizer's slots before the first step (tracing.create_slots),
+    but after the step-0 save: a step-0 checkpoint with slots made the OD API's evaluator read
+    it again at its next restore (train/tf/child.py). Later checkpoints hold them, as always."""
+    import tensorflow as tf
+
+    def slots(prefix):
+        return [n for n, _ in tf.train.list_variables(prefix) if ".OPTIMIZER_SLOT/" in n]
+
+    assert slots(os.path.join(trained["dir"], "ckpt-1")) == []  # step 0
+    final = slots(tf.train.latest_checkpoint(trained["dir"]))
+    assert final and all(n.endswith("/optimizer/momentum" + _VALUE) for n in final)
+
+
 def test_rerun_into_finished_model_dir_is_refused(trained):
     result = run_python(trained["args"])
     assert result.returncode == errors.EXIT_PREFLIGHT

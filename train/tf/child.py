@@ -103,9 +103,16 @@ class SignalGuard:
 def _recording_checkpoint_managers(tf, created: list, guard: SignalGuard):
     """Records every tf.train.CheckpointManager created inside the block into `created`.
 
-    Their saves hold stop signals until the checkpoint is written (see SignalGuard). train_loop
-    creates its manager where the model is built and restored and the step not traced yet:
-    the optimizer's slots are created there (tracing.create_slots: the step traced once).
+    Their saves hold stop signals until the checkpoint is written (see SignalGuard).
+
+    They also create the optimizer's slots before the step's first call (tracing.create_slots:
+    the step traced once, not twice): train_loop creates its manager once the model is built
+    and restored, then restores the run's latest checkpoint or saves step 0, then steps. When
+    resuming, the slots are created at once (the restore fills them); on a new run, after the
+    step-0 save, which keeps the layout the OD API writes (no slots). A step-0 checkpoint with
+    slots broke the OD API's evaluator (ours too): its first restore, before its model is
+    built, defers the slots' restore to its next one, which then reads the first file, gone
+    by then when it was a copy (tests/test_finish.py found it).
     """
     from train.tf import tracing
 
@@ -115,15 +122,23 @@ def _recording_checkpoint_managers(tf, created: list, guard: SignalGuard):
         def __init__(self, checkpoint, *args, **kwargs):
             super().__init__(checkpoint, *args, **kwargs)
             created.append(self)
-            model = getattr(checkpoint, "model", None)
-            if model is not None and hasattr(checkpoint, "optimizer"):
-                tracing.create_slots(checkpoint.optimizer, model.trainable_variables)
+            self.slots_created = False
+            if self.latest_checkpoint:
+                self._create_slots()
+
+        def _create_slots(self) -> None:
+            self.slots_created = True
+            model = getattr(self._checkpoint, "model", None)
+            if model is not None and hasattr(self._checkpoint, "optimizer"):
+                tracing.create_slots(self._checkpoint.optimizer, model.trainable_variables)
 
         def save(self, *args, **kwargs):
             guards.check_finite_state(tf, self._checkpoint)
             with guard.writing_checkpoint():
                 path = super().save(*args, **kwargs)
             self.saved_step = int(self._checkpoint.step.numpy())
+            if not self.slots_created:
+                self._create_slots()
             return path
 
     tf.train.CheckpointManager = RecordingCheckpointManager

@@ -59,7 +59,8 @@ def create_slots(optimizer, variables) -> bool:
     apply_gradients, so every training child traced its step twice: ~2 s of the demo child's
     ~16 s on 2 CPU cores, paid by every run. Created before the first call, as apply_gradients
     creates them (zeros, the same names, under the same strategy), the step is traced once and
-    computes the same (tests/test_tracing.py: the same weights after a step, bit for bit).
+    computes the same (tests/test_tracing.py: the same weights after a step, bit for bit). When
+    the child calls it: train/tf/child.py (_recording_checkpoint_managers).
 
     For a variable that gets no gradient apply_gradients creates no slot; created here, its
     slot stays zero, is saved, and is never read. Only Keras 2's own optimizers (what the OD
