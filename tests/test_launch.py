@@ -419,3 +419,25 @@ def test_input_images_are_thinned_to_their_cadence_and_every_other_summary_kept(
         "other_images": list(range(8)),
         "loss": list(range(8)),
     }
+
+
+@pytest.mark.parametrize("ending,status", [("return 3", 3), ("raise RuntimeError('boom')", 1)])
+def test_a_child_ends_with_mains_status_after_every_exit_handler(ending, status):
+    """harness.run_module skips the interpreter's teardown (os._exit), never what comes before
+    it: the status main returned (Python's 1 for an exception nothing caught, its traceback
+    printed), the exit handlers registered after it, unflushed output."""
+    import subprocess
+
+    code = (
+        "import atexit, sys\n"
+        "from train.tf import harness\n"
+        "def main(argv):\n"
+        "    atexit.register(lambda: print('a later handler ran', flush=True))\n"
+        "    sys.stdout.write('unflushed')\n"
+        f"    {ending}\n"
+        "harness.run_module(main)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == status, done.stderr
+    assert done.stdout.startswith("unflushed") and "a later handler ran" in done.stdout
+    assert ("RuntimeError: boom" in done.stderr) == (status == 1)
