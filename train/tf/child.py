@@ -100,19 +100,24 @@ class SignalGuard:
 
 
 @contextlib.contextmanager
-def _recording_checkpoint_managers(tf, created: list, guard: SignalGuard):
+def _recording_checkpoint_managers(tf, created: list, guard: SignalGuard, model_dir: str = ""):
     """Records every tf.train.CheckpointManager created inside the block into `created`.
 
     Their saves hold stop signals until the checkpoint is written (see SignalGuard).
 
     They also create the optimizer's slots before the step's first call (tracing.create_slots:
     the step traced once, not twice): train_loop creates its manager once the model is built
-    and restored, then restores the run's latest checkpoint or saves step 0, then steps. When
-    resuming, the slots are created at once (the restore fills them); on a new run, after the
-    step-0 save, which keeps the layout the OD API writes (no slots). A step-0 checkpoint with
-    slots broke the OD API's evaluator (ours too): its first restore, before its model is
-    built, defers the slots' restore to its next one, which then reads the first file, gone
-    by then when it was a copy (tests/test_finish.py found it).
+    and restored, then restores the run's latest checkpoint in `model_dir` or saves step 0,
+    then steps. When resuming, the slots are created at once (the restore fills them); on a
+    new run, after the step-0 save, which keeps the layout the OD API writes (no slots). A
+    step-0 checkpoint with slots broke the OD API's evaluator (ours too): its first restore,
+    before its model is built, defers the slots' restore to its next one, which then reads the
+    first file, gone by then when it was a copy (tests/test_finish.py found it). The decision
+    reads `model_dir` as train_loop does, not the manager's own folder (a temporary one on
+    the other workers): creating variables is collective across workers, so every worker must
+    create them at the same point (test_slurm's resumed two-worker job found it). A model not
+    built by then (no fine-tune restore built it) is built by the step, which creates its
+    slots as the OD API does.
     """
     from train.tf import tracing
 
@@ -123,14 +128,19 @@ def _recording_checkpoint_managers(tf, created: list, guard: SignalGuard):
             super().__init__(checkpoint, *args, **kwargs)
             created.append(self)
             self.slots_created = False
-            if self.latest_checkpoint:
+            if model_dir and tf.train.latest_checkpoint(model_dir):
                 self._create_slots()
 
         def _create_slots(self) -> None:
             self.slots_created = True
             model = getattr(self._checkpoint, "model", None)
-            if model is not None and hasattr(self._checkpoint, "optimizer"):
-                tracing.create_slots(self._checkpoint.optimizer, model.trainable_variables)
+            if model is None or not hasattr(self._checkpoint, "optimizer"):
+                return
+            try:
+                variables = model.trainable_variables
+            except ValueError:  # Keras: "Weights for model ... have not yet been created"
+                return
+            tracing.create_slots(self._checkpoint.optimizer, variables)
 
         def save(self, *args, **kwargs):
             guards.check_finite_state(tf, self._checkpoint)
@@ -512,7 +522,7 @@ def _train(spec, phase: harness.Phase):
                 agree()
 
         with (
-            _recording_checkpoint_managers(tf, managers, guard),
+            _recording_checkpoint_managers(tf, managers, guard, spec.model_dir),
             _measured_fine_tune_restore(model_lib_v2, spec.restore_report, num_classes, phase),
             tracking_phases(model_lib_v2, phase),
             applying_freeze(model_lib_v2, config, options.freeze, spec.freeze_report),
