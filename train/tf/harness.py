@@ -129,12 +129,12 @@ def _end_without_teardown() -> None:
     By the time exit handlers run, the Outcome is written, every checkpoint and file the
     child wrote is closed, non-daemon threads are joined, and the other handlers registered
     after this one (TensorFlow's, absl's) have run. What is left is the teardown of every
-    module's objects and TensorFlow's native destructors: ~1 s of each child's end on 2 CPU
-    cores (an SSD child: 1.1 s of wall after its last handler; docs/measurements.md), paid by
-    every training run, evaluation, rehearsal and finish, and never of use to the driver,
-    which reads the Outcome. Before leaving: a garbage collection (a resource kept alive only
-    by reference cycles, such as a summary writer, is closed and so flushed, as teardown
-    would), logging's shutdown (its handler was registered before this one) and the streams.
+    module's objects and TensorFlow's native destructors: 1.1-1.45 s of each child's end on
+    2 CPU cores (docs/measurements.md), paid by every training run, evaluation, rehearsal and
+    finish, and of no use to the driver, which reads the Outcome. Before leaving: a garbage
+    collection (a resource kept alive only by reference cycles, such as a summary writer, is
+    closed and so flushed, as teardown would), logging's shutdown (a no-op when its own exit
+    handler already ran) and the streams' flush.
     """
     import gc
     import logging
