@@ -151,8 +151,9 @@ def test_without_autograph_the_od_api_computes_the_same_step(steps, name):
     assert limited["variables"] == default["variables"]  # the eager build's are the OD API's
     assert limited["weights"] == default["weights"]  # every updated weight, bit for bit
     # The optimizer's slots created before the step (train/tf/child.py) hold after it what the
-    # step's own creation gives (momentum, bit for bit); a slot of a variable without a
-    # gradient, which the OD API's step leaves uncreated, stays zero. The step traced once.
+    # step's own creation gives, bit for bit (SGD's momentum; Adam's m and v for CenterNet); a
+    # slot of a variable without a gradient, which the OD API's step leaves uncreated, stays
+    # zero. The step traced once.
     assert limited["slots_before"] and not default["slots_before"]
     assert default["slots"] and set(default["slots"]) <= set(limited["slots"])
     for key, value in limited["slots"].items():
