@@ -312,13 +312,25 @@ for kind, model in (
     for picture in pictures:
         d = predictor.detect(images.pixels(picture))
         found[kind]["pictures"].append([d.boxes.tolist(), d.classes.tolist(), d.scores.tolist()])
-    # The same pictures through train.predict's pipeline, noting where the inputs were made.
-    threads, prepare = set(), predictor.detect.prepare
+    # The same pictures through train.predict's pipeline, noting where the inputs were made
+    # and how many model calls ran at once.
+    threads, prepare, infer = set(), predictor.detect.prepare, predictor.detect.infer
+    lock, running = threading.Lock(), [0, 0]
     def noting(image):
         threads.add(threading.get_ident())
         return prepare(image)
-    staged = dataclasses.replace(predictor.detect, prepare=noting)
+    def counting(feed):
+        with lock:
+            running[0] += 1
+            running[1] = max(running)
+        try:
+            return infer(feed)
+        finally:
+            with lock:
+                running[0] -= 1
+    staged = dataclasses.replace(predictor.detect, prepare=noting, infer=counting)
     pipeline.run(plan, dataclasses.replace(predictor, detect=staged))
+    found[kind]["calls"] = [predictor.calls, running[1]]
     with open(out + "/" + kind + "/detections.json") as f:
         found[kind]["piped"] = json.load(f)
     found[kind]["threshold"] = plan.options.threshold
@@ -380,6 +392,9 @@ def test_predict_gives_the_same_picture_from_all_four_model_kinds(demo, tmp_path
             piped[r["image_id"] - 1].append(r["score"])
         looped = [[round(s, 5) for s in p[2] if s >= entry["threshold"]] for p in entry["pictures"]]
         assert piped == looped and any(looped), (kind, piped, looped)
+        # Two calls at once where the model allows it; a TFLite interpreter, one at a time.
+        allowed, most = entry["calls"]
+        assert allowed == (1 if kind == "tflite" else 2) and 1 <= most <= allowed, (kind, most)
     # ONNX is fed the picture resized as its graph resizes (its metadata says 192x192);
     # the checkpoint takes the picture as it is.
     with Image.open(pictures[0]) as first:

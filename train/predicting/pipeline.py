@@ -1,12 +1,12 @@
 """train.predict's runner: decoding, the model, and drawing/writing overlap. TF-free.
 
-The model runs on the calling thread, one picture at a time in input order (the OD API's
-exported signatures, TFLite and ONNX files take a batch of one); up to LOOKAHEAD pictures are
-decoded and made into the model's input (the predictor's `prepare`: resize, normalisation)
-ahead by a thread pool (Pillow releases the GIL while it decodes) and the annotated pictures
-are drawn and encoded behind it by another, so a model call rarely waits for a file and the
-model's thread runs only the model. (Held ahead, an ONNX input is the float32 picture: 8 of a
-4K photo are ~800 MB.)
+Up to LOOKAHEAD pictures are decoded and made into the model's input (the predictor's
+`prepare`: resize, normalisation) ahead by a thread pool (Pillow releases the GIL while it
+decodes); the model runs on its own threads, `predictor.calls` pictures at once (the OD API's
+exported signatures, TFLite and ONNX files take a batch of one, and one call leaves cores
+idle that a second fills); the calls end in input order, and the annotated pictures are
+drawn and encoded behind them by another thread. So a model call rarely waits for a file.
+(Held ahead, an ONNX input is the float32 picture: 8 of a 4K photo are ~800 MB.)
 scripts/bench_predict.py measures the pictures/s against the bare model on decoded arrays.
 
 A picture that cannot be read is skipped and listed; every other picture is still predicted.
@@ -84,17 +84,45 @@ class _Behind:
             self.pending.popleft().result()
 
 
+class _Calls:
+    """The model's calls on `predictor.calls` threads, ended in input order.
+
+    `submit` starts a call on a (picture, input) and, when `calls` are running, waits for the
+    oldest and hands its detections to `then(picture, detections, *context)` on this thread:
+    what follows a call (the detections in pixels, the collector, the drawing's turn) keeps
+    the input order a video's frames and the results' ids need.
+    """
+
+    def __init__(self, pool, predictor, then):
+        self.pool, self.then = pool, then
+        self.infer, self.calls = predictor.detect.infer, max(predictor.calls, 1)
+        self.pending: collections.deque = collections.deque()
+
+    def submit(self, picture, *context) -> None:  # noqa: D102
+        self.pending.append((self.pool.submit(self.infer, picture[1]), picture, context))
+        while len(self.pending) >= self.calls:
+            self._end_oldest()
+
+    def finish(self) -> None:
+        """Ends every call still running (and raises the first that failed)."""
+        while self.pending:
+            self._end_oldest()
+
+    def _end_oldest(self) -> None:
+        call, picture, context = self.pending.popleft()
+        self.then(picture, call.result(), *context)
+
+
 def _read(path: str, prepare):
     """(the picture, the model's input made from it): on a decoding thread."""
     image = images.pixels(path)
     return image, prepare(image)
 
 
-def _predicted(picture, predictor, threshold, collector, path: str, frame: int | None = None):
-    """One (picture, input) through the model, its detections recorded; returns outputs.Found."""
-    image, feed = picture
-    height, width = image.shape[:2]
-    found = outputs.in_pixels(predictor.detect.infer(feed), width, height, threshold)
+def _found(picture, detections, threshold, collector, path: str, frame: int | None = None):
+    """A picture's detections recorded in its pixels; returns outputs.Found."""
+    height, width = picture[0].shape[:2]
+    found = outputs.in_pixels(detections, width, height, threshold)
     collector.add(path, (width, height), found, frame=frame)
     return found
 
@@ -106,6 +134,7 @@ def run_images(items, predictor, threshold, annotated, collector, skipped, progr
     upcoming = iter(items)
     with (
         concurrent.futures.ThreadPoolExecutor(DECODERS) as decoders,
+        concurrent.futures.ThreadPoolExecutor(max(predictor.calls, 1)) as models,
         concurrent.futures.ThreadPoolExecutor(1) as pool,
     ):
         behind = _Behind(pool)
@@ -116,6 +145,15 @@ def run_images(items, predictor, threshold, annotated, collector, skipped, progr
             if item is not None:
                 pending.append((item, decoders.submit(_read, item.path, prepare)))
 
+        def then(picture, detections, item):
+            nonlocal done
+            found = _found(picture, detections, threshold, collector, item.path)
+            target = os.path.join(annotated, item.output)
+            behind.submit(_write, picture[0], found, predictor.names, target)
+            done += 1
+            progress.tick()
+
+        calls = _Calls(models, predictor, then)
         for _ in range(LOOKAHEAD):
             read_ahead()
         while pending:
@@ -127,11 +165,8 @@ def run_images(items, predictor, threshold, annotated, collector, skipped, progr
                 skipped.append((item.path, str(e)))
                 progress.tick()
                 continue
-            found = _predicted(picture, predictor, threshold, collector, item.path)
-            target = os.path.join(annotated, item.output)
-            behind.submit(_write, picture[0], found, predictor.names, target)
-            done += 1
-            progress.tick()
+            calls.submit(picture, item)
+        calls.finish()
         behind.finish()
     return done
 
@@ -156,7 +191,7 @@ def run_video(item, predictor, threshold, annotated, collector, skipped, progres
                     return
                 image = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
                 frames.put((image, predictor.detect.prepare(image)))
-        except Exception as e:  # raised on the model's thread, which would wait for ever
+        except Exception as e:  # raised on the thread taking the frames, which would wait
             frames.put(e)
 
     reader = threading.Thread(target=read, daemon=True)
@@ -164,22 +199,29 @@ def run_video(item, predictor, threshold, annotated, collector, skipped, progres
     target = os.path.join(annotated, item.output)
     os.makedirs(os.path.dirname(target), exist_ok=True)
     video, done = None, 0
-    with concurrent.futures.ThreadPoolExecutor(1) as pool:
-        behind = _Behind(pool)
+
+    def then(picture, detections, frame):
+        found = _found(picture, detections, threshold, collector, item.path, frame=frame)
+        behind.submit(_write_frame, video, picture[0], found, predictor.names)
+        progress.tick()
+
+    with (
+        concurrent.futures.ThreadPoolExecutor(max(predictor.calls, 1)) as models,
+        concurrent.futures.ThreadPoolExecutor(1) as pool,
+    ):
+        behind, calls = _Behind(pool), _Calls(models, predictor, then)
         while (picture := frames.get()) is not None:
             if isinstance(picture, Exception):
                 raise picture
-            image = picture[0]
             if video is None:
-                height, width = image.shape[:2]
+                height, width = picture[0].shape[:2]
                 fourcc = cv2.VideoWriter_fourcc(*"mp4v")
                 video = cv2.VideoWriter(target, fourcc, fps, (width, height))
                 if not video.isOpened():  # no MPEG-4 encoder in this OpenCV build
                     raise OSError(f"cannot write {target}: OpenCV has no mp4v encoder here")
-            found = _predicted(picture, predictor, threshold, collector, item.path, frame=done)
-            behind.submit(_write_frame, video, image, found, predictor.names)
+            calls.submit(picture, done)
             done += 1
-            progress.tick()
+        calls.finish()
         behind.finish()
     reader.join()
     capture.release()

@@ -17,6 +17,14 @@ import numpy as np
 from train.predicting import plan as plans
 from train.verify import Staged
 
+# How many of a model's calls train.predict keeps running at once. A call leaves cores idle
+# (its Python, its sequential steps: NMS, the output copies), which a second call fills: on 2
+# cores the demo's model, 150 pictures, one call at a time against two: checkpoint 46 -> 66,
+# SavedModel 47 -> 67, ONNX 124 -> 174 calls/s, a third no better (docs/measurements.md).
+# Each call holds its own activations: twice one call's working memory, not the weights'.
+# A TFLite interpreter runs one call at a time (it is not thread-safe).
+CALLS_AT_ONCE = 2
+
 
 class ModelError(Exception):
     """The model cannot be run as given (a usage error: exit 2, one line)."""
@@ -27,13 +35,14 @@ class Predictor:
     """A loaded model: `detect(uint8 RGB image) -> Detections` and class names by id.
 
     `detect` is a verify.Staged: train.predict's pipeline calls its `prepare` on the decoding
-    threads and its `infer` on the model's.
+    threads and its `infer` on up to `calls` threads at once.
     """
 
     detect: Staged
     names: dict[int, str]
     kind: str
     describe: str  # what was loaded, for the first line of the output
+    calls: int = CALLS_AT_ONCE  # of `detect.infer` that may run at the same time
 
 
 def load(plan: plans.Plan) -> Predictor:
@@ -97,7 +106,8 @@ def _tflite(model: plans.Model) -> Predictor:
         )
     run, _ = exporting.tflite_fn(content, metadata.mean, metadata.std)
     names = {n + 1: name for n, name in enumerate(metadata.labels)}
-    return Predictor(run, names, model.kind, f"TFLite {model.path} (metadata: labels, mean/std)")
+    describe = f"TFLite {model.path} (metadata: labels, mean/std)"
+    return Predictor(run, names, model.kind, describe, calls=1)  # one interpreter, one call
 
 
 def _names(plan: plans.Plan, found: dict[int, str]) -> dict[int, str]:
