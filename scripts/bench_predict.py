@@ -8,11 +8,13 @@ export/model.onnx): `--pictures` JPEGs of `--size` are written to a temporary fo
 the model's own detect() called in a loop on pictures decoded beforehand (the best a loop can
 do; for an ONNX file that train.predict feeds resized pictures, the faster of that feed and the
 whole picture's, named in the row); "predict" is train.predict's whole pipeline on the files
-(decode, prepare, model, draw, encode, write, JSON/CSV). The two alternate `--rounds` times
-(this VM's speed drifts by +-15 % within a minute) and the medians are compared: the goal is
-predict / bare >= 0.9. Each also reports the CPU time per picture (every thread): on 2 cores
-a model whose bare loop takes nearly 2 ms of CPU per ms leaves the pipeline's decoding and
-drawing no idle core.
+(decode, prepare, model, draw, encode, write, JSON/CSV), which keeps `predictor.calls` model
+calls in flight. The two alternate `--rounds` times (this VM's speed drifts by +-15 % within a
+minute) and the medians are compared: the goal is predict / bare >= 0.9. The last column is
+the bare loop with as many calls in flight as train.predict keeps: what the model alone does
+that way, so predict / it is the share the decoding and drawing cost. Each also reports the
+CPU time per picture (every thread): on 2 cores a model whose bare loop takes nearly 2 ms of
+CPU per ms leaves the pipeline's decoding and drawing no idle core.
 
 The pictures are crops of a real photograph (matplotlib's sample portrait, installed with the
 project) with a few shapes drawn on them: a JPEG of a photo decodes and re-encodes at a photo's
@@ -98,6 +100,21 @@ def _loop(predictor, decoded) -> None:
         predictor.detect(picture)
 
 
+def _at_once(predictor, decoded) -> None:
+    """The bare loop with `predictor.calls` calls in flight, as train.predict runs them."""
+    import collections
+    import concurrent.futures
+
+    with concurrent.futures.ThreadPoolExecutor(predictor.calls) as pool:
+        running: collections.deque = collections.deque()
+        for picture in decoded:
+            running.append(pool.submit(predictor.detect, picture))
+            while len(running) >= predictor.calls:
+                running.popleft().result()
+        for call in running:
+            call.result()
+
+
 def main() -> int:  # noqa: D103
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model_dir", default=os.path.join(ROOT, "demo_out", "model"))
@@ -132,19 +149,20 @@ def main() -> int:  # noqa: D103
     )
     print(
         "| model | bare pictures/s | predict pictures/s | predict / bare "
-        "| CPU ms per picture: bare, predict |"
+        "| CPU ms per picture: bare, predict | calls at once: bare pictures/s (predict / it) |"
     )
-    print("|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|")
     for kind, path in _kinds(args.model_dir):
         out = os.path.join(work, f"out_{kind}")
         options = plans.PredictOptions(model=path, inputs=(folder,), out=out, progress=False)
         plan = plans.plan(options)
         predictor = predictors.load(plan)
         bare = _bare_feeds(kind, predictor)
-        runs = {**{name: [] for name in bare}, "predict": []}  # (wall s, CPU s) per round
+        runs = {**{name: [] for name in bare}, "predict": [], "at once": []}  # (wall, CPU) s
         for _ in range(args.rounds):
             for name, fed in bare.items():
                 runs[name].append(_timed(_loop, fed, decoded))
+            runs["at once"].append(_timed(_at_once, predictor, decoded))
             shutil.rmtree(out, ignore_errors=True)  # emptied here, not in the timed run
             runs["predict"].append(_timed(pipeline.run, plan, predictor))
         rate = {k: statistics.median(n / wall for wall, _ in v) for k, v in runs.items()}
@@ -152,7 +170,9 @@ def main() -> int:  # noqa: D103
         best = max(bare, key=rate.get)
         print(
             f"| {kind}{best} | {rate[best]:.1f} | {rate['predict']:.1f} "
-            f"| {rate['predict'] / rate[best]:.2f} | {cpu[best]:.1f}, {cpu['predict']:.1f} |",
+            f"| {rate['predict'] / rate[best]:.2f} | {cpu[best]:.1f}, {cpu['predict']:.1f} "
+            f"| {predictor.calls}: {rate['at once']:.1f} "
+            f"({rate['predict'] / rate['at once']:.2f}) |",
             flush=True,
         )
     return 0
