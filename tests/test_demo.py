@@ -392,9 +392,9 @@ def test_predict_gives_the_same_picture_from_all_four_model_kinds(demo, tmp_path
             piped[r["image_id"] - 1].append(r["score"])
         looped = [[round(s, 5) for s in p[2] if s >= entry["threshold"]] for p in entry["pictures"]]
         assert piped == looped and any(looped), (kind, piped, looped)
-        # Two calls at once where the model allows it; a TFLite interpreter, one at a time.
+        # Two calls at once (a TFLite file: one interpreter each, tests/test_predict_pipeline.py).
         allowed, most = entry["calls"]
-        assert allowed == (1 if kind == "tflite" else 2) and 1 <= most <= allowed, (kind, most)
+        assert allowed == 2 and 1 <= most <= allowed, (kind, most)
     # ONNX is fed the picture resized as its graph resizes (its metadata says 192x192);
     # the checkpoint takes the picture as it is.
     with Image.open(pictures[0]) as first:

@@ -78,3 +78,20 @@ def test_calls_in_flight_end_in_input_order(tmp_path, calls):
     for item in items:
         with Image.open(f"{annotated}/{item.output}") as drawn:
             assert drawn.size == (60, 40 + int(item.output[1:3]))
+
+
+def test_two_interpreters_share_the_calls_each_one_call_at_a_time(tmp_path):
+    # A TFLite file's predictor: two interpreters, neither ever running two calls at once.
+    models = [_Numbered(), _Numbered()]
+    staged = predictors.any_free([Staged(m.prepare, m.infer) for m in models])
+    predictor = predictors.Predictor(staged, {1: "thing"}, "tflite", "two", calls=len(models))
+    items, _ = plans.inputs((_folder(tmp_path),))
+    collector = outputs.Collector(predictor.names)
+    annotated = outputs.prepare_out(str(tmp_path / "out"))
+    progress = pipeline.Progress(PICTURES, enabled=False)
+    done = pipeline.run_images(items, predictor, 0.3, annotated, collector, [], progress)
+
+    assert done == PICTURES
+    scores = [round(0.5 + n / 100, 5) for n in range(PICTURES)]
+    assert [r["score"] for r in collector.results] == scores
+    assert [m.most for m in models] == [1, 1]  # each one call at a time, both used

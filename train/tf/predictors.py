@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import queue
 
 import numpy as np
 
@@ -22,7 +23,7 @@ from train.verify import Staged
 # cores the demo's model, 150 pictures, one call at a time against two: checkpoint 46 -> 66,
 # SavedModel 47 -> 67, ONNX 124 -> 174 calls/s, a third no better (docs/measurements.md).
 # Each call holds its own activations: twice one call's working memory, not the weights'.
-# A TFLite interpreter runs one call at a time (it is not thread-safe).
+# A TFLite file gets an interpreter per call: one runs one call at a time (not thread-safe).
 CALLS_AT_ONCE = 2
 
 
@@ -104,10 +105,31 @@ def _tflite(model: plans.Model) -> Predictor:
             f"--model {model.path} has no metadata (its input normalisation and labels): "
             "export it again with `python -m train.export --export tflite`, which writes them"
         )
-    run, _ = exporting.tflite_fn(content, metadata.mean, metadata.std)
+    mean, std = metadata.mean, metadata.std
+    runs = [exporting.tflite_fn(content, mean, std)[0] for _ in range(CALLS_AT_ONCE)]
     names = {n + 1: name for n, name in enumerate(metadata.labels)}
     describe = f"TFLite {model.path} (metadata: labels, mean/std)"
-    return Predictor(run, names, model.kind, describe, calls=1)  # one interpreter, one call
+    return Predictor(any_free(runs), names, model.kind, describe, calls=len(runs))
+
+
+def any_free(runs: list[Staged]) -> Staged:
+    """One Staged over interchangeable ones that each run one call at a time.
+
+    A TFLite interpreter is not thread-safe and runs on one thread (as a phone app's); each
+    call takes one that is free, so `len(runs)` calls run at once, each on its own.
+    """
+    free: queue.SimpleQueue = queue.SimpleQueue()
+    for run in runs:
+        free.put(run)
+
+    def infer(feed):
+        run = free.get()
+        try:
+            return run.infer(feed)
+        finally:
+            free.put(run)
+
+    return Staged(runs[0].prepare, infer, keep=runs)
 
 
 def _names(plan: plans.Plan, found: dict[int, str]) -> dict[int, str]:
