@@ -52,20 +52,26 @@ def _folder(tmp_path) -> str:
     return str(folder)
 
 
-@pytest.mark.parametrize("calls", [1, predictors.CALLS_AT_ONCE])
-def test_calls_in_flight_end_in_input_order(tmp_path, calls):
-    model = _Numbered()
-    predictor = predictors.Predictor(
-        Staged(model.prepare, model.infer), {1: "thing"}, "onnx", "numbered", calls=calls
-    )
+def _predicted(tmp_path, predictor):
+    """(the items, their Collector, the annotated folder) of run_images on PICTURES pictures."""
     items, skipped = plans.inputs((_folder(tmp_path),))
     assert len(items) == PICTURES and not skipped
     annotated = outputs.prepare_out(str(tmp_path / "out"))
     collector = outputs.Collector(predictor.names)
     progress = pipeline.Progress(PICTURES, enabled=False)
     done = pipeline.run_images(items, predictor, 0.3, annotated, collector, [], progress)
-
     assert done == PICTURES and progress.done == PICTURES
+    return items, collector, annotated
+
+
+@pytest.mark.parametrize("calls", [1, predictors.CALLS_AT_ONCE])
+def test_calls_in_flight_end_in_input_order(tmp_path, calls):
+    model = _Numbered()
+    predictor = predictors.Predictor(
+        Staged(model.prepare, model.infer), {1: "thing"}, "onnx", "numbered", calls=calls
+    )
+    items, collector, annotated = _predicted(tmp_path, predictor)
+
     # Picture n is the n-th image, its size its own, its one detection scored with its number.
     assert [image["file_name"] for image in collector.images] == [item.path for item in items]
     assert [image["height"] for image in collector.images] == [40 + n for n in range(PICTURES)]
@@ -85,13 +91,8 @@ def test_two_interpreters_share_the_calls_each_one_call_at_a_time(tmp_path):
     models = [_Numbered(), _Numbered()]
     staged = predictors.any_free([Staged(m.prepare, m.infer) for m in models])
     predictor = predictors.Predictor(staged, {1: "thing"}, "tflite", "two", calls=len(models))
-    items, _ = plans.inputs((_folder(tmp_path),))
-    collector = outputs.Collector(predictor.names)
-    annotated = outputs.prepare_out(str(tmp_path / "out"))
-    progress = pipeline.Progress(PICTURES, enabled=False)
-    done = pipeline.run_images(items, predictor, 0.3, annotated, collector, [], progress)
+    _, collector, _ = _predicted(tmp_path, predictor)
 
-    assert done == PICTURES
     scores = [round(0.5 + n / 100, 5) for n in range(PICTURES)]
     assert [r["score"] for r in collector.results] == scores
     assert [m.most for m in models] == [1, 1]  # each one call at a time, both used

@@ -63,54 +63,36 @@ def _write(image, found, names, target: str) -> None:
         f.write(data)
 
 
-class _Behind:
-    """Drawing and writing on one thread behind the model, at most LOOKAHEAD pictures behind.
+class _InOrder:
+    """Work on a pool, ended in the order it was submitted, at most `running` unfinished.
 
-    One thread keeps them in order (a video's frames must be); the model waits only when
-    the writing falls that far behind.
+    `submit(context, fn, *args)` hands fn(*args) to the pool; while more than `running` are
+    unfinished it waits for the oldest and hands its result and context to `then` on the
+    submitting thread (and raises the first that failed). The model's calls: `running` one
+    less than the calls at once, `then` recording the detections, so the results' ids and a
+    video's frames keep the input order. The drawing and writing: one thread, LOOKAHEAD
+    pictures behind at most, so the model waits only when the writing falls that far behind.
     """
 
-    def __init__(self, pool):
-        self.pool, self.pending = pool, collections.deque()
-
-    def submit(self, fn, *args) -> None:  # noqa: D102
-        self.pending.append(self.pool.submit(fn, *args))
-        while len(self.pending) > LOOKAHEAD:
-            self.pending.popleft().result()
-
-    def finish(self) -> None:
-        """Waits for every write (and raises the first that failed)."""
-        while self.pending:
-            self.pending.popleft().result()
-
-
-class _Calls:
-    """The model's calls on `predictor.calls` threads, ended in input order.
-
-    `submit` starts a call on a (picture, input) and, when `calls` are running, waits for the
-    oldest and hands its detections to `then(picture, detections, *context)` on this thread:
-    what follows a call (the detections in pixels, the collector, the drawing's turn) keeps
-    the input order a video's frames and the results' ids need.
-    """
-
-    def __init__(self, pool, predictor, then):
-        self.pool, self.then = pool, then
-        self.infer, self.calls = predictor.detect.infer, max(predictor.calls, 1)
+    def __init__(self, pool, running: int, then=None):
+        self.pool, self.running, self.then = pool, running, then
         self.pending: collections.deque = collections.deque()
 
-    def submit(self, picture, *context) -> None:  # noqa: D102
-        self.pending.append((self.pool.submit(self.infer, picture[1]), picture, context))
-        while len(self.pending) >= self.calls:
+    def submit(self, context: tuple, fn, *args) -> None:  # noqa: D102
+        self.pending.append((self.pool.submit(fn, *args), context))
+        while len(self.pending) > self.running:
             self._end_oldest()
 
     def finish(self) -> None:
-        """Ends every call still running (and raises the first that failed)."""
+        """Ends everything still unfinished (and raises the first that failed)."""
         while self.pending:
             self._end_oldest()
 
     def _end_oldest(self) -> None:
-        call, picture, context = self.pending.popleft()
-        self.then(picture, call.result(), *context)
+        work, context = self.pending.popleft()
+        result = work.result()
+        if self.then is not None:
+            self.then(result, *context)
 
 
 def _read(path: str, prepare):
@@ -134,10 +116,10 @@ def run_images(items, predictor, threshold, annotated, collector, skipped, progr
     upcoming = iter(items)
     with (
         concurrent.futures.ThreadPoolExecutor(DECODERS) as decoders,
-        concurrent.futures.ThreadPoolExecutor(max(predictor.calls, 1)) as models,
+        concurrent.futures.ThreadPoolExecutor(predictor.calls) as models,
         concurrent.futures.ThreadPoolExecutor(1) as pool,
     ):
-        behind = _Behind(pool)
+        behind = _InOrder(pool, LOOKAHEAD)
         prepare = predictor.detect.prepare
 
         def read_ahead():
@@ -145,15 +127,15 @@ def run_images(items, predictor, threshold, annotated, collector, skipped, progr
             if item is not None:
                 pending.append((item, decoders.submit(_read, item.path, prepare)))
 
-        def then(picture, detections, item):
+        def then(detections, picture, item):
             nonlocal done
             found = _found(picture, detections, threshold, collector, item.path)
             target = os.path.join(annotated, item.output)
-            behind.submit(_write, picture[0], found, predictor.names, target)
+            behind.submit((), _write, picture[0], found, predictor.names, target)
             done += 1
             progress.tick()
 
-        calls = _Calls(models, predictor, then)
+        calls = _InOrder(models, predictor.calls - 1, then)
         for _ in range(LOOKAHEAD):
             read_ahead()
         while pending:
@@ -165,7 +147,7 @@ def run_images(items, predictor, threshold, annotated, collector, skipped, progr
                 skipped.append((item.path, str(e)))
                 progress.tick()
                 continue
-            calls.submit(picture, item)
+            calls.submit((picture, item), predictor.detect.infer, picture[1])
         calls.finish()
         behind.finish()
     return done
@@ -200,16 +182,17 @@ def run_video(item, predictor, threshold, annotated, collector, skipped, progres
     os.makedirs(os.path.dirname(target), exist_ok=True)
     video, done = None, 0
 
-    def then(picture, detections, frame):
+    def then(detections, picture, frame):
         found = _found(picture, detections, threshold, collector, item.path, frame=frame)
-        behind.submit(_write_frame, video, picture[0], found, predictor.names)
+        behind.submit((), _write_frame, video, picture[0], found, predictor.names)
         progress.tick()
 
     with (
-        concurrent.futures.ThreadPoolExecutor(max(predictor.calls, 1)) as models,
+        concurrent.futures.ThreadPoolExecutor(predictor.calls) as models,
         concurrent.futures.ThreadPoolExecutor(1) as pool,
     ):
-        behind, calls = _Behind(pool), _Calls(models, predictor, then)
+        behind = _InOrder(pool, LOOKAHEAD)
+        calls = _InOrder(models, predictor.calls - 1, then)
         while (picture := frames.get()) is not None:
             if isinstance(picture, Exception):
                 raise picture
@@ -219,7 +202,7 @@ def run_video(item, predictor, threshold, annotated, collector, skipped, progres
                 video = cv2.VideoWriter(target, fourcc, fps, (width, height))
                 if not video.isOpened():  # no MPEG-4 encoder in this OpenCV build
                     raise OSError(f"cannot write {target}: OpenCV has no mp4v encoder here")
-            calls.submit(picture, done)
+            calls.submit((picture, done), predictor.detect.infer, picture[1])
             done += 1
         calls.finish()
         behind.finish()
